@@ -1,0 +1,178 @@
+// Package app wires one chatstream node: Postgres, Redis, the hub, the
+// generation workers and the HTTP server, with their start and their orderly
+// shutdown. cmd/chatstream fills its Config from flags and the environment;
+// end-to-end tests fill it directly.
+package app
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/chatstream/chatstream/server"
+	"github.com/chatstream/chatstream/store"
+	"github.com/chatstream/chatstream/streaming"
+)
+
+// Config is a node's configuration. See the README's table for the
+// environment variables behind each field.
+type Config struct {
+	HTTPAddr        string
+	RedisURL        string
+	DatabaseURL     string
+	AuthSecret      []byte
+	AuthDev         bool
+	MaxContentBytes int
+	StreamTTL       time.Duration
+	// ShutdownGrace bounds the graceful part of Shutdown. Default 10s.
+	ShutdownGrace time.Duration
+	Logger        *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.HTTPAddr == "" {
+		c.HTTPAddr = ":8080"
+	}
+	if c.MaxContentBytes <= 0 {
+		c.MaxContentBytes = 32768
+	}
+	if c.StreamTTL <= 0 {
+		c.StreamTTL = time.Hour
+	}
+	if c.ShutdownGrace <= 0 {
+		c.ShutdownGrace = 10 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Main is one running node.
+type Main struct {
+	cfg   Config
+	log   *slog.Logger
+	db    *store.DB
+	redis rueidis.Client
+	srv   *server.Server
+	ln    net.Listener
+
+	serveDone chan error // receives Serve's result once; buffered 1
+	closeOnce sync.Once
+}
+
+// New returns a node that Start will bring up.
+func New(cfg Config) *Main {
+	cfg.setDefaults()
+	return &Main{cfg: cfg, log: cfg.Logger, serveDone: make(chan error, 1)}
+}
+
+// Migrate applies the Postgres migrations and returns.
+func Migrate(ctx context.Context, databaseURL string, log *slog.Logger) error {
+	db, err := store.Open(ctx, databaseURL, store.Config{Logger: log})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	return db.Migrate(ctx)
+}
+
+// Start connects to Postgres and Redis, applies the migrations, and starts
+// serving on HTTPAddr. On error everything it opened is closed again.
+func (m *Main) Start(ctx context.Context) (err error) {
+	defer func() {
+		if err != nil {
+			m.closeResources()
+		}
+	}()
+	secret := m.cfg.AuthSecret
+	if len(secret) == 0 {
+		if !m.cfg.AuthDev {
+			return errors.New("AUTH_SECRET is required unless AUTH_DEV=true")
+		}
+		secret = make([]byte, 32)
+		_, _ = rand.Read(secret)
+		m.log.Warn("AUTH_SECRET unset: signing dev tokens with a random key; they stop working when this process exits")
+	}
+	if m.db, err = store.Open(ctx, m.cfg.DatabaseURL, store.Config{Logger: m.log}); err != nil {
+		return err
+	}
+	if err = m.db.Migrate(ctx); err != nil {
+		return err
+	}
+	if m.redis, err = streaming.NewClient(m.cfg.RedisURL, streaming.ClientConfig{}); err != nil {
+		return err
+	}
+	m.srv, err = server.New(server.Config{
+		AuthSecret:      secret,
+		AuthDev:         m.cfg.AuthDev,
+		MaxContentBytes: m.cfg.MaxContentBytes,
+		Logger:          m.log,
+	}, m.db, map[string]server.Pinger{"postgres": m.db, "redis": streaming.Pinger{Client: m.redis}})
+	if err != nil {
+		return err
+	}
+	if m.ln, err = net.Listen("tcp", m.cfg.HTTPAddr); err != nil {
+		return fmt.Errorf("listen on %s: %w", m.cfg.HTTPAddr, err)
+	}
+	// The serving goroutine lives until Shutdown stops the server.
+	go func() { m.serveDone <- m.srv.Serve(m.ln) }()
+	m.log.Info("chatstream serving", "addr", m.ln.Addr().String(), "auth_dev", m.cfg.AuthDev)
+	return nil
+}
+
+// Addr is the address the node listens on; useful with HTTPAddr ":0".
+func (m *Main) Addr() net.Addr { return m.ln.Addr() }
+
+// Done receives the server's error if it stops serving by itself.
+func (m *Main) Done() <-chan error { return m.serveDone }
+
+// Shutdown stops the node: it refuses new requests, lets in-flight ones finish
+// until ctx ends, then closes Redis and Postgres.
+func (m *Main) Shutdown(ctx context.Context) error {
+	var err error
+	m.closeOnce.Do(func() {
+		if m.srv != nil {
+			if e := m.srv.Shutdown(ctx); e != nil {
+				err = fmt.Errorf("shutdown http: %w", e)
+			}
+			if e := <-m.serveDone; e != nil && err == nil {
+				err = e
+			}
+		}
+		m.closeResources()
+	})
+	return err
+}
+
+// Run starts the node and serves until ctx ends, then shuts down within the
+// configured grace period.
+func (m *Main) Run(ctx context.Context) error {
+	if err := m.Start(ctx); err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+	case err := <-m.serveDone:
+		m.serveDone <- err // Shutdown reports it
+	}
+	m.log.Info("chatstream shutting down")
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.ShutdownGrace)
+	defer cancel()
+	return m.Shutdown(sctx)
+}
+
+func (m *Main) closeResources() {
+	if m.redis != nil {
+		m.redis.Close()
+	}
+	if m.db != nil {
+		m.db.Close()
+	}
+}

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"fmt"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/chatstream/chatstream/app"
+)
+
+// configError names the variable that is wrong and why, in one line.
+type configError struct{ name, problem string }
+
+func (e *configError) Error() string { return e.name + ": " + e.problem }
+
+// env reads configuration variables; lookup is os.LookupEnv outside tests.
+type env struct {
+	lookup func(string) (string, bool)
+}
+
+func (e env) str(name, def string) string {
+	if v, ok := e.lookup(name); ok && v != "" {
+		return v
+	}
+	return def
+}
+
+func (e env) boolean(name string, def bool) (bool, error) {
+	v := e.str(name, "")
+	if v == "" {
+		return def, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, &configError{name, fmt.Sprintf("%q is not true or false", v)}
+	}
+	return b, nil
+}
+
+func (e env) integer(name string, def, min, max int) (int, error) {
+	v := e.str(name, "")
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < min || n > max {
+		return 0, &configError{name, fmt.Sprintf("%q is not a whole number from %d to %d", v, min, max)}
+	}
+	return n, nil
+}
+
+func (e env) duration(name string, def, min time.Duration) (time.Duration, error) {
+	v := e.str(name, "")
+	if v == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, &configError{name, fmt.Sprintf("%q is not a Go duration such as 30s or 1h", v)}
+	}
+	if d < min {
+		return 0, &configError{name, fmt.Sprintf("%s is shorter than the minimum %s", d, min)}
+	}
+	return d, nil
+}
+
+func (e env) url(name, def string, schemes ...string) (string, error) {
+	v := e.str(name, def)
+	u, err := url.Parse(v)
+	if err != nil || u.Host == "" {
+		return "", &configError{name, fmt.Sprintf("%q is not a URL with a host", redactURL(v))}
+	}
+	for _, s := range schemes {
+		if u.Scheme == s {
+			return v, nil
+		}
+	}
+	return "", &configError{name, fmt.Sprintf("scheme %q is not one of %s", u.Scheme, strings.Join(schemes, ", "))}
+}
+
+// redactURL hides a password in a URL before it is printed.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparsable)"
+	}
+	return u.Redacted()
+}
+
+// loadConfig reads the node's configuration from the environment. The first
+// problem found is returned as a *configError.
+func loadConfig(e env) (app.Config, error) {
+	var c app.Config
+	var err error
+	c.HTTPAddr = e.str("HTTP_ADDR", ":8080")
+	if c.RedisURL, err = e.url("REDIS_URL", "redis://127.0.0.1:6379/0", "redis", "rediss", "unix"); err != nil {
+		return c, err
+	}
+	if c.DatabaseURL, err = e.url("DATABASE_URL", "postgres://localhost:5432/chatstream?sslmode=disable", "postgres", "postgresql"); err != nil {
+		return c, err
+	}
+	if c.AuthDev, err = e.boolean("AUTH_DEV", false); err != nil {
+		return c, err
+	}
+	c.AuthSecret = []byte(e.str("AUTH_SECRET", ""))
+	if len(c.AuthSecret) == 0 && !c.AuthDev {
+		return c, &configError{"AUTH_SECRET", "required (an HS256 key of at least 32 bytes) unless AUTH_DEV=true"}
+	}
+	if len(c.AuthSecret) > 0 && len(c.AuthSecret) < 32 {
+		return c, &configError{"AUTH_SECRET", fmt.Sprintf("%d bytes is too short for HS256; use at least 32", len(c.AuthSecret))}
+	}
+	if c.StreamTTL, err = e.duration("STREAM_TTL", time.Hour, time.Second); err != nil {
+		return c, err
+	}
+	if c.MaxContentBytes, err = e.integer("MAX_CONTENT_BYTES", 32768, 1, 1<<20); err != nil {
+		return c, err
+	}
+	if c.ShutdownGrace, err = e.duration("SHUTDOWN_GRACE", 10*time.Second, 0); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+func osEnv() env { return env{lookup: os.LookupEnv} }

@@ -1,0 +1,72 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+)
+
+func mapEnv(m map[string]string) env {
+	return env{lookup: func(k string) (string, bool) { v, ok := m[k]; return v, ok }}
+}
+
+func TestLoadConfig_Defaults(t *testing.T) {
+	c, err := loadConfig(mapEnv(map[string]string{"AUTH_DEV": "true"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.HTTPAddr != ":8080" || c.RedisURL != "redis://127.0.0.1:6379/0" ||
+		c.DatabaseURL != "postgres://localhost:5432/chatstream?sslmode=disable" ||
+		c.StreamTTL != time.Hour || c.MaxContentBytes != 32768 || !c.AuthDev {
+		t.Fatalf("defaults = %+v", c)
+	}
+}
+
+func TestLoadConfig_Errors(t *testing.T) {
+	secret := strings.Repeat("k", 32)
+	cases := []struct {
+		name string
+		env  map[string]string
+		want string // the variable the message must name
+	}{
+		{"NoSecret", map[string]string{}, "AUTH_SECRET"},
+		{"ShortSecret", map[string]string{"AUTH_SECRET": "short"}, "AUTH_SECRET"},
+		{"BadDev", map[string]string{"AUTH_DEV": "maybe"}, "AUTH_DEV"},
+		{"BadTTL", map[string]string{"AUTH_SECRET": secret, "STREAM_TTL": "forever"}, "STREAM_TTL"},
+		{"TinyTTL", map[string]string{"AUTH_SECRET": secret, "STREAM_TTL": "1ms"}, "STREAM_TTL"},
+		{"BadMax", map[string]string{"AUTH_SECRET": secret, "MAX_CONTENT_BYTES": "-1"}, "MAX_CONTENT_BYTES"},
+		{"BadRedis", map[string]string{"AUTH_SECRET": secret, "REDIS_URL": "http://x:1"}, "REDIS_URL"},
+		{"BadDatabase", map[string]string{"AUTH_SECRET": secret, "DATABASE_URL": "::nope"}, "DATABASE_URL"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := loadConfig(mapEnv(tc.env))
+			if err == nil || !strings.HasPrefix(err.Error(), tc.want+": ") {
+				t.Fatalf("error = %v, want one naming %s", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestLoadConfig_RedactsPassword(t *testing.T) {
+	_, err := loadConfig(mapEnv(map[string]string{"AUTH_DEV": "true", "DATABASE_URL": "mysql://u:hunter2@h/db"}))
+	if err == nil || strings.Contains(err.Error(), "hunter2") {
+		t.Fatalf("error = %v; must fail without printing the password", err)
+	}
+}
+
+func TestRun_BadConfigExits(t *testing.T) {
+	var out, errw bytes.Buffer
+	code := run([]string{"serve"}, mapEnv(map[string]string{"STREAM_TTL": "x", "AUTH_DEV": "true"}), &out, &errw)
+	if code != 2 {
+		t.Fatalf("exit code %d, want 2", code)
+	}
+	lines := strings.Split(strings.TrimSpace(errw.String()), "\n")
+	if len(lines) != 1 || !strings.Contains(lines[0], "STREAM_TTL") {
+		t.Fatalf("stderr = %q, want one line naming STREAM_TTL", errw.String())
+	}
+	if code := run([]string{"bogus"}, mapEnv(nil), &out, &errw); code != 2 {
+		t.Fatalf("unknown command exit %d", code)
+	}
+}

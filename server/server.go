@@ -1,0 +1,184 @@
+// Package server serves chatstream's HTTP API and WebSocket endpoint with Gin.
+// It maps domain errors to HTTP statuses and error frames; nothing else does.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/chatstream/chatstream"
+)
+
+// Store is what the server needs of the Postgres store.
+type Store interface {
+	Ping(ctx context.Context) error
+	CreateConversation(ctx context.Context, userID, title string) (*chatstream.Conversation, error)
+	ListConversations(ctx context.Context, userID string, limit int) ([]*chatstream.Conversation, error)
+	FindConversation(ctx context.Context, userID, id string) (*chatstream.Conversation, error)
+	ListMessages(ctx context.Context, userID, convID string) ([]*chatstream.Message, error)
+}
+
+// Pinger checks that a dependency answers; /readyz asks each.
+type Pinger interface {
+	Ping(ctx context.Context) error
+}
+
+// Config tunes the server. Zero values take the defaults.
+type Config struct {
+	// AuthSecret is the HS256 key of access tokens. Required.
+	AuthSecret []byte
+	// AuthDev enables POST /v1/auth/dev-token.
+	AuthDev bool
+	// DevTokenTTL is the lifetime of dev tokens. Default 24h.
+	DevTokenTTL time.Duration
+	// MaxContentBytes is the largest user message. Default 32768.
+	MaxContentBytes int
+	// TrustedProxies are the proxies whose X-Forwarded-For is believed.
+	// Default none.
+	TrustedProxies []string
+	// ReadyTimeout bounds each dependency check of /readyz. Default 2s.
+	ReadyTimeout time.Duration
+	// Logger receives the request log. Default: discard.
+	Logger *slog.Logger
+	// Registry is where the server's metrics are registered. Default: a new
+	// registry with the Go and process collectors.
+	Registry *prometheus.Registry
+}
+
+func (c *Config) setDefaults() {
+	if c.DevTokenTTL <= 0 {
+		c.DevTokenTTL = 24 * time.Hour
+	}
+	if c.MaxContentBytes <= 0 {
+		c.MaxContentBytes = 32768
+	}
+	if c.ReadyTimeout <= 0 {
+		c.ReadyTimeout = 2 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Registry == nil {
+		c.Registry = NewRegistry()
+	}
+}
+
+// NewRegistry returns a Prometheus registry with the Go runtime and process
+// collectors.
+func NewRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// Server is the HTTP API of one node.
+type Server struct {
+	cfg     Config
+	store   Store
+	checks  map[string]Pinger
+	log     *slog.Logger
+	engine  *gin.Engine
+	metrics *httpMetrics
+	http    *http.Server
+}
+
+// New returns a server over store. checks are the dependencies /readyz pings,
+// by name (e.g. "postgres", "redis").
+func New(cfg Config, store Store, checks map[string]Pinger) (*Server, error) {
+	cfg.setDefaults()
+	if len(cfg.AuthSecret) == 0 {
+		return nil, errors.New("server: AuthSecret is required")
+	}
+	s := &Server{cfg: cfg, store: store, checks: checks, log: cfg.Logger}
+	s.metrics = newHTTPMetrics(cfg.Registry)
+	if err := s.routes(); err != nil {
+		return nil, err
+	}
+	s.http = &http.Server{
+		Handler:           s.engine,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+	}
+	return s, nil
+}
+
+// Handler returns the server's HTTP handler.
+func (s *Server) Handler() http.Handler { return s.engine }
+
+// Serve accepts connections on ln until Shutdown. It returns nil after a
+// graceful shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve http: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops accepting connections and waits for in-flight requests until
+// ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	return s.http.Shutdown(ctx)
+}
+
+func (s *Server) routes() error {
+	gin.SetMode(gin.ReleaseMode)
+	e := gin.New()
+	e.HandleMethodNotAllowed = true
+	e.ContextWithFallback = true
+	if err := e.SetTrustedProxies(s.cfg.TrustedProxies); err != nil {
+		return fmt.Errorf("trusted proxies: %w", err)
+	}
+	e.Use(s.requestID, s.accessLog, s.recoverPanic)
+	e.NoRoute(func(c *gin.Context) {
+		writeError(c, chatstream.Errorf(chatstream.ENOTFOUND, "No such endpoint."))
+	})
+	e.NoMethod(func(c *gin.Context) {
+		writeStatus(c, http.StatusMethodNotAllowed, "method_not_allowed", "Method not allowed on this endpoint.")
+	})
+
+	e.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
+	e.GET("/readyz", s.handleReady)
+	e.GET("/metrics", gin.WrapH(promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{})))
+
+	v1 := e.Group("/v1")
+	if s.cfg.AuthDev {
+		v1.POST("/auth/dev-token", s.handleDevToken)
+	}
+	authed := v1.Group("", s.authenticate)
+	authed.POST("/conversations", s.handleCreateConversation)
+	authed.GET("/conversations", s.handleListConversations)
+	authed.GET("/conversations/:id", s.handleGetConversation)
+	s.engine = e
+	return nil
+}
+
+func (s *Server) handleReady(c *gin.Context) {
+	failed := map[string]string{}
+	for name, p := range s.checks {
+		ctx, cancel := context.WithTimeout(c.Request.Context(), s.cfg.ReadyTimeout)
+		err := p.Ping(ctx)
+		cancel()
+		if err != nil {
+			s.log.Warn("readiness check failed", "dependency", name, "err", err)
+			failed[name] = "unavailable"
+		}
+	}
+	if len(failed) > 0 {
+		c.JSON(http.StatusServiceUnavailable, gin.H{"error": gin.H{
+			"code": chatstream.EUNAVAILABLE, "message": "A dependency does not answer.", "dependencies": failed,
+		}})
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"status": "ready"})
+}

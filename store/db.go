@@ -1,0 +1,137 @@
+// Package store keeps conversations and messages in Postgres through pgx.
+// It is written when a message is created and when a generation ends; nothing
+// polls it while chunks stream.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
+
+	"github.com/chatstream/chatstream"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Config tunes the pool. Zero values take the defaults.
+type Config struct {
+	// MaxConns caps the pool; 0 keeps pgx's default (max(4, NumCPU)) unless
+	// the URL sets pool_max_conns.
+	MaxConns int32
+	// Logger receives migration progress; nil discards it.
+	Logger *slog.Logger
+}
+
+// DB is the Postgres store.
+type DB struct {
+	pool *pgxpool.Pool
+	log  *slog.Logger
+}
+
+// Open connects to Postgres at url and checks that it answers.
+func Open(ctx context.Context, url string, cfg Config) (*DB, error) {
+	pcfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("parse database url: %w", err)
+	}
+	if cfg.MaxConns > 0 {
+		pcfg.MaxConns = cfg.MaxConns
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, fmt.Errorf("open postgres pool: %w", err)
+	}
+	// NewWithConfig does not connect: ping so that a wrong URL fails now.
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("ping postgres: %w", err)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &DB{pool: pool, log: log}, nil
+}
+
+// Close closes every connection of the pool.
+func (db *DB) Close() { db.pool.Close() }
+
+// Ping checks that Postgres answers.
+func (db *DB) Ping(ctx context.Context) error { return db.pool.Ping(ctx) }
+
+// Migrate applies the embedded migrations that are not applied yet. It holds
+// a Postgres advisory lock meanwhile, so nodes starting at once take turns.
+func (db *DB) Migrate(ctx context.Context) error {
+	sqldb := stdlib.OpenDBFromPool(db.pool)
+	defer sqldb.Close()
+	p, err := db.provider(sqldb)
+	if err != nil {
+		return err
+	}
+	results, err := p.Up(ctx)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	for _, r := range results {
+		db.log.Info("migration applied", "version", r.Source.Version, "file", r.Source.Path, "duration", r.Duration)
+	}
+	return nil
+}
+
+// SchemaVersion returns the version of the newest applied migration.
+func (db *DB) SchemaVersion(ctx context.Context) (int64, error) {
+	sqldb := stdlib.OpenDBFromPool(db.pool)
+	defer sqldb.Close()
+	p, err := db.provider(sqldb)
+	if err != nil {
+		return 0, err
+	}
+	return p.GetDBVersion(ctx)
+}
+
+func (db *DB) provider(sqldb *sql.DB) (*goose.Provider, error) {
+	locker, err := lock.NewPostgresSessionLocker()
+	if err != nil {
+		return nil, fmt.Errorf("migration locker: %w", err)
+	}
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		return nil, fmt.Errorf("migrations dir: %w", err)
+	}
+	p, err := goose.NewProvider(goose.DialectPostgres, sqldb, sub,
+		goose.WithSessionLocker(locker), goose.WithDisableGlobalRegistry(true))
+	if err != nil {
+		return nil, fmt.Errorf("migration provider: %w", err)
+	}
+	return p, nil
+}
+
+// isCode reports whether err is a Postgres error with the given SQLSTATE.
+func isCode(err error, code string) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == code
+}
+
+// SQLSTATE codes the store maps.
+const (
+	codeUniqueViolation     = "23505"
+	codeForeignKeyViolation = "23503"
+	codeInvalidText         = "22P02"
+)
+
+// notFound is the error for a row that does not exist or belongs to someone
+// else: both answer the same, so ids of other users' rows leak nothing.
+func notFound(what string) error {
+	return chatstream.Errorf(chatstream.ENOTFOUND, "%s not found.", what)
+}

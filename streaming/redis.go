@@ -1,0 +1,50 @@
+// Package streaming is chatstream's Redis side: the generation queue, the
+// per-stream chunk log with its pub/sub channel, and the hub that fans the
+// chunks out to the sockets of one node.
+package streaming
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/redis/rueidis"
+)
+
+// ClientConfig tunes the Redis client. Zero values take the defaults.
+type ClientConfig struct {
+	// BlockingPoolSize is the pool of connections for blocking commands
+	// (the workers' BLMOVE); it must be at least the number of workers.
+	// Default 64.
+	BlockingPoolSize int
+	// MaxFlushDelay trades latency for CPU by batching writes; default 0.
+	MaxFlushDelay time.Duration
+}
+
+// NewClient connects to the Redis at url (redis://host:port/db). rueidis
+// finds out by itself whether the server is a Redis Cluster.
+func NewClient(url string, cfg ClientConfig) (rueidis.Client, error) {
+	opt, err := rueidis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("parse redis url: %w", err)
+	}
+	opt.DisableCache = true // client-side caching is not used; it needs RESP3 tracking
+	opt.BlockingPoolSize = cfg.BlockingPoolSize
+	if opt.BlockingPoolSize <= 0 {
+		opt.BlockingPoolSize = 64
+	}
+	opt.MaxFlushDelay = cfg.MaxFlushDelay
+	client, err := rueidis.NewClient(opt)
+	if err != nil {
+		return nil, fmt.Errorf("connect to redis: %w", err)
+	}
+	return client, nil
+}
+
+// Pinger adapts a Redis client to a readiness check.
+type Pinger struct{ Client rueidis.Client }
+
+// Ping sends PING.
+func (p Pinger) Ping(ctx context.Context) error {
+	return p.Client.Do(ctx, p.Client.B().Ping().Build()).Error()
+}
