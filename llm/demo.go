@@ -1,0 +1,232 @@
+package llm
+
+import (
+	"context"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/chatstream/chatstream"
+)
+
+// DefaultDemoRate is the pace of a Demo provider, in deltas per second, when
+// DemoConfig.TokensPerSec is 0.
+const DefaultDemoRate = 30
+
+// DemoConfig configures a Demo provider.
+type DemoConfig struct {
+	// TokensPerSec is the pace of the deltas: 0 means DefaultDemoRate,
+	// negative means as fast as the reader takes them.
+	TokensPerSec float64
+	// Tokens, if positive, is the exact number of deltas of every answer,
+	// the text repeating as needed; 0 gives the answer's natural length.
+	Tokens int
+}
+
+// Demo is a built-in offline model: it streams a plausible Markdown answer,
+// word by word, that depends only on the last user message. It is the
+// default when no API key is configured and drives load tests, so a stream
+// costs one timer and no allocation per delta. It is safe for concurrent use.
+//
+// A last user message whose first line is
+//
+//	/demo tokens=N rate=R
+//
+// (either key optional) overrides, for that request, Tokens with N (0: the
+// natural length) and TokensPerSec with R (0 or negative: as fast as
+// possible); the rest of the message is the question. Invalid values are
+// ignored. A positive Request.MaxTokens below the number of deltas cuts the
+// answer there with finish reason "length"; otherwise it is "stop".
+type Demo struct {
+	cfg DemoConfig
+}
+
+var _ Provider = (*Demo)(nil)
+
+// NewDemo returns a demo provider for cfg, with defaults filled in.
+func NewDemo(cfg DemoConfig) *Demo {
+	if cfg.TokensPerSec == 0 {
+		cfg.TokensPerSec = DefaultDemoRate
+	}
+	if cfg.Tokens < 0 {
+		cfg.Tokens = 0
+	}
+	return &Demo{cfg: cfg}
+}
+
+// Name returns "demo".
+func (d *Demo) Name() string { return "demo" }
+
+// Answer returns the full text a stream for req yields at its natural
+// length: the joined deltas when neither Tokens nor MaxTokens cut or repeat it.
+func (d *Demo) Answer(req Request) string {
+	q, _ := d.params(lastUser(req.Messages))
+	return demoAnswer(q)[len(demoSep):]
+}
+
+// Stream starts a demo generation. It fails only if ctx is done.
+func (d *Demo) Stream(ctx context.Context, req Request) (Stream, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	q, p := d.params(lastUser(req.Messages))
+	text := demoAnswer(q)
+	n := p.tokens
+	if n == 0 {
+		n = countWords(text)
+	}
+	s := &demoStream{ctx: ctx, text: text, pos: len(demoSep), left: n, finish: "stop"}
+	if req.MaxTokens > 0 && req.MaxTokens < n {
+		s.left, s.finish = req.MaxTokens, "length"
+	}
+	for _, m := range req.Messages {
+		s.prompt += 4 + countWords(m.Content)*4/3
+	}
+	if p.rate > 0 {
+		if every := time.Duration(float64(time.Second) / p.rate); every > 0 {
+			s.ticker = time.NewTicker(every)
+		}
+	}
+	return s, nil
+}
+
+// demoParams are the settings of one demo generation.
+type demoParams struct {
+	tokens int     // 0: natural length
+	rate   float64 // deltas per second; <= 0: as fast as possible
+}
+
+// params returns the question of the last user message q and the settings
+// for it, applying a leading "/demo" line.
+func (d *Demo) params(q string) (string, demoParams) {
+	p := demoParams{tokens: d.cfg.Tokens, rate: d.cfg.TokensPerSec}
+	const prefix = "/demo"
+	if !strings.HasPrefix(q, prefix) {
+		return q, p
+	}
+	line, rest, _ := strings.Cut(q, "\n")
+	if len(line) > len(prefix) && !unicode.IsSpace(rune(line[len(prefix)])) {
+		return q, p // e.g. "/demonstrate"
+	}
+	for _, f := range strings.Fields(line[len(prefix):]) {
+		k, v, _ := strings.Cut(f, "=")
+		switch k {
+		case "tokens":
+			if n, err := strconv.Atoi(v); err == nil && n >= 0 {
+				p.tokens = n
+			}
+		case "rate":
+			if r, err := strconv.ParseFloat(v, 64); err == nil {
+				p.rate = r
+			}
+		}
+	}
+	return rest, p
+}
+
+// demoStream is the Stream of a Demo provider.
+type demoStream struct {
+	ctx    context.Context
+	text   string       // demoSep + answer; the separator is sent when the answer repeats
+	pos    int          // start of the next delta in text
+	left   int          // deltas still to send
+	sent   int          // deltas sent
+	prompt int          // rough prompt tokens
+	ticker *time.Ticker // paces the deltas; nil: as fast as possible
+	finish string
+	done   bool
+	closed bool
+}
+
+// Recv returns the next word with its leading whitespace.
+func (s *demoStream) Recv() (string, error) {
+	switch {
+	case s.closed:
+		return "", errStreamClosed
+	case s.done:
+		return "", io.EOF
+	}
+	if err := s.ctx.Err(); err != nil {
+		return "", err
+	}
+	if s.left == 0 {
+		s.done = true
+		s.stopTicker()
+		return "", io.EOF
+	}
+	if s.ticker != nil {
+		select {
+		case <-s.ctx.Done():
+			return "", s.ctx.Err()
+		case <-s.ticker.C:
+		}
+	}
+	if s.pos >= len(s.text) {
+		s.pos = 0 // repeat, starting with the separator
+	}
+	end := nextWord(s.text, s.pos)
+	delta := s.text[s.pos:end]
+	s.pos = end
+	s.left--
+	s.sent++
+	return delta, nil
+}
+
+// Usage returns rough token counts once the stream ended.
+func (s *demoStream) Usage() (chatstream.Usage, bool) {
+	return chatstream.Usage{PromptTokens: s.prompt, CompletionTokens: s.sent}, s.done
+}
+
+// FinishReason returns "stop" or "length" once the stream ended.
+func (s *demoStream) FinishReason() string {
+	if !s.done {
+		return ""
+	}
+	return s.finish
+}
+
+// Close stops the stream's timer.
+func (s *demoStream) Close() error {
+	s.closed = true
+	s.stopTicker()
+	return nil
+}
+
+func (s *demoStream) stopTicker() {
+	if s.ticker != nil {
+		s.ticker.Stop()
+	}
+}
+
+// isSpace reports whether b is ASCII white space; bytes of multi-byte UTF-8
+// sequences never are, so text splits on them safely.
+func isSpace(b byte) bool {
+	return b == ' ' || b == '\n' || b == '\t' || b == '\r'
+}
+
+// nextWord returns the end of the delta starting at pos: white space, then
+// a word.
+func nextWord(s string, pos int) int {
+	for pos < len(s) && isSpace(s[pos]) {
+		pos++
+	}
+	for pos < len(s) && !isSpace(s[pos]) {
+		pos++
+	}
+	return pos
+}
+
+// countWords returns the number of words of s.
+func countWords(s string) int {
+	n, in := 0, false
+	for i := 0; i < len(s); i++ {
+		space := isSpace(s[i])
+		if !space && !in {
+			n++
+		}
+		in = !space
+	}
+	return n
+}
