@@ -61,6 +61,9 @@ type Message struct {
 	Status         Status    `json:"status"`
 	Error          *Failure  `json:"error,omitempty"`
 	CreatedAt      time.Time `json:"created_at"`
+	// LastIndex is the index of the last chunk of a finished assistant
+	// message's stream (-1: none, or not finished).
+	LastIndex int64 `json:"-"`
 }
 
 // Failure says why a generation failed; it is shown to the user.
@@ -73,4 +76,24 @@ type Failure struct {
 type Usage struct {
 	PromptTokens     int `json:"prompt_tokens"`
 	CompletionTokens int `json:"completion_tokens"`
+}
+
+// Job asks a worker to generate the answer of one assistant message. The
+// stream id is the assistant message's id.
+type Job struct {
+	StreamID       string `json:"stream_id"`
+	ConversationID string `json:"conversation_id"`
+	UserID         string `json:"user_id"`
+	// EnqueuedAt is when the job was queued, in Unix microseconds.
+	EnqueuedAt int64 `json:"enqueued_at"`
+}
+
+// Final is how a generation ended, as written to Postgres.
+type Final struct {
+	Content string
+	Status  Status
+	Failure *Failure
+	Usage   *Usage
+	// LastIndex is the index of the stream's last chunk, -1 if none.
+	LastIndex int64
 }

@@ -101,7 +101,9 @@ func (db *DB) SchemaVersion(ctx context.Context) (int64, error) {
 }
 
 func (db *DB) provider(sqldb *sql.DB) (*goose.Provider, error) {
-	locker, err := lock.NewPostgresSessionLocker()
+	// Retry the lock every second for up to 5 minutes: a node starting
+	// beside another that is migrating waits for it.
+	locker, err := lock.NewPostgresSessionLocker(lock.WithLockTimeout(1, 300))
 	if err != nil {
 		return nil, fmt.Errorf("migration locker: %w", err)
 	}

@@ -10,12 +10,12 @@ import (
 	"github.com/chatstream/chatstream"
 )
 
-const messageColumns = `m.id, m.conversation_id, m.role, m.content, m.status, m.error_code, m.error_message, m.created_at`
+const messageColumns = `m.id, m.conversation_id, m.role, m.content, m.status, m.error_code, m.error_message, m.created_at, m.last_index`
 
 func scanMessage(row pgx.Row) (*chatstream.Message, error) {
 	var m chatstream.Message
 	var code, msg *string
-	if err := row.Scan(&m.ID, &m.ConversationID, &m.Role, &m.Content, &m.Status, &code, &msg, &m.CreatedAt); err != nil {
+	if err := row.Scan(&m.ID, &m.ConversationID, &m.Role, &m.Content, &m.Status, &code, &msg, &m.CreatedAt, &m.LastIndex); err != nil {
 		return nil, err
 	}
 	if code != nil {
@@ -47,21 +47,15 @@ func (db *DB) ListMessages(ctx context.Context, userID, convID string) ([]*chats
 // beforeID, the newest limit of them, oldest first: the prompt of the
 // generation that writes beforeID.
 func (db *DB) History(ctx context.Context, convID, beforeID string, limit int) ([]*chatstream.Message, error) {
-	rows, err := db.pool.Query(ctx, `SELECT * FROM (
-		SELECT `+messageColumns+`, m.seq FROM messages m
-		WHERE m.conversation_id = $1
-		  AND m.seq < (SELECT seq FROM messages WHERE id = $2)
-		ORDER BY m.seq DESC LIMIT $3) h ORDER BY seq`, convID, beforeID, limit)
+	rows, err := db.pool.Query(ctx, `SELECT id, conversation_id, role, content, status, error_code, error_message, created_at, last_index
+		FROM (SELECT `+messageColumns+`, m.seq FROM messages m
+			WHERE m.conversation_id = $1 AND m.seq < (SELECT seq FROM messages WHERE id = $2)
+			ORDER BY m.seq DESC LIMIT $3) h
+		ORDER BY seq`, convID, beforeID, limit)
 	if err != nil {
 		return nil, fmt.Errorf("history of %s: %w", beforeID, err)
 	}
-	list, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*chatstream.Message, error) {
-		var m chatstream.Message
-		var code, msg *string
-		var seq int64
-		err := row.Scan(&m.ID, &m.ConversationID, &m.Role, &m.Content, &m.Status, &code, &msg, &m.CreatedAt, &seq)
-		return &m, err
-	})
+	list, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*chatstream.Message, error) { return scanMessage(row) })
 	if err != nil {
 		return nil, fmt.Errorf("history of %s: %w", beforeID, err)
 	}
@@ -85,6 +79,8 @@ func (db *DB) FindMessage(ctx context.Context, userID, id string) (*chatstream.M
 	return m, nil
 }
 
+var errBusy = chatstream.Errorf(chatstream.ECONFLICT, "An answer is still being generated in this conversation.")
+
 // CreateExchange writes, in one transaction, a complete user message with
 // content and the streaming assistant message that will answer it. A
 // conversation runs one generation at a time: while one is open it returns a
@@ -94,25 +90,24 @@ func (db *DB) CreateExchange(ctx context.Context, userID, convID, content string
 		return nil, nil, notFound("Conversation")
 	}
 	err = pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
-		// Lock the conversation row so that two sends cannot both pass the
-		// one-generation check.
-		var busy bool
-		err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM messages
-				WHERE conversation_id = c.id AND status IN ('pending', 'streaming'))
-			FROM conversations c WHERE c.id = $1 AND c.user_id = $2 FOR UPDATE`, convID, userID).Scan(&busy)
+		// Lock the conversation row so that concurrent sends take turns; the
+		// unique index on open messages is the guarantee behind the check.
+		err := tx.QueryRow(ctx, `SELECT id FROM conversations WHERE id = $1 AND user_id = $2 FOR UPDATE`,
+			convID, userID).Scan(new(string))
 		if errors.Is(err, pgx.ErrNoRows) {
 			return notFound("Conversation")
 		} else if err != nil {
 			return fmt.Errorf("lock conversation %s: %w", convID, err)
-		} else if busy {
-			return chatstream.Errorf(chatstream.ECONFLICT, "An answer is still being generated in this conversation.")
 		}
 		insert := `INSERT INTO messages AS m (id, conversation_id, role, content, status)
 			VALUES ($1, $2, $3, $4, $5) RETURNING ` + messageColumns
 		if user, err = scanMessage(tx.QueryRow(ctx, insert, newID(), convID, chatstream.RoleUser, content, chatstream.StatusComplete)); err != nil {
 			return fmt.Errorf("insert user message: %w", err)
 		}
-		if assistant, err = scanMessage(tx.QueryRow(ctx, insert, newID(), convID, chatstream.RoleAssistant, "", chatstream.StatusStreaming)); err != nil {
+		assistant, err = scanMessage(tx.QueryRow(ctx, insert, newID(), convID, chatstream.RoleAssistant, "", chatstream.StatusStreaming))
+		if isCode(err, codeUniqueViolation) {
+			return errBusy
+		} else if err != nil {
 			return fmt.Errorf("insert assistant message: %w", err)
 		}
 		_, err = tx.Exec(ctx, `UPDATE conversations SET updated_at = now() WHERE id = $1`, convID)
@@ -124,19 +119,11 @@ func (db *DB) CreateExchange(ctx context.Context, userID, convID, content string
 	return user, assistant, nil
 }
 
-// Final is the end of a generation as written to Postgres.
-type Final struct {
-	Content string
-	Status  chatstream.Status
-	Failure *chatstream.Failure
-	Usage   *chatstream.Usage
-}
-
 // FinishMessage writes the final content and status of an assistant message
 // in one statement. Only an open (pending or streaming) message changes: it
 // returns the message as stored and whether this call ended it, so a retried
 // or duplicate finish is harmless.
-func (db *DB) FinishMessage(ctx context.Context, id string, f Final) (*chatstream.Message, bool, error) {
+func (db *DB) FinishMessage(ctx context.Context, id string, f chatstream.Final) (*chatstream.Message, bool, error) {
 	if !f.Status.Final() {
 		return nil, false, fmt.Errorf("finish message %s: status %q is not final", id, f.Status)
 	}
@@ -150,9 +137,9 @@ func (db *DB) FinishMessage(ctx context.Context, id string, f Final) (*chatstrea
 	}
 	m, err := scanMessage(db.pool.QueryRow(ctx, `UPDATE messages AS m
 		SET content = $2, status = $3, error_code = $4, error_message = $5,
-		    prompt_tokens = $6, completion_tokens = $7, updated_at = now()
+		    prompt_tokens = $6, completion_tokens = $7, last_index = $8, updated_at = now()
 		WHERE id = $1 AND status IN ('pending', 'streaming')
-		RETURNING `+messageColumns, id, f.Content, f.Status, code, text, prompt, completion))
+		RETURNING `+messageColumns, id, f.Content, f.Status, code, text, prompt, completion, f.LastIndex))
 	if errors.Is(err, pgx.ErrNoRows) {
 		// Already final (or unknown): report what is stored.
 		m, err = scanMessage(db.pool.QueryRow(ctx, `SELECT `+messageColumns+` FROM messages m WHERE m.id = $1`, id))

@@ -174,7 +174,7 @@ func TestDB_Messages(t *testing.T) {
 	})
 	t.Run("Finish", func(t *testing.T) {
 		usage := &chatstream.Usage{PromptTokens: 3, CompletionTokens: 2}
-		m, changed, err := db.FinishMessage(ctx, asst.ID, store.Final{Content: "hi there", Status: chatstream.StatusComplete, Usage: usage})
+		m, changed, err := db.FinishMessage(ctx, asst.ID, chatstream.Final{Content: "hi there", Status: chatstream.StatusComplete, Usage: usage})
 		if err != nil || !changed {
 			t.Fatalf("finish: changed=%v err=%v", changed, err)
 		}
@@ -182,12 +182,12 @@ func TestDB_Messages(t *testing.T) {
 			t.Fatalf("finished %+v", m)
 		}
 		// A second finish (a retry, or a reaper that came late) changes nothing.
-		m, changed, err = db.FinishMessage(ctx, asst.ID, store.Final{Content: "other", Status: chatstream.StatusFailed,
+		m, changed, err = db.FinishMessage(ctx, asst.ID, chatstream.Final{Content: "other", Status: chatstream.StatusFailed,
 			Failure: &chatstream.Failure{Code: "x", Message: "y"}})
 		if err != nil || changed || m.Content != "hi there" || m.Status != chatstream.StatusComplete {
 			t.Fatalf("second finish: %+v changed=%v err=%v", m, changed, err)
 		}
-		if _, _, err := db.FinishMessage(ctx, asst.ID, store.Final{Status: chatstream.StatusStreaming}); err == nil {
+		if _, _, err := db.FinishMessage(ctx, asst.ID, chatstream.Final{Status: chatstream.StatusStreaming}); err == nil {
 			t.Fatal("finish with a non-final status succeeded")
 		}
 	})
@@ -197,7 +197,7 @@ func TestDB_Messages(t *testing.T) {
 			t.Fatal(err)
 		}
 		fail := &chatstream.Failure{Code: "llm_error", Message: "boom"}
-		if _, _, err := db.FinishMessage(ctx, a2.ID, store.Final{Content: "part", Status: chatstream.StatusFailed, Failure: fail}); err != nil {
+		if _, _, err := db.FinishMessage(ctx, a2.ID, chatstream.Final{Content: "part", Status: chatstream.StatusFailed, Failure: fail}); err != nil {
 			t.Fatal(err)
 		}
 		msgs, err := db.ListMessages(ctx, "alice", conv.ID)

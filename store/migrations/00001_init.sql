@@ -21,13 +21,17 @@ CREATE TABLE messages (
     error_message     text,
     prompt_tokens     integer,
     completion_tokens integer,
+    -- last_index is the index of the last chunk of an assistant message's
+    -- stream (-1: none), kept so that a resume after the chunk log expired
+    -- can be answered with a snapshot that ends where the stream ended.
+    last_index        integer     NOT NULL DEFAULT -1,
     created_at        timestamptz NOT NULL DEFAULT now(),
     updated_at        timestamptz NOT NULL DEFAULT now()
 );
 -- A conversation's messages in order.
 CREATE INDEX messages_conversation_seq_idx ON messages (conversation_id, seq);
--- Generations still running, for the one-at-a-time check and for operators.
-CREATE INDEX messages_open_idx ON messages (conversation_id) WHERE status IN ('pending', 'streaming');
+-- A conversation runs one generation at a time: at most one open message.
+CREATE UNIQUE INDEX messages_one_open_idx ON messages (conversation_id) WHERE status IN ('pending', 'streaming');
 
 -- +goose Down
 DROP TABLE messages;
