@@ -11,14 +11,18 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/rueidis"
 
+	"github.com/chatstream/chatstream/llm"
 	"github.com/chatstream/chatstream/server"
 	"github.com/chatstream/chatstream/store"
 	"github.com/chatstream/chatstream/streaming"
+	"github.com/chatstream/chatstream/worker"
 )
 
 // Config is a node's configuration. See the README's table for the
@@ -34,6 +38,26 @@ type Config struct {
 	// ShutdownGrace bounds the graceful part of Shutdown. Default 10s.
 	ShutdownGrace time.Duration
 	Logger        *slog.Logger
+
+	// NodeID names this node in the queue; default: host name and a random suffix.
+	NodeID string
+	// Workers is the number of generation workers; 0 makes an API-only node.
+	Workers int
+	// Worker tunes the generations (its Workers field is ignored).
+	Worker worker.Config
+	// Provider is the model; nil selects OpenAI when OpenAIAPIKey is set,
+	// else the offline demo model.
+	Provider      llm.Provider
+	OpenAIAPIKey  string
+	OpenAIBaseURL string
+	OpenAIModel   string
+	// DemoTokensPerSec paces the demo model.
+	DemoTokensPerSec float64
+	// HeartbeatTTL is how long a silent node counts as alive. Default 10s.
+	HeartbeatTTL time.Duration
+	// KeyPrefix is put before every Redis key and channel; empty in
+	// production, unique per test.
+	KeyPrefix string
 }
 
 func (c *Config) setDefaults() {
@@ -52,6 +76,24 @@ func (c *Config) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	if c.NodeID == "" {
+		host, _ := os.Hostname()
+		c.NodeID = fmt.Sprintf("%s-%s", host, rand.Text()[:8])
+	}
+	if c.OpenAIModel == "" {
+		c.OpenAIModel = "gpt-4o-mini"
+	}
+}
+
+// provider returns the configured model.
+func (c *Config) provider() llm.Provider {
+	switch {
+	case c.Provider != nil:
+		return c.Provider
+	case c.OpenAIAPIKey != "":
+		return llm.NewOpenAI(llm.OpenAIConfig{BaseURL: c.OpenAIBaseURL, APIKey: c.OpenAIAPIKey, Model: c.OpenAIModel, IncludeUsage: true})
+	}
+	return llm.NewDemo(llm.DemoConfig{TokensPerSec: c.DemoTokensPerSec})
 }
 
 // Main is one running node.
@@ -60,8 +102,11 @@ type Main struct {
 	log   *slog.Logger
 	db    *store.DB
 	redis rueidis.Client
+	hub   *streaming.Hub
+	pool  *worker.Pool
 	srv   *server.Server
 	ln    net.Listener
+	reg   *prometheus.Registry
 
 	serveDone chan error // receives Serve's result once; buffered 1
 	closeOnce sync.Once
@@ -106,15 +151,38 @@ func (m *Main) Start(ctx context.Context) (err error) {
 	if err = m.db.Migrate(ctx); err != nil {
 		return err
 	}
-	if m.redis, err = streaming.NewClient(m.cfg.RedisURL, streaming.ClientConfig{}); err != nil {
+	// Blocking connections: one per worker (BLMOVE) and the hub's pub/sub.
+	if m.redis, err = streaming.NewClient(m.cfg.RedisURL, streaming.ClientConfig{BlockingPoolSize: m.cfg.Workers + 8}); err != nil {
 		return err
+	}
+	m.reg = server.NewRegistry()
+	smetrics := streaming.NewMetrics(m.reg)
+	wmetrics := worker.NewMetrics(m.reg)
+	keys := streaming.Keys{Prefix: m.cfg.KeyPrefix}
+	chunkLog := streaming.NewLog(m.redis, keys, m.cfg.StreamTTL)
+	queue := streaming.NewQueue(m.redis, keys, m.cfg.NodeID, streaming.QueueConfig{HeartbeatTTL: m.cfg.HeartbeatTTL})
+	events := streaming.NewEvents(m.redis, keys, m.log)
+	m.hub = streaming.NewHub(m.redis, streaming.HubConfig{Logger: m.log, Metrics: smetrics})
+	gens := worker.NewService(m.db, chunkLog, queue, events, wmetrics, m.log)
+	if m.cfg.Workers > 0 {
+		wcfg := m.cfg.Worker
+		wcfg.Workers, wcfg.Logger, wcfg.Metrics = m.cfg.Workers, m.log, wmetrics
+		m.pool = worker.NewPool(wcfg, m.db, chunkLog, queue, m.hub, events, m.cfg.provider())
+		if err = m.pool.Start(ctx); err != nil {
+			return err
+		}
 	}
 	m.srv, err = server.New(server.Config{
 		AuthSecret:      secret,
 		AuthDev:         m.cfg.AuthDev,
 		MaxContentBytes: m.cfg.MaxContentBytes,
 		Logger:          m.log,
-	}, m.db, map[string]server.Pinger{"postgres": m.db, "redis": streaming.Pinger{Client: m.redis}})
+		Registry:        m.reg,
+	}, server.Deps{
+		Store:       m.db,
+		Generations: gens,
+		Checks:      map[string]server.Pinger{"postgres": m.db, "redis": streaming.Pinger{Client: m.redis}},
+	})
 	if err != nil {
 		return err
 	}
@@ -133,22 +201,29 @@ func (m *Main) Addr() net.Addr { return m.ln.Addr() }
 // Done receives the server's error if it stops serving by itself.
 func (m *Main) Done() <-chan error { return m.serveDone }
 
-// Shutdown stops the node: it refuses new requests, lets in-flight ones finish
-// until ctx ends, then closes Redis and Postgres.
+// Shutdown stops the node: it refuses new requests and lets in-flight ones
+// finish, lets running generations finish until ctx ends (then hands them
+// back), and closes the hub, Redis and Postgres.
 func (m *Main) Shutdown(ctx context.Context) error {
-	var err error
+	var errs []error
 	m.closeOnce.Do(func() {
-		if m.srv != nil {
-			if e := m.srv.Shutdown(ctx); e != nil {
-				err = fmt.Errorf("shutdown http: %w", e)
+		if m.srv != nil && m.ln != nil {
+			if err := m.srv.Shutdown(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("shutdown http: %w", err))
 			}
-			if e := <-m.serveDone; e != nil && err == nil {
-				err = e
+			if err := <-m.serveDone; err != nil {
+				errs = append(errs, err)
 			}
+		}
+		if m.pool != nil {
+			if err := m.pool.Shutdown(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("shutdown workers: %w", err))
+			}
+			m.pool = nil
 		}
 		m.closeResources()
 	})
-	return err
+	return errors.Join(errs...)
 }
 
 // Run starts the node and serves until ctx ends, then shuts down within the
@@ -169,6 +244,16 @@ func (m *Main) Run(ctx context.Context) error {
 }
 
 func (m *Main) closeResources() {
+	if m.pool != nil {
+		// Only reached here without a Shutdown when Start failed after
+		// starting the pool.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = m.pool.Shutdown(ctx)
+		cancel()
+	}
+	if m.hub != nil {
+		m.hub.Close()
+	}
 	if m.redis != nil {
 		m.redis.Close()
 	}

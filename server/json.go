@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/google/uuid"
 )
 
 // decodeJSON decodes exactly one JSON value from r into v.
@@ -37,4 +39,9 @@ func jsonProblem(err error) string {
 		return fmt.Sprintf("expected %s", typ.Type)
 	}
 	return "malformed"
+}
+
+// validID reports whether id has the form of the ids chatstream hands out.
+func validID(id string) bool {
+	return len(id) == 36 && uuid.Validate(id) == nil
 }

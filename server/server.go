@@ -28,6 +28,20 @@ type Store interface {
 	ListMessages(ctx context.Context, userID, convID string) ([]*chatstream.Message, error)
 }
 
+// Generations starts and stops generations.
+type Generations interface {
+	Send(ctx context.Context, userID, convID, content string) (user, assistant *chatstream.Message, err error)
+	Cancel(ctx context.Context, userID, streamID string) error
+}
+
+// Deps are the server's collaborators.
+type Deps struct {
+	Store       Store
+	Generations Generations
+	// Checks are the dependencies /readyz pings, by name.
+	Checks map[string]Pinger
+}
+
 // Pinger checks that a dependency answers; /readyz asks each.
 type Pinger interface {
 	Ping(ctx context.Context) error
@@ -85,6 +99,7 @@ func NewRegistry() *prometheus.Registry {
 type Server struct {
 	cfg     Config
 	store   Store
+	gens    Generations
 	checks  map[string]Pinger
 	log     *slog.Logger
 	engine  *gin.Engine
@@ -92,14 +107,13 @@ type Server struct {
 	http    *http.Server
 }
 
-// New returns a server over store. checks are the dependencies /readyz pings,
-// by name (e.g. "postgres", "redis").
-func New(cfg Config, store Store, checks map[string]Pinger) (*Server, error) {
+// New returns a server over its dependencies.
+func New(cfg Config, deps Deps) (*Server, error) {
 	cfg.setDefaults()
 	if len(cfg.AuthSecret) == 0 {
 		return nil, errors.New("server: AuthSecret is required")
 	}
-	s := &Server{cfg: cfg, store: store, checks: checks, log: cfg.Logger}
+	s := &Server{cfg: cfg, store: deps.Store, gens: deps.Generations, checks: deps.Checks, log: cfg.Logger}
 	s.metrics = newHTTPMetrics(cfg.Registry)
 	if err := s.routes(); err != nil {
 		return nil, err
@@ -159,6 +173,8 @@ func (s *Server) routes() error {
 	authed.POST("/conversations", s.handleCreateConversation)
 	authed.GET("/conversations", s.handleListConversations)
 	authed.GET("/conversations/:id", s.handleGetConversation)
+	authed.POST("/conversations/:id/messages", s.handleSendMessage)
+	authed.POST("/streams/:stream_id/cancel", s.handleCancel)
 	s.engine = e
 	return nil
 }

@@ -34,6 +34,16 @@ type testServer struct {
 
 type option func(*server.Config, *server.Store, map[string]server.Pinger)
 
+// noGenerations stands in where a test sends no message.
+type noGenerations struct{}
+
+func (noGenerations) Send(context.Context, string, string, string) (*chatstream.Message, *chatstream.Message, error) {
+	return nil, nil, errors.New("no generations in this test")
+}
+func (noGenerations) Cancel(context.Context, string, string) error {
+	return errors.New("no generations in this test")
+}
+
 func newServer(t *testing.T, opts ...option) *testServer {
 	t.Helper()
 	ctx := context.Background()
@@ -56,7 +66,7 @@ func newServer(t *testing.T, opts ...option) *testServer {
 	for _, o := range opts {
 		o(&cfg, &st, checks)
 	}
-	srv, err := server.New(cfg, st, checks)
+	srv, err := server.New(cfg, server.Deps{Store: st, Generations: noGenerations{}, Checks: checks})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -121,7 +121,48 @@ func loadConfig(e env) (app.Config, error) {
 	if c.ShutdownGrace, err = e.duration("SHUTDOWN_GRACE", 10*time.Second, 0); err != nil {
 		return c, err
 	}
+	if c.Workers, err = e.integer("WORKERS", 16, 0, 100000); err != nil {
+		return c, err
+	}
+	c.NodeID = e.str("NODE_ID", "")
+	c.OpenAIAPIKey = e.str("OPENAI_API_KEY", "")
+	if c.OpenAIBaseURL, err = e.url("OPENAI_BASE_URL", "https://api.openai.com/v1", "http", "https"); err != nil {
+		return c, err
+	}
+	c.OpenAIModel = e.str("OPENAI_MODEL", "gpt-4o-mini")
+	if c.DemoTokensPerSec, err = e.float("DEMO_TOKENS_PER_SEC", 30, 0, 1e6); err != nil {
+		return c, err
+	}
+	if c.HeartbeatTTL, err = e.duration("HEARTBEAT_TTL", 10*time.Second, time.Second); err != nil {
+		return c, err
+	}
+	w := &c.Worker
+	w.SystemPrompt = e.str("SYSTEM_PROMPT", "You are a helpful assistant.")
+	if w.HistoryBytes, err = e.integer("HISTORY_BUDGET_BYTES", 24000, 1, 1<<30); err != nil {
+		return c, err
+	}
+	if w.MaxTokens, err = e.integer("MAX_TOKENS", 0, 0, 1<<20); err != nil {
+		return c, err
+	}
+	if w.StallTimeout, err = e.duration("LLM_STALL_TIMEOUT", 60*time.Second, 100*time.Millisecond); err != nil {
+		return c, err
+	}
+	if w.FlushInterval, err = e.duration("CHUNK_FLUSH_INTERVAL", 0, 0); err != nil {
+		return c, err
+	}
 	return c, nil
+}
+
+func (e env) float(name string, def, min, max float64) (float64, error) {
+	v := e.str(name, "")
+	if v == "" {
+		return def, nil
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || f < min || f > max {
+		return 0, &configError{name, fmt.Sprintf("%q is not a number from %g to %g", v, min, max)}
+	}
+	return f, nil
 }
 
 func osEnv() env { return env{lookup: os.LookupEnv} }

@@ -1,0 +1,61 @@
+package server
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/chatstream/chatstream"
+)
+
+// validateContent checks a user message against the configured limit.
+func (s *Server) validateContent(content string) error {
+	if strings.TrimSpace(content) == "" {
+		return chatstream.Errorf(chatstream.EINVALID, "Field \"content\" must not be empty.")
+	}
+	if len(content) > s.cfg.MaxContentBytes {
+		return chatstream.Errorf(chatstream.ETOOLARGE, "The message is %d bytes; the limit is %d.", len(content), s.cfg.MaxContentBytes)
+	}
+	return nil
+}
+
+// bodyLimit is the largest request body that can carry a message of
+// MaxContentBytes: JSON may escape a byte as six (\u00XX).
+func (s *Server) bodyLimit() int64 { return int64(6*s.cfg.MaxContentBytes + 1024) }
+
+func (s *Server) handleSendMessage(c *gin.Context) {
+	var req struct {
+		Content *string `json:"content"`
+	}
+	if !bindJSON(c, &req, s.bodyLimit()) {
+		return
+	}
+	if req.Content == nil {
+		writeError(c, chatstream.Errorf(chatstream.EINVALID, "Field \"content\" is required."))
+		return
+	}
+	if err := s.validateContent(*req.Content); err != nil {
+		writeError(c, err)
+		return
+	}
+	user, asst, err := s.gens.Send(c, c.GetString(ctxUser), c.Param("id"), *req.Content)
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	c.JSON(http.StatusAccepted, gin.H{"user_message": user, "assistant_message": asst, "stream_id": asst.ID})
+}
+
+func (s *Server) handleCancel(c *gin.Context) {
+	id := c.Param("stream_id")
+	if !validID(id) {
+		writeError(c, chatstream.Errorf(chatstream.ENOTFOUND, "Stream not found."))
+		return
+	}
+	if err := s.gens.Cancel(c, c.GetString(ctxUser), id); err != nil {
+		writeError(c, err)
+		return
+	}
+	c.JSON(http.StatusAccepted, gin.H{})
+}

@@ -1,0 +1,157 @@
+package streaming
+
+import (
+	"bytes"
+	"encoding/json"
+	"strconv"
+	"unicode/utf8"
+
+	"github.com/chatstream/chatstream"
+)
+
+// Frame types as they appear in the "type" field.
+const (
+	FrameChunk    = "chunk"
+	FrameDone     = "done"
+	FrameSnapshot = "snapshot"
+	FrameMessage  = "message"
+)
+
+// AppendChunkFrame appends the WebSocket frame of one chunk to dst. The
+// worker builds it once; Redis stores and publishes these very bytes, and the
+// hub hands them unchanged to every socket.
+func AppendChunkFrame(dst []byte, streamID string, index int64, content string, ts int64) []byte {
+	dst = append(dst, `{"type":"chunk","stream_id":"`...)
+	dst = append(dst, streamID...)
+	dst = append(dst, `","index":`...)
+	dst = strconv.AppendInt(dst, index, 10)
+	dst = append(dst, `,"content":`...)
+	dst = AppendJSONString(dst, content)
+	dst = append(dst, `,"ts":`...)
+	dst = strconv.AppendInt(dst, ts, 10)
+	return append(dst, '}')
+}
+
+// Done is the end of a stream as the done frame tells it.
+type Done struct {
+	Type      string              `json:"type"`
+	StreamID  string              `json:"stream_id"`
+	MessageID string              `json:"message_id"`
+	Status    chatstream.Status   `json:"status"`
+	LastIndex int64               `json:"last_index"`
+	Error     *chatstream.Failure `json:"error,omitempty"`
+}
+
+// DoneFrame returns the done frame of a stream.
+func DoneFrame(streamID string, status chatstream.Status, lastIndex int64, failure *chatstream.Failure) []byte {
+	b, _ := json.Marshal(Done{Type: FrameDone, StreamID: streamID, MessageID: streamID, Status: status, LastIndex: lastIndex, Error: failure})
+	return b
+}
+
+// Chunk is a decoded chunk frame.
+type Chunk struct {
+	StreamID string `json:"stream_id"`
+	Index    int64  `json:"index"`
+	Content  string `json:"content"`
+	TS       int64  `json:"ts"`
+}
+
+var (
+	typeKey      = []byte(`"type":"`)
+	indexKey     = []byte(`"index":`)
+	lastIndexKey = []byte(`"last_index":`)
+)
+
+// ScanFrame reads the type and the position of a chunk or done frame without
+// decoding it: for a chunk its index, for a done frame its last_index. It
+// relies on the frames being built by this package (index before content, so
+// the first unescaped "index": is the field, never text).
+func ScanFrame(b []byte) (typ string, index int64, ok bool) {
+	i := bytes.Index(b, typeKey)
+	if i < 0 {
+		return "", 0, false
+	}
+	rest := b[i+len(typeKey):]
+	end := bytes.IndexByte(rest, '"')
+	if end < 0 {
+		return "", 0, false
+	}
+	var key []byte
+	switch string(rest[:end]) {
+	case FrameChunk:
+		typ, key = FrameChunk, indexKey
+	case FrameDone:
+		typ, key = FrameDone, lastIndexKey
+	default:
+		return string(rest[:end]), 0, true
+	}
+	j := bytes.Index(rest, key)
+	if j < 0 {
+		return "", 0, false
+	}
+	num := rest[j+len(key):]
+	n := 0
+	if n < len(num) && num[n] == '-' {
+		n++
+	}
+	for n < len(num) && num[n] >= '0' && num[n] <= '9' {
+		n++
+	}
+	v, err := strconv.ParseInt(string(num[:n]), 10, 64)
+	if err != nil {
+		return "", 0, false
+	}
+	return typ, v, true
+}
+
+const hex = "0123456789abcdef"
+
+// AppendJSONString appends s as a JSON string. Invalid UTF-8 becomes U+FFFD,
+// as encoding/json does; <, > and & are left as they are (frames are not HTML).
+func AppendJSONString(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				dst = append(dst, '\\', c)
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hex[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}

@@ -1,0 +1,36 @@
+package streaming
+
+// Keys names the Redis keys and channels. Stream keys carry the stream id as
+// a hash tag, so that on a Redis Cluster a stream's list, meta hash and
+// channel share one slot; the queue's keys share the {queue} tag.
+type Keys struct {
+	// Prefix is put before every name; empty in production, unique per test.
+	Prefix string
+}
+
+// Chunks is the list of chunk frames of stream s.
+func (k Keys) Chunks(s string) string { return k.Prefix + "stream:{" + s + "}:chunks" }
+
+// Meta is the hash of stream s: status, owner, epoch, chunk count, ….
+func (k Keys) Meta(s string) string { return k.Prefix + "stream:{" + s + "}:meta" }
+
+// Channel is the pub/sub channel of stream s: chunk and done frames.
+func (k Keys) Channel(s string) string { return k.Prefix + "stream:{" + s + "}" }
+
+// CancelChannel carries cancel requests for stream s to its worker.
+func (k Keys) CancelChannel(s string) string { return k.Prefix + "stream:{" + s + "}:cancel" }
+
+// ConversationChannel carries message events of conversation c.
+func (k Keys) ConversationChannel(c string) string { return k.Prefix + "conversation:{" + c + "}" }
+
+// Pending is the list of jobs waiting for a worker.
+func (k Keys) Pending() string { return k.Prefix + "{queue}:pending" }
+
+// Processing is the list of jobs taken by the workers of node n.
+func (k Keys) Processing(n string) string { return k.Prefix + "{queue}:processing:" + n }
+
+// Heartbeat exists while node n is alive.
+func (k Keys) Heartbeat(n string) string { return k.Prefix + "{queue}:node:" + n }
+
+// Nodes is the set of nodes that may hold jobs.
+func (k Keys) Nodes() string { return k.Prefix + "{queue}:nodes" }

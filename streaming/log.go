@@ -1,0 +1,355 @@
+package streaming
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/chatstream/chatstream"
+)
+
+// Errors of the chunk log's writers.
+var (
+	// ErrFenced means the writer's epoch is no longer the stream's: another
+	// worker (or a reaper) took the job over, and this one must stop.
+	ErrFenced = errors.New("stream is owned by another worker")
+	// ErrGone means the stream's meta does not exist (never created, or expired).
+	ErrGone = errors.New("stream does not exist in redis")
+	// ErrEnded means the stream already ended.
+	ErrEnded = errors.New("stream already ended")
+)
+
+// Log is the per-stream chunk log in Redis: a list of chunk frames and a meta
+// hash, with the stream's pub/sub channel. Every write checks the writer's
+// epoch inside the same script, so a worker that lost its job can write
+// nothing more.
+type Log struct {
+	client rueidis.Client
+	keys   Keys
+	ttl    time.Duration
+}
+
+// NewLog returns the chunk log; ttl is how long a stream's keys live after it
+// ends (STREAM_TTL).
+func NewLog(client rueidis.Client, keys Keys, ttl time.Duration) *Log {
+	return &Log{client: client, keys: keys, ttl: ttl}
+}
+
+// Keys returns the key names the log uses.
+func (l *Log) Keys() Keys { return l.keys }
+
+// Meta is the state of a stream as its meta hash holds it.
+type Meta struct {
+	Exists         bool
+	Status         chatstream.Status
+	User           string
+	ConversationID string
+	// Epoch counts the claims of the job; 0 until a worker took it.
+	Epoch int64
+	// N is the number of chunks appended; the last index is N-1.
+	N int64
+	// Cancel is set once a cancel was requested.
+	Cancel bool
+	// Final is the status a finishing writer recorded before writing
+	// Postgres, so that a reaper can finish the flush as it meant to.
+	Final   chatstream.Status
+	Failure *chatstream.Failure
+	// Attempts counts the claims, to bound how often a job is run again.
+	Attempts int64
+}
+
+// LastIndex is the index of the last chunk, -1 if none.
+func (m Meta) LastIndex() int64 { return m.N - 1 }
+
+func parseMeta(h map[string]string) Meta {
+	if len(h) == 0 {
+		return Meta{}
+	}
+	m := Meta{
+		Exists:         true,
+		Status:         chatstream.Status(h["status"]),
+		User:           h["user"],
+		ConversationID: h["conv"],
+		Cancel:         h["cancel"] == "1",
+		Final:          chatstream.Status(h["final"]),
+	}
+	m.Epoch, _ = strconv.ParseInt(h["epoch"], 10, 64)
+	m.N, _ = strconv.ParseInt(h["n"], 10, 64)
+	m.Attempts, _ = strconv.ParseInt(h["attempts"], 10, 64)
+	if e := h["error"]; e != "" {
+		var f chatstream.Failure
+		if json.Unmarshal([]byte(e), &f) == nil {
+			m.Failure = &f
+		}
+	}
+	return m
+}
+
+// openTTL bounds the life of a stream that never ends (every worker and
+// reaper gone): its keys expire this long after the last write.
+func (l *Log) openTTL() time.Duration { return l.ttl + 24*time.Hour }
+
+func ms(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) }
+
+// Create writes the meta of a new stream.
+func (l *Log) Create(ctx context.Context, streamID, userID, convID string) error {
+	meta := l.keys.Meta(streamID)
+	cmds := rueidis.Commands{
+		l.client.B().Hset().Key(meta).FieldValue().
+			FieldValue("status", string(chatstream.StatusStreaming)).FieldValue("user", userID).
+			FieldValue("conv", convID).FieldValue("epoch", "0").FieldValue("n", "0").Build(),
+		l.client.B().Pexpire().Key(meta).Milliseconds(l.openTTL().Milliseconds()).Build(),
+	}
+	for _, r := range l.client.DoMulti(ctx, cmds...) {
+		if err := r.Error(); err != nil {
+			return fmt.Errorf("create stream %s: %w", streamID, err)
+		}
+	}
+	return nil
+}
+
+// claimScript bumps the epoch of an open stream, fencing off every earlier
+// writer. KEYS: meta. ARGV: owner. Returns {epoch, n, cancel, attempts} or
+// {-1} (gone) or {-2} (ended).
+var claimScript = rueidis.NewLuaScript(`
+local m = redis.call('HMGET', KEYS[1], 'status', 'n', 'cancel')
+if not m[1] then return {-1} end
+if m[1] ~= 'streaming' then return {-2} end
+local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
+local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('HSET', KEYS[1], 'owner', ARGV[1])
+return {epoch, tonumber(m[2]), m[3] == '1' and 1 or 0, attempts}
+`)
+
+// Claim makes owner the stream's writer and returns the meta with the new
+// epoch. It returns ErrGone or ErrEnded when there is nothing to write.
+func (l *Log) Claim(ctx context.Context, streamID, owner string) (Meta, error) {
+	v, err := claimScript.Exec(ctx, l.client, []string{l.keys.Meta(streamID)}, []string{owner}).AsIntSlice()
+	if err != nil {
+		return Meta{}, fmt.Errorf("claim stream %s: %w", streamID, err)
+	}
+	switch v[0] {
+	case -1:
+		return Meta{}, ErrGone
+	case -2:
+		return Meta{}, ErrEnded
+	}
+	return Meta{Exists: true, Status: chatstream.StatusStreaming, Epoch: v[0], N: v[1], Cancel: v[2] == 1, Attempts: v[3]}, nil
+}
+
+// appendScript appends one chunk frame and publishes it, in one round trip.
+// The writer says which index it appends: a retry of an append that did
+// reach Redis is recognised and not applied twice.
+// KEYS: meta, chunks. ARGV: epoch, index, frame, channel, ttl ms.
+// Returns {0, cancel} appended, {1, cancel} already appended, {-1} gone,
+// {-2} fenced, {-3} ended, {-4, n} the index does not follow.
+var appendScript = rueidis.NewLuaScript(`
+local m = redis.call('HMGET', KEYS[1], 'epoch', 'n', 'status', 'cancel')
+if not m[1] then return {-1} end
+if m[1] ~= ARGV[1] then return {-2} end
+if m[3] ~= 'streaming' then return {-3} end
+local n = tonumber(m[2])
+local want = tonumber(ARGV[2])
+local cancel = m[4] == '1' and 1 or 0
+if want < n then return {1, cancel} end
+if want > n then return {-4, n} end
+redis.call('RPUSH', KEYS[2], ARGV[3])
+redis.call('HSET', KEYS[1], 'n', n + 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('PEXPIRE', KEYS[2], ARGV[5])
+redis.call('PUBLISH', ARGV[4], ARGV[3])
+return {0, cancel}
+`)
+
+// Append appends the chunk frame at index to the stream and publishes it. It
+// reports whether a cancel was requested meanwhile.
+func (l *Log) Append(ctx context.Context, streamID string, epoch, index int64, frame []byte) (cancel bool, err error) {
+	v, err := appendScript.Exec(ctx, l.client,
+		[]string{l.keys.Meta(streamID), l.keys.Chunks(streamID)},
+		[]string{strconv.FormatInt(epoch, 10), strconv.FormatInt(index, 10), rueidis.BinaryString(frame),
+			l.keys.Channel(streamID), ms(l.openTTL())}).AsIntSlice()
+	if err != nil {
+		return false, fmt.Errorf("append chunk %d to %s: %w", index, streamID, err)
+	}
+	switch v[0] {
+	case 0, 1:
+		return v[1] == 1, nil
+	case -1:
+		return false, ErrGone
+	case -2:
+		return false, ErrFenced
+	case -3:
+		return false, ErrEnded
+	}
+	return false, fmt.Errorf("append chunk %d to %s: the log holds %d chunks", index, streamID, v[1])
+}
+
+// markFinalScript records the status a writer is about to store.
+// KEYS: meta. ARGV: epoch, final status, error json.
+var markFinalScript = rueidis.NewLuaScript(`
+local m = redis.call('HMGET', KEYS[1], 'epoch', 'status')
+if not m[1] then return -1 end
+if m[1] ~= ARGV[1] then return -2 end
+if m[2] ~= 'streaming' then return -3 end
+redis.call('HSET', KEYS[1], 'final', ARGV[2], 'error', ARGV[3])
+return 0
+`)
+
+// MarkFinal records the status the writer is about to write to Postgres. If
+// the writer dies before Finish, the reaper finishes with this status.
+func (l *Log) MarkFinal(ctx context.Context, streamID string, epoch int64, status chatstream.Status, failure *chatstream.Failure) error {
+	v, err := markFinalScript.Exec(ctx, l.client, []string{l.keys.Meta(streamID)},
+		[]string{strconv.FormatInt(epoch, 10), string(status), failureJSON(failure)}).AsInt64()
+	if err != nil {
+		return fmt.Errorf("mark final %s: %w", streamID, err)
+	}
+	return scriptResult(v)
+}
+
+// finishScript ends the stream: status, done frame published, keys set to
+// expire. KEYS: meta, chunks. ARGV: epoch, status, error json, done frame,
+// channel, ttl ms.
+var finishScript = rueidis.NewLuaScript(`
+local m = redis.call('HMGET', KEYS[1], 'epoch', 'status')
+if not m[1] then return -1 end
+if m[1] ~= ARGV[1] then return -2 end
+if m[2] ~= 'streaming' then return -3 end
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'final', ARGV[2], 'error', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+redis.call('PEXPIRE', KEYS[2], ARGV[6])
+redis.call('PUBLISH', ARGV[5], ARGV[4])
+return 0
+`)
+
+// Finish ends the stream with status after n chunks: it publishes the done
+// frame and lets the stream's keys expire after the TTL.
+func (l *Log) Finish(ctx context.Context, streamID string, epoch int64, status chatstream.Status, n int64, failure *chatstream.Failure) error {
+	done := DoneFrame(streamID, status, n-1, failure)
+	v, err := finishScript.Exec(ctx, l.client,
+		[]string{l.keys.Meta(streamID), l.keys.Chunks(streamID)},
+		[]string{strconv.FormatInt(epoch, 10), string(status), failureJSON(failure), rueidis.BinaryString(done),
+			l.keys.Channel(streamID), ms(l.ttl)}).AsInt64()
+	if err != nil {
+		return fmt.Errorf("finish stream %s: %w", streamID, err)
+	}
+	return scriptResult(v)
+}
+
+// cancelScript flags a stream as cancelled and tells its worker.
+// KEYS: meta. ARGV: cancel channel. Returns {epoch} while streaming, {-1}
+// gone, {-3} ended.
+var cancelScript = rueidis.NewLuaScript(`
+local m = redis.call('HMGET', KEYS[1], 'status', 'epoch')
+if not m[1] then return {-1} end
+if m[1] ~= 'streaming' then return {-3} end
+redis.call('HSET', KEYS[1], 'cancel', '1')
+redis.call('PUBLISH', ARGV[1], 'cancel')
+return {tonumber(m[2])}
+`)
+
+// Cancel requests that the stream stop. It returns the epoch of the stream
+// (0: no worker took it yet), or ErrGone / ErrEnded.
+func (l *Log) Cancel(ctx context.Context, streamID string) (epoch int64, err error) {
+	v, err := cancelScript.Exec(ctx, l.client, []string{l.keys.Meta(streamID)},
+		[]string{l.keys.CancelChannel(streamID)}).AsIntSlice()
+	if err != nil {
+		return 0, fmt.Errorf("cancel stream %s: %w", streamID, err)
+	}
+	switch v[0] {
+	case -1:
+		return 0, ErrGone
+	case -3:
+		return 0, ErrEnded
+	}
+	return v[0], nil
+}
+
+// Meta reads the stream's meta hash.
+func (l *Log) Meta(ctx context.Context, streamID string) (Meta, error) {
+	h, err := l.client.Do(ctx, l.client.B().Hgetall().Key(l.keys.Meta(streamID)).Build()).AsStrMap()
+	if err != nil {
+		return Meta{}, fmt.Errorf("read meta of %s: %w", streamID, err)
+	}
+	return parseMeta(h), nil
+}
+
+// History is what the log holds of a stream from some index on.
+type History struct {
+	Meta Meta
+	// From is the index of Frames[0].
+	From int64
+	// Frames are the chunk frames from From on, in order.
+	Frames [][]byte
+}
+
+// Read returns the meta and the chunk frames from index from on, read in one
+// round trip (both keys share the stream's slot).
+func (l *Log) Read(ctx context.Context, streamID string, from int64) (History, error) {
+	if from < 0 {
+		from = 0
+	}
+	res := l.client.DoMulti(ctx,
+		l.client.B().Hgetall().Key(l.keys.Meta(streamID)).Build(),
+		l.client.B().Lrange().Key(l.keys.Chunks(streamID)).Start(from).Stop(-1).Build())
+	h, err := res[0].AsStrMap()
+	if err != nil {
+		return History{}, fmt.Errorf("read meta of %s: %w", streamID, err)
+	}
+	msgs, err := res[1].ToArray()
+	if err != nil {
+		return History{}, fmt.Errorf("read chunks of %s: %w", streamID, err)
+	}
+	hist := History{Meta: parseMeta(h), From: from, Frames: make([][]byte, 0, len(msgs))}
+	for _, m := range msgs {
+		s, err := m.ToString()
+		if err != nil {
+			return History{}, fmt.Errorf("read chunks of %s: %w", streamID, err)
+		}
+		hist.Frames = append(hist.Frames, []byte(s))
+	}
+	return hist, nil
+}
+
+// Content joins the content of every chunk of the stream, as stored; it is
+// how a reaper recovers the text of a writer that died. It returns the text
+// and the number of chunks.
+func (l *Log) Content(ctx context.Context, streamID string) (string, int64, error) {
+	hist, err := l.Read(ctx, streamID, 0)
+	if err != nil {
+		return "", 0, err
+	}
+	var text []byte
+	for i, f := range hist.Frames {
+		var c Chunk
+		if err := json.Unmarshal(f, &c); err != nil {
+			return "", 0, fmt.Errorf("chunk %d of %s: %w", i, streamID, err)
+		}
+		text = append(text, c.Content...)
+	}
+	return string(text), int64(len(hist.Frames)), nil
+}
+
+func scriptResult(v int64) error {
+	switch v {
+	case -1:
+		return ErrGone
+	case -2:
+		return ErrFenced
+	case -3:
+		return ErrEnded
+	}
+	return nil
+}
+
+func failureJSON(f *chatstream.Failure) string {
+	if f == nil {
+		return ""
+	}
+	b, _ := json.Marshal(f)
+	return string(b)
+}

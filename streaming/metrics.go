@@ -1,0 +1,27 @@
+package streaming
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are the streaming package's Prometheus metrics.
+type Metrics struct {
+	HubReconnects prometheus.Counter
+	HubDropped    prometheus.Counter
+}
+
+// NewMetrics creates the metrics and registers them with reg (if non-nil).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		HubReconnects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chatstream_hub_reconnects_total",
+			Help: "Times the node's Redis pub/sub connection was re-established.",
+		}),
+		HubDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chatstream_hub_dropped_messages_total",
+			Help: "Pub/sub messages dropped because a dispatch queue was full (followers resync from history).",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.HubReconnects, m.HubDropped)
+	}
+	return m
+}

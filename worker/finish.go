@@ -1,0 +1,87 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"github.com/chatstream/chatstream"
+	"github.com/chatstream/chatstream/streaming"
+)
+
+// outcome is how a generation ended, before it is written.
+type outcome struct {
+	status  chatstream.Status
+	failure *chatstream.Failure
+	content string
+	usage   *chatstream.Usage
+}
+
+// finisher writes the end of a stream: the intended status in Redis, the
+// final message in Postgres, then the done frame. Each step is retried while
+// ctx lives; if the process dies in between, the reaper of another node
+// finishes from what Redis holds.
+type finisher struct {
+	store   Store
+	log     *streaming.Log
+	events  *streaming.Events
+	slog    *slog.Logger
+	metrics *Metrics
+}
+
+// finish ends stream streamID, held with epoch, after n chunks.
+func (f *finisher) finish(ctx context.Context, streamID string, epoch int64, o outcome, n int64) error {
+	err := retry(ctx, "mark final", f.slog, func(ctx context.Context) error {
+		return f.log.MarkFinal(ctx, streamID, epoch, o.status, o.failure)
+	})
+	if errors.Is(err, streaming.ErrFenced) || errors.Is(err, streaming.ErrEnded) {
+		return nil // someone else owns the end of this stream
+	} else if err != nil && !errors.Is(err, streaming.ErrGone) {
+		return err
+	}
+	// The chunk log may be gone (expired, lost by Redis); Postgres is
+	// written all the same, so that the message never stays streaming.
+	var stored *chatstream.Message
+	err = retry(ctx, "write final message", f.slog, func(ctx context.Context) error {
+		m, _, err := f.store.FinishMessage(ctx, streamID, chatstream.Final{
+			Content: o.content, Status: o.status, Failure: o.failure, Usage: o.usage, LastIndex: n - 1,
+		})
+		stored = m
+		return err
+	})
+	if chatstream.ErrorCode(err) == chatstream.ENOTFOUND {
+		// The message is gone (its conversation deleted): end the stream as failed.
+		stored = &chatstream.Message{ID: streamID, Status: chatstream.StatusFailed, LastIndex: n - 1,
+			Error: &chatstream.Failure{Code: chatstream.ENOTFOUND, Message: "The message no longer exists."}}
+	} else if err != nil {
+		return err
+	}
+	// Postgres is the record: if the message was ended before (a duplicate
+	// finish), the done frame tells what it says.
+	err = retry(ctx, "finish stream", f.slog, func(ctx context.Context) error {
+		return f.log.Finish(ctx, streamID, epoch, stored.Status, n, stored.Error)
+	})
+	if err != nil && !errors.Is(err, streaming.ErrFenced) && !errors.Is(err, streaming.ErrEnded) && !errors.Is(err, streaming.ErrGone) {
+		return err
+	}
+	f.metrics.Finished.WithLabelValues(string(stored.Status)).Inc()
+	if stored.ConversationID != "" {
+		f.events.Publish(ctx, stored)
+	}
+	return nil
+}
+
+// finishFromLog ends a stream whose writer is gone, with the text the chunk
+// log holds.
+func (f *finisher) finishFromLog(ctx context.Context, streamID string, epoch int64, status chatstream.Status, failure *chatstream.Failure) error {
+	var content string
+	var n int64
+	err := retry(ctx, "read chunk log", f.slog, func(ctx context.Context) (err error) {
+		content, n, err = f.log.Content(ctx, streamID)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	return f.finish(ctx, streamID, epoch, outcome{status: status, failure: failure, content: content}, n)
+}

@@ -1,0 +1,57 @@
+package worker
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are the generation metrics.
+type Metrics struct {
+	Enqueued    prometheus.Counter
+	Finished    *prometheus.CounterVec
+	Active      prometheus.Gauge
+	Chunks      prometheus.Counter
+	TTFB        prometheus.Histogram
+	Requeued    prometheus.Counter
+	Recovered   prometheus.Counter
+	QueueWait   prometheus.Histogram
+	AppendRetry prometheus.Counter
+}
+
+// NewMetrics creates the metrics and registers them with reg (if non-nil).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Enqueued: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chatstream_generations_enqueued_total", Help: "Generations queued.",
+		}),
+		Finished: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatstream_generations_finished_total", Help: "Generations ended, by final status.",
+		}, []string{"status"}),
+		Active: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "chatstream_generations_active", Help: "Generations running on this node.",
+		}),
+		Chunks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chatstream_chunks_appended_total", Help: "Chunks appended to chunk logs by this node's workers.",
+		}),
+		TTFB: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "chatstream_generation_first_chunk_seconds",
+			Help:    "Time from enqueue to the first chunk appended.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
+		}),
+		Requeued: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chatstream_jobs_requeued_total", Help: "Jobs handed back to the queue before their first chunk.",
+		}),
+		Recovered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chatstream_jobs_recovered_total", Help: "Jobs of dead nodes taken over by this node's reaper.",
+		}),
+		QueueWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "chatstream_job_queue_wait_seconds",
+			Help:    "Time a job waited in the queue before a worker took it.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
+		}),
+		AppendRetry: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chatstream_chunk_append_retries_total", Help: "Chunk appends retried after a Redis error.",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.Enqueued, m.Finished, m.Active, m.Chunks, m.TTFB, m.Requeued, m.Recovered, m.QueueWait, m.AppendRetry)
+	}
+	return m
+}

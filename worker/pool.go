@@ -1,0 +1,366 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/chatstream/chatstream"
+	"github.com/chatstream/chatstream/llm"
+	"github.com/chatstream/chatstream/streaming"
+)
+
+// Config tunes the pool. Zero values take the defaults.
+type Config struct {
+	// Workers is the number of generations this node runs at once. Default 16.
+	Workers int
+	// SystemPrompt starts every prompt; empty for none.
+	SystemPrompt string
+	// HistoryMessages and HistoryBytes bound the earlier messages sent with
+	// the prompt: the newest that fit. Defaults 50 and 24000.
+	HistoryMessages int
+	HistoryBytes    int
+	// MaxTokens caps each answer; 0 leaves it to the provider.
+	MaxTokens int
+	// StallTimeout fails a generation that receives no token for this long.
+	// Default 60s.
+	StallTimeout time.Duration
+	// FlushInterval coalesces the deltas that arrive within it into one
+	// chunk; 0 makes every delta a chunk (lowest latency, most chunks).
+	FlushInterval time.Duration
+	// MaxRuns bounds how often a job that emitted no chunk is run again
+	// after its node died. Default 3.
+	MaxRuns int
+	// ReapInterval is how often the node looks for dead nodes' jobs. Default 2s.
+	ReapInterval time.Duration
+	// AppendRetryFor is how long a chunk append is retried through Redis
+	// errors before the generation fails. Default 30s.
+	AppendRetryFor time.Duration
+	// HandBackWait bounds the work of handing jobs back once the grace
+	// period of Shutdown is over. Default 5s.
+	HandBackWait time.Duration
+	Logger       *slog.Logger
+	Metrics      *Metrics
+}
+
+func (c *Config) setDefaults() {
+	if c.Workers <= 0 {
+		c.Workers = 16
+	}
+	if c.HistoryMessages <= 0 {
+		c.HistoryMessages = 50
+	}
+	if c.HistoryBytes <= 0 {
+		c.HistoryBytes = 24000
+	}
+	if c.StallTimeout <= 0 {
+		c.StallTimeout = 60 * time.Second
+	}
+	if c.MaxRuns <= 0 {
+		c.MaxRuns = 3
+	}
+	if c.ReapInterval <= 0 {
+		c.ReapInterval = 2 * time.Second
+	}
+	if c.AppendRetryFor <= 0 {
+		c.AppendRetryFor = 30 * time.Second
+	}
+	if c.HandBackWait <= 0 {
+		c.HandBackWait = 5 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Metrics == nil {
+		c.Metrics = NewMetrics(nil)
+	}
+}
+
+// Causes that end a generation early.
+var (
+	errCancelRequested = errors.New("cancel requested")
+	errStalled         = errors.New("no token within the stall timeout")
+	errFenced          = errors.New("job taken over by another worker")
+	errShutdown        = errors.New("node shutting down")
+	errRedis           = errors.New("redis unavailable")
+)
+
+// Pool runs the generation workers of a node, its heartbeat and its reaper.
+type Pool struct {
+	cfg      Config
+	store    Store
+	log      *streaming.Log
+	queue    *streaming.Queue
+	hub      *streaming.Hub
+	provider llm.Provider
+	fin      *finisher
+	slog     *slog.Logger
+	metrics  *Metrics
+	owner    string
+
+	// takeCtx ends when the pool stops taking jobs; runCtx when running
+	// generations must stop (cause errShutdown); finCtx when finishing work
+	// must give up.
+	takeCtx, runCtx, finCtx context.Context
+	stopTaking              context.CancelFunc
+	stopRunning             context.CancelCauseFunc
+	stopFinishing           context.CancelFunc
+
+	workers sync.WaitGroup // the worker goroutines
+	helpers sync.WaitGroup // heartbeat and reaper
+}
+
+// NewPool returns a pool; Start starts it.
+func NewPool(cfg Config, store Store, log *streaming.Log, queue *streaming.Queue, hub *streaming.Hub,
+	events *streaming.Events, provider llm.Provider) *Pool {
+	cfg.setDefaults()
+	p := &Pool{cfg: cfg, store: store, log: log, queue: queue, hub: hub, provider: provider,
+		slog: cfg.Logger, metrics: cfg.Metrics, owner: queue.Node()}
+	p.fin = &finisher{store: store, log: log, events: events, slog: cfg.Logger, metrics: cfg.Metrics}
+	p.finCtx, p.stopFinishing = context.WithCancel(context.Background())
+	p.runCtx, p.stopRunning = context.WithCancelCause(p.finCtx)
+	p.takeCtx, p.stopTaking = context.WithCancel(p.runCtx)
+	return p
+}
+
+// Start starts the workers, the heartbeat and the reaper. The heartbeat is
+// written once before any job is taken, so the node's jobs are never
+// mistaken for a dead node's.
+func (p *Pool) Start(ctx context.Context) error {
+	if err := p.queue.Heartbeat(ctx); err != nil {
+		return err
+	}
+	p.helpers.Add(2)
+	// The heartbeat and the reaper live until Shutdown cancels takeCtx.
+	go func() { defer p.helpers.Done(); p.heartbeat() }()
+	go func() { defer p.helpers.Done(); p.reaper() }()
+	for range p.cfg.Workers {
+		p.workers.Add(1)
+		// Each worker lives until Shutdown cancels takeCtx and its current
+		// generation has ended or been handed back.
+		go func() { defer p.workers.Done(); p.work() }()
+	}
+	p.slog.Info("generation workers started", "workers", p.cfg.Workers, "node", p.owner, "model", p.provider.Name())
+	return nil
+}
+
+// Shutdown stops taking jobs and lets running generations finish until ctx
+// ends; then it stops them, handing back those that emitted nothing and
+// ending the others as failed with their partial text. It returns once every
+// worker has stopped.
+func (p *Pool) Shutdown(ctx context.Context) error {
+	p.stopTaking()
+	done := make(chan struct{})
+	go func() { p.workers.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		p.slog.Warn("grace period over; handing back running generations")
+		p.stopRunning(errShutdown)
+		select {
+		case <-done:
+		case <-time.After(p.cfg.HandBackWait):
+			p.stopFinishing()
+			<-done
+		}
+	}
+	p.helpers.Wait()
+	// Jobs that a worker moved but never started (a BLMOVE cut short) go
+	// back to the queue; then the node says it is gone, so that reapers
+	// elsewhere take at once whatever is still left.
+	fctx, cancel := context.WithTimeout(context.Background(), p.cfg.HandBackWait)
+	defer cancel()
+	p.recoverNode(fctx, p.owner)
+	err := p.queue.Leave(fctx)
+	p.stopFinishing()
+	p.stopRunning(errShutdown)
+	return err
+}
+
+func (p *Pool) heartbeat() {
+	t := time.NewTicker(p.queue.HeartbeatTTL() / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.takeCtx.Done():
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(p.takeCtx, p.queue.HeartbeatTTL()/3)
+			if err := p.queue.Heartbeat(ctx); err != nil && p.takeCtx.Err() == nil {
+				p.slog.Warn("heartbeat", "err", err)
+			}
+			cancel()
+		}
+	}
+}
+
+func (p *Pool) reaper() {
+	t := time.NewTicker(p.cfg.ReapInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.takeCtx.Done():
+			return
+		case <-t.C:
+			dead, err := p.queue.DeadNodes(p.takeCtx)
+			if err != nil {
+				if p.takeCtx.Err() == nil {
+					p.slog.Warn("look for dead nodes", "err", err)
+				}
+				continue
+			}
+			for _, node := range dead {
+				p.recoverNode(p.takeCtx, node)
+			}
+		}
+	}
+}
+
+// recoverNode takes over every job in node's processing list.
+func (p *Pool) recoverNode(ctx context.Context, node string) {
+	for ctx.Err() == nil {
+		t, ok, err := p.queue.Adopt(ctx, node)
+		if err != nil {
+			if ctx.Err() == nil {
+				p.slog.Warn("adopt job", "node", node, "err", err)
+			}
+			return
+		}
+		if !ok {
+			return
+		}
+		p.metrics.Recovered.Inc()
+		if node != p.owner {
+			p.slog.Warn("recovering job of a dead node", "node", node, "stream_id", t.Job.StreamID)
+		}
+		if err := p.recover(ctx, t); err != nil {
+			p.slog.Error("recover job", "stream_id", t.Job.StreamID, "err", err)
+		}
+	}
+}
+
+// recover decides the fate of a job whose worker is gone: run again if it
+// emitted nothing, else end it with the text it had.
+func (p *Pool) recover(ctx context.Context, t streaming.Taken) error {
+	id := t.Job.StreamID
+	meta, err := p.log.Claim(ctx, id, p.owner)
+	switch {
+	case errors.Is(err, streaming.ErrEnded):
+		// Redis has the end; Postgres was written before it.
+		return p.queue.Done(ctx, t.Raw)
+	case errors.Is(err, streaming.ErrGone):
+		// The chunk log is gone: end the message as it stands.
+		fail := &chatstream.Failure{Code: "stream_lost", Message: "The answer's stream was lost."}
+		if err := p.fin.finish(ctx, id, 0, outcome{status: chatstream.StatusFailed, failure: fail}, 0); err != nil {
+			return err
+		}
+		return p.queue.Done(ctx, t.Raw)
+	case err != nil:
+		return err
+	}
+	switch {
+	case meta.Final != "":
+		err = p.fin.finishFromLog(ctx, id, meta.Epoch, meta.Final, meta.Failure)
+	case meta.Cancel:
+		err = p.fin.finishFromLog(ctx, id, meta.Epoch, chatstream.StatusCancelled, nil)
+	case meta.N == 0 && meta.Attempts < int64(2*p.cfg.MaxRuns):
+		p.metrics.Requeued.Inc()
+		return p.queue.Requeue(ctx, t.Raw)
+	default:
+		err = p.fin.finishFromLog(ctx, id, meta.Epoch, chatstream.StatusFailed, &chatstream.Failure{
+			Code: "worker_lost", Message: "The server generating this answer stopped; the answer is incomplete."})
+	}
+	if err != nil {
+		return err
+	}
+	return p.queue.Done(ctx, t.Raw)
+}
+
+// work takes jobs until the pool stops taking.
+func (p *Pool) work() {
+	backoff := 50 * time.Millisecond
+	for p.takeCtx.Err() == nil {
+		// Not takeCtx: a BLMOVE cut by its context closes the connection
+		// and may leave a moved job behind. BlockTimeout bounds the wait.
+		t, ok, err := p.queue.Take(p.runCtx)
+		if err != nil {
+			if p.takeCtx.Err() != nil {
+				return
+			}
+			p.slog.Warn("take job", "err", err)
+			select {
+			case <-p.takeCtx.Done():
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, 5*time.Second)
+			continue
+		}
+		backoff = 50 * time.Millisecond
+		if !ok {
+			continue
+		}
+		if p.takeCtx.Err() != nil {
+			// Taken as the pool stopped: give it back untouched.
+			_ = p.queue.Requeue(p.finCtx, t.Raw)
+			return
+		}
+		p.process(t)
+	}
+}
+
+// process runs one job to its end.
+func (p *Pool) process(t streaming.Taken) {
+	job := t.Job
+	log := p.slog.With("stream_id", job.StreamID)
+	if job.EnqueuedAt > 0 {
+		p.metrics.QueueWait.Observe(time.Since(time.UnixMicro(job.EnqueuedAt)).Seconds())
+	}
+	var meta streaming.Meta
+	err := retry(p.runCtx, "claim job", log, func(ctx context.Context) (err error) {
+		meta, err = p.log.Claim(ctx, job.StreamID, p.owner)
+		return err
+	})
+	switch {
+	case errors.Is(err, streaming.ErrEnded):
+		p.done(t) // cancelled before it started, and ended by the API
+		return
+	case errors.Is(err, streaming.ErrGone):
+		// Its meta expired while it waited: nothing can stream it.
+		if err := p.recover(p.finCtx, t); err != nil {
+			log.Error("end expired job", "err", err)
+		}
+		return
+	case err != nil:
+		return // shutting down; the job stays for recoverNode
+	}
+	p.metrics.Active.Inc()
+	defer p.metrics.Active.Dec()
+	g := &generation{pool: p, job: job, epoch: meta.Epoch, log: log}
+	o, ok := g.run(meta.Cancel)
+	switch {
+	case !ok && g.n == 0 && context.Cause(p.runCtx) == errShutdown:
+		// Handed back: another node runs it from the start.
+		p.metrics.Requeued.Inc()
+		if err := p.queue.Requeue(p.finCtx, t.Raw); err != nil {
+			log.Error("hand back job", "err", err)
+		}
+		return
+	case !ok:
+		return // fenced: the job is someone else's now
+	}
+	if err := p.fin.finish(p.finCtx, job.StreamID, g.epoch, o, g.n); err != nil {
+		log.Error("finish generation; a reaper will finish it", "err", err)
+		return
+	}
+	p.done(t)
+}
+
+func (p *Pool) done(t streaming.Taken) {
+	if err := retry(p.finCtx, "remove finished job", p.slog, func(ctx context.Context) error {
+		return p.queue.Done(ctx, t.Raw)
+	}); err != nil {
+		p.slog.Error("remove finished job", "stream_id", t.Job.StreamID, "err", err)
+	}
+}

@@ -1,0 +1,149 @@
+// Package worker runs generations: it takes jobs from the Redis queue,
+// streams the answer from the LLM provider into the chunk log, and writes the
+// final message to Postgres. It also holds the request side of a generation
+// (Service: send and cancel) and the reaper that finishes the jobs of dead
+// nodes.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/chatstream/chatstream"
+	"github.com/chatstream/chatstream/streaming"
+)
+
+// Store is what generations need of Postgres.
+type Store interface {
+	CreateExchange(ctx context.Context, userID, convID, content string) (user, assistant *chatstream.Message, err error)
+	FindMessage(ctx context.Context, userID, id string) (*chatstream.Message, error)
+	History(ctx context.Context, convID, beforeID string, limit int) ([]*chatstream.Message, error)
+	FinishMessage(ctx context.Context, id string, f chatstream.Final) (*chatstream.Message, bool, error)
+}
+
+// Service is the request side of generations, used by the API: it creates
+// them and cancels them.
+type Service struct {
+	store   Store
+	log     *streaming.Log
+	queue   *streaming.Queue
+	events  *streaming.Events
+	fin     *finisher
+	slog    *slog.Logger
+	metrics *Metrics
+}
+
+// NewService returns the request side of generations.
+func NewService(store Store, log *streaming.Log, queue *streaming.Queue, events *streaming.Events, metrics *Metrics, logger *slog.Logger) *Service {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if metrics == nil {
+		metrics = NewMetrics(nil)
+	}
+	return &Service{store: store, log: log, queue: queue, events: events, slog: logger, metrics: metrics,
+		fin: &finisher{store: store, log: log, events: events, slog: logger, metrics: metrics}}
+}
+
+// Send stores a user message with the assistant message that will answer it
+// and queues the generation. The assistant message's id is the stream id.
+func (s *Service) Send(ctx context.Context, userID, convID, content string) (user, assistant *chatstream.Message, err error) {
+	user, assistant, err = s.store.CreateExchange(ctx, userID, convID, content)
+	if err != nil {
+		return nil, nil, err
+	}
+	job := chatstream.Job{StreamID: assistant.ID, ConversationID: convID, UserID: userID, EnqueuedAt: time.Now().UnixMicro()}
+	if err := s.enqueue(ctx, job); err != nil {
+		// Without a job nothing would ever end the message: end it now.
+		s.slog.Error("enqueue generation", "stream_id", job.StreamID, "err", err)
+		fail := &chatstream.Failure{Code: chatstream.EUNAVAILABLE, Message: "The answer could not be started; please retry."}
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if _, _, ferr := s.store.FinishMessage(fctx, assistant.ID, chatstream.Final{Status: chatstream.StatusFailed, Failure: fail, LastIndex: -1}); ferr != nil {
+			s.slog.Error("fail unqueued message", "stream_id", job.StreamID, "err", ferr)
+		}
+		return nil, nil, chatstream.Errorf(chatstream.EUNAVAILABLE, "The answer could not be started; please retry.")
+	}
+	s.metrics.Enqueued.Inc()
+	s.events.Publish(ctx, user)
+	s.events.Publish(ctx, assistant)
+	return user, assistant, nil
+}
+
+func (s *Service) enqueue(ctx context.Context, job chatstream.Job) error {
+	if err := s.log.Create(ctx, job.StreamID, job.UserID, job.ConversationID); err != nil {
+		return err
+	}
+	return s.queue.Enqueue(ctx, job)
+}
+
+// Cancel stops the generation of stream streamID if userID owns it. Ending
+// an already ended stream is not an error.
+func (s *Service) Cancel(ctx context.Context, userID, streamID string) error {
+	meta, err := s.log.Meta(ctx, streamID)
+	if err != nil {
+		return err
+	}
+	if !meta.Exists {
+		// Expired from Redis, or never there: Postgres says whether it is
+		// the user's; either way there is nothing left to stop.
+		if _, err := s.store.FindMessage(ctx, userID, streamID); err != nil {
+			return err
+		}
+		return nil
+	}
+	if meta.User != userID {
+		return chatstream.Errorf(chatstream.ENOTFOUND, "Stream not found.")
+	}
+	epoch, err := s.log.Cancel(ctx, streamID)
+	if errors.Is(err, streaming.ErrEnded) || errors.Is(err, streaming.ErrGone) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	if epoch > 0 {
+		return nil // its worker hears the cancel and ends the stream
+	}
+	// No worker has taken the job yet: end it here, so a cancel never waits
+	// for a free worker. A worker taking it later finds it ended.
+	// If a worker took it meanwhile, this claim fences it off; it saw the
+	// cancel flag anyway, and what it wrote stays in the answer.
+	claimed, err := s.log.Claim(ctx, streamID, "cancel")
+	if errors.Is(err, streaming.ErrEnded) || errors.Is(err, streaming.ErrGone) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	return s.fin.finishFromLog(ctx, streamID, claimed.Epoch, chatstream.StatusCancelled, nil)
+}
+
+// retry calls fn until it succeeds, fn says stop, or ctx ends, with
+// exponential backoff between attempts.
+func retry(ctx context.Context, what string, logger *slog.Logger, fn func(context.Context) error) error {
+	backoff := 50 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := fn(ctx)
+		if err == nil || isPermanent(err) {
+			return err
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("%s: %w (gave up: %v)", what, err, ctx.Err())
+		}
+		logger.Warn("retrying", "what", what, "attempt", attempt, "err", err, "backoff", backoff)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %w (gave up: %v)", what, err, ctx.Err())
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+// isPermanent reports errors that a retry cannot mend.
+func isPermanent(err error) bool {
+	return errors.Is(err, streaming.ErrFenced) || errors.Is(err, streaming.ErrEnded) ||
+		errors.Is(err, streaming.ErrGone) || chatstream.ErrorCode(err) != chatstream.EINTERNAL
+}
