@@ -98,15 +98,16 @@ func (c *Config) provider() llm.Provider {
 
 // Main is one running node.
 type Main struct {
-	cfg   Config
-	log   *slog.Logger
-	db    *store.DB
-	redis rueidis.Client
-	hub   *streaming.Hub
-	pool  *worker.Pool
-	srv   *server.Server
-	ln    net.Listener
-	reg   *prometheus.Registry
+	cfg     Config
+	log     *slog.Logger
+	db      *store.DB
+	redis   rueidis.Client
+	hub     *streaming.Hub
+	streams *streaming.Streams
+	pool    *worker.Pool
+	srv     *server.Server
+	ln      net.Listener
+	reg     *prometheus.Registry
 
 	serveDone chan error // receives Serve's result once; buffered 1
 	closeOnce sync.Once
@@ -163,6 +164,7 @@ func (m *Main) Start(ctx context.Context) (err error) {
 	queue := streaming.NewQueue(m.redis, keys, m.cfg.NodeID, streaming.QueueConfig{HeartbeatTTL: m.cfg.HeartbeatTTL})
 	events := streaming.NewEvents(m.redis, keys, m.log)
 	m.hub = streaming.NewHub(m.redis, streaming.HubConfig{Logger: m.log, Metrics: smetrics})
+	m.streams = streaming.NewStreams(m.hub, chunkLog, m.db, streaming.StreamsConfig{Logger: m.log, Metrics: smetrics})
 	gens := worker.NewService(m.db, chunkLog, queue, events, wmetrics, m.log)
 	if m.cfg.Workers > 0 {
 		wcfg := m.cfg.Worker
@@ -182,6 +184,8 @@ func (m *Main) Start(ctx context.Context) (err error) {
 		Store:       m.db,
 		Generations: gens,
 		Checks:      map[string]server.Pinger{"postgres": m.db, "redis": streaming.Pinger{Client: m.redis}},
+		Streams:     streamsAdapter{m.streams},
+		Watcher:     watcher{hub: m.hub, keys: keys},
 	})
 	if err != nil {
 		return err
@@ -251,6 +255,9 @@ func (m *Main) closeResources() {
 		_ = m.pool.Shutdown(ctx)
 		cancel()
 	}
+	if m.streams != nil {
+		m.streams.Close()
+	}
 	if m.hub != nil {
 		m.hub.Close()
 	}
@@ -261,3 +268,30 @@ func (m *Main) closeResources() {
 		m.db.Close()
 	}
 }
+
+// streamsAdapter lets the server follow streams without importing streaming.
+type streamsAdapter struct{ s *streaming.Streams }
+
+func (a streamsAdapter) Follow(ctx context.Context, id string, last int64, sink server.Sink) (server.Follow, error) {
+	f, err := a.s.Follow(ctx, id, last, sink)
+	if err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// watcher forwards a conversation's message events to a socket.
+type watcher struct {
+	hub  *streaming.Hub
+	keys streaming.Keys
+}
+
+func (w watcher) Watch(ctx context.Context, convID string, sink server.Sink) (func(), error) {
+	return w.hub.Subscribe(ctx, w.keys.ConversationChannel(convID), forward{sink})
+}
+
+// forward hands a channel's messages, already frames, to a socket.
+type forward struct{ sink server.Sink }
+
+func (f forward) OnMessage(_ string, payload []byte) { f.sink.Send(payload) }
+func (f forward) OnResync(string)                    {}

@@ -97,8 +97,10 @@ func (s *Server) recoverPanic(c *gin.Context) {
 }
 
 type httpMetrics struct {
-	requests *prometheus.CounterVec
-	duration *prometheus.HistogramVec
+	requests    *prometheus.CounterVec
+	duration    *prometheus.HistogramVec
+	socketsOpen prometheus.Gauge
+	wsErrors    *prometheus.CounterVec
 }
 
 func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
@@ -112,7 +114,15 @@ func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
 			Help:    "HTTP request latency by method and route.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}, []string{"method", "route"}),
+		socketsOpen: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "chatstream_websockets_open",
+			Help: "Open WebSocket connections.",
+		}),
+		wsErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatstream_websocket_errors_total",
+			Help: "WebSocket error frames and abnormal closes, by code.",
+		}, []string{"code"}),
 	}
-	reg.MustRegister(m.requests, m.duration)
+	reg.MustRegister(m.requests, m.duration, m.socketsOpen, m.wsErrors)
 	return m
 }

@@ -32,6 +32,9 @@ type Store interface {
 type Generations interface {
 	Send(ctx context.Context, userID, convID, content string) (user, assistant *chatstream.Message, err error)
 	Cancel(ctx context.Context, userID, streamID string) error
+	// Authorize returns nil if userID may follow stream streamID, else a
+	// not_found error.
+	Authorize(ctx context.Context, userID, streamID string) error
 }
 
 // Deps are the server's collaborators.
@@ -40,6 +43,9 @@ type Deps struct {
 	Generations Generations
 	// Checks are the dependencies /readyz pings, by name.
 	Checks map[string]Pinger
+	// Streams and Watcher serve the WebSocket; without them /v1/ws is not routed.
+	Streams Streams
+	Watcher Watcher
 }
 
 // Pinger checks that a dependency answers; /readyz asks each.
@@ -67,7 +73,12 @@ type Config struct {
 	// Registry is where the server's metrics are registered. Default: a new
 	// registry with the Go and process collectors.
 	Registry *prometheus.Registry
+	// WS tunes the WebSocket endpoint.
+	WS WSConfig
 }
+
+// WSConfig tunes the WebSocket endpoint. Zero values take the defaults.
+type WSConfig = wsConfig
 
 func (c *Config) setDefaults() {
 	if c.DevTokenTTL <= 0 {
@@ -85,6 +96,7 @@ func (c *Config) setDefaults() {
 	if c.Registry == nil {
 		c.Registry = NewRegistry()
 	}
+	c.WS.setDefaults()
 }
 
 // NewRegistry returns a Prometheus registry with the Go runtime and process
@@ -100,6 +112,9 @@ type Server struct {
 	cfg     Config
 	store   Store
 	gens    Generations
+	streams Streams
+	watcher Watcher
+	sockets sockets
 	checks  map[string]Pinger
 	log     *slog.Logger
 	engine  *gin.Engine
@@ -113,7 +128,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if len(cfg.AuthSecret) == 0 {
 		return nil, errors.New("server: AuthSecret is required")
 	}
-	s := &Server{cfg: cfg, store: deps.Store, gens: deps.Generations, checks: deps.Checks, log: cfg.Logger}
+	s := &Server{cfg: cfg, store: deps.Store, gens: deps.Generations, checks: deps.Checks, log: cfg.Logger,
+		streams: deps.Streams, watcher: deps.Watcher}
+	s.sockets.open = make(map[*session]struct{})
 	s.metrics = newHTTPMetrics(cfg.Registry)
 	if err := s.routes(); err != nil {
 		return nil, err
@@ -124,6 +141,8 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 	}
+	// Shutdown neither closes nor waits for hijacked connections.
+	s.http.RegisterOnShutdown(s.sockets.closeAll)
 	return s, nil
 }
 
@@ -139,11 +158,20 @@ func (s *Server) Serve(ln net.Listener) error {
 	return nil
 }
 
-// Shutdown stops accepting connections and waits for in-flight requests until
-// ctx ends.
+// Shutdown stops accepting connections, closes every WebSocket with 1001,
+// and waits for in-flight requests and the sockets' goroutines until ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
-	return s.http.Shutdown(ctx)
+	err := s.http.Shutdown(ctx)
+	s.sockets.closeAll() // also when the server never served
+	return errors.Join(err, s.sockets.wait(ctx))
 }
+
+// CloseSockets closes every WebSocket with 1001 (going away) and refuses new
+// ones; clients reconnect to another node and resume.
+func (s *Server) CloseSockets() { s.sockets.closeAll() }
+
+// Sockets returns the number of open WebSockets.
+func (s *Server) Sockets() int { return s.sockets.count() }
 
 func (s *Server) routes() error {
 	gin.SetMode(gin.ReleaseMode)
@@ -175,6 +203,9 @@ func (s *Server) routes() error {
 	authed.GET("/conversations/:id", s.handleGetConversation)
 	authed.POST("/conversations/:id/messages", s.handleSendMessage)
 	authed.POST("/streams/:stream_id/cancel", s.handleCancel)
+	if s.streams != nil && s.watcher != nil {
+		authed.GET("/ws", s.handleWS)
+	}
 	s.engine = e
 	return nil
 }

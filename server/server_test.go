@@ -43,6 +43,9 @@ func (noGenerations) Send(context.Context, string, string, string) (*chatstream.
 func (noGenerations) Cancel(context.Context, string, string) error {
 	return errors.New("no generations in this test")
 }
+func (noGenerations) Authorize(context.Context, string, string) error {
+	return errors.New("no generations in this test")
+}
 
 func newServer(t *testing.T, opts ...option) *testServer {
 	t.Helper()

@@ -154,3 +154,17 @@ func (db *DB) FinishMessage(ctx context.Context, id string, f chatstream.Final) 
 	}
 	return m, true, nil
 }
+
+// Message returns message id whoever owns it; callers have checked access.
+func (db *DB) Message(ctx context.Context, id string) (*chatstream.Message, error) {
+	if !validID(id) {
+		return nil, notFound("Message")
+	}
+	m, err := scanMessage(db.pool.QueryRow(ctx, `SELECT `+messageColumns+` FROM messages m WHERE m.id = $1`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, notFound("Message")
+	} else if err != nil {
+		return nil, fmt.Errorf("message %s: %w", id, err)
+	}
+	return m, nil
+}

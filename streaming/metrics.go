@@ -6,6 +6,7 @@ import "github.com/prometheus/client_golang/prometheus"
 type Metrics struct {
 	HubReconnects prometheus.Counter
 	HubDropped    prometheus.Counter
+	HistoryReads  prometheus.Counter
 }
 
 // NewMetrics creates the metrics and registers them with reg (if non-nil).
@@ -19,9 +20,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "chatstream_hub_dropped_messages_total",
 			Help: "Pub/sub messages dropped because a dispatch queue was full (followers resync from history).",
 		}),
+		HistoryReads: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chatstream_history_reads_total",
+			Help: "Chunk log reads made to catch followers up (one serves every follower waiting).",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.HubReconnects, m.HubDropped)
+		reg.MustRegister(m.HubReconnects, m.HubDropped, m.HistoryReads)
 	}
 	return m
 }

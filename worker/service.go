@@ -147,3 +147,26 @@ func isPermanent(err error) bool {
 	return errors.Is(err, streaming.ErrFenced) || errors.Is(err, streaming.ErrEnded) ||
 		errors.Is(err, streaming.ErrGone) || chatstream.ErrorCode(err) != chatstream.EINTERNAL
 }
+
+// Authorize returns nil if userID may follow stream streamID: the owner in
+// the stream's meta, or in Postgres once the meta expired.
+func (s *Service) Authorize(ctx context.Context, userID, streamID string) error {
+	meta, err := s.log.Meta(ctx, streamID)
+	if err != nil {
+		return err
+	}
+	if meta.Exists {
+		if meta.User != userID {
+			return chatstream.Errorf(chatstream.ENOTFOUND, "Stream not found.")
+		}
+		return nil
+	}
+	m, err := s.store.FindMessage(ctx, userID, streamID)
+	if err != nil {
+		return err
+	}
+	if m.Role != chatstream.RoleAssistant {
+		return chatstream.Errorf(chatstream.ENOTFOUND, "Stream not found.")
+	}
+	return nil
+}

@@ -1,0 +1,265 @@
+package integration
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chatstream/chatstream/app"
+	"github.com/chatstream/chatstream/internal/testenv"
+	"github.com/chatstream/chatstream/llm"
+)
+
+// demoNode starts a node with workers on the demo model at a fast pace.
+func demoNode(t *testing.T, cfg app.Config) *node {
+	t.Helper()
+	cfg.AuthDev = true
+	if cfg.AuthSecret == nil {
+		cfg.AuthSecret = []byte("integration-secret-integration-secret")
+	}
+	if cfg.Provider == nil {
+		cfg.Provider = llm.NewDemo(llm.DemoConfig{TokensPerSec: 400})
+	}
+	return startNode(t, cfg)
+}
+
+// newConversation creates a conversation for the token's user.
+func (n *node) newConversation(t *testing.T, token string) string {
+	t.Helper()
+	var conv struct{ ID string }
+	if code := n.call(t, "POST", "/v1/conversations", token, map[string]string{"title": "t"}, &conv); code != 201 {
+		t.Fatalf("create conversation: %d", code)
+	}
+	return conv.ID
+}
+
+// storedMessage returns a message as GET /v1/conversations/:id shows it.
+func (n *node) storedMessage(t *testing.T, token, convID, msgID string) msg {
+	t.Helper()
+	var conv struct{ Messages []msg }
+	n.call(t, "GET", "/v1/conversations/"+convID, token, nil, &conv)
+	for _, m := range conv.Messages {
+		if m.ID == msgID {
+			return m
+		}
+	}
+	t.Fatalf("message %s not in conversation %s", msgID, convID)
+	return msg{}
+}
+
+func TestWS_SendStreamsToEnd(t *testing.T) {
+	n := demoNode(t, app.Config{Workers: 2})
+	tok := n.devToken(t, "alice")
+	conv := n.newConversation(t, tok)
+	c := n.dial(t, tok)
+	c.write(map[string]any{"type": "send", "conversation_id": conv, "content": "Tell me about pub/sub", "request_id": "r1"})
+	acc, _ := c.readUntil("accepted")
+	if string(acc.RequestID) != `"r1"` || acc.StreamID == "" || acc.AssistantMessage == nil || acc.AssistantMessage.ID != acc.StreamID {
+		t.Fatalf("accepted = %+v", acc)
+	}
+	r := c.follow(acc.StreamID, 0)
+	if r.done.Status != "complete" || len(r.indexes) == 0 {
+		t.Fatalf("done = %+v after %d chunks", r.done, len(r.indexes))
+	}
+	stored := n.storedMessage(t, tok, conv, acc.StreamID)
+	if stored.Status != "complete" || stored.Content != r.text.String() {
+		t.Fatalf("stored %q (%s), streamed %q", stored.Content, stored.Status, r.text.String())
+	}
+}
+
+func TestWS_FanOutAcrossNodes(t *testing.T) {
+	db := testenv.NewDatabase(t)
+	prefix := testenv.Namespace(t)
+	secret := []byte("fanout-secret-fanout-secret-fanout")
+	slow := llm.NewDemo(llm.DemoConfig{TokensPerSec: 100})
+	a := demoNode(t, app.Config{Workers: 2, DatabaseURL: db, KeyPrefix: prefix, AuthSecret: secret, Provider: slow})
+	b := demoNode(t, app.Config{Workers: 0, DatabaseURL: db, KeyPrefix: prefix, AuthSecret: secret})
+	tok := a.devToken(t, "alice")
+	conv := a.newConversation(t, tok)
+	var sent struct {
+		StreamID string `json:"stream_id"`
+	}
+	if code := a.call(t, "POST", "/v1/conversations/"+conv+"/messages", tok, map[string]string{"content": "fan out"}, &sent); code != 202 {
+		t.Fatalf("send = %d", code)
+	}
+	const perNode = 5
+	var wg sync.WaitGroup
+	results := make([]*streamResult, 2*perNode)
+	for i := range results {
+		n := a
+		if i%2 == 1 {
+			n = b
+		}
+		c := n.dial(t, tok)
+		c.write(map[string]any{"type": "subscribe", "stream_id": sent.StreamID, "last_index": -1})
+		wg.Go(func() { results[i] = c.follow(sent.StreamID, 0) })
+	}
+	wg.Wait()
+	stored := a.storedMessage(t, tok, conv, sent.StreamID)
+	for i, r := range results {
+		if r.text.String() != stored.Content || r.done.Status != "complete" {
+			t.Fatalf("follower %d got %d chunks %q, stored %q", i, len(r.indexes), r.text.String(), stored.Content)
+		}
+	}
+}
+
+func TestWS_ResumeMidStreamAndAfterDone(t *testing.T) {
+	n := demoNode(t, app.Config{Workers: 1, Provider: llm.NewDemo(llm.DemoConfig{TokensPerSec: 100})})
+	tok := n.devToken(t, "alice")
+	conv := n.newConversation(t, tok)
+	c := n.dial(t, tok)
+	c.write(map[string]any{"type": "send", "conversation_id": conv, "content": "resume me"})
+	acc, _ := c.readUntil("accepted")
+	// Read a few chunks, drop the socket, resume from the last index held.
+	var text string
+	last := int64(-1)
+	for last < 4 {
+		f := c.read()
+		if f.Type == "chunk" {
+			text += f.Content
+			last = f.Index
+		}
+	}
+	c.conn.CloseNow()
+	c2 := n.dial(t, tok)
+	c2.write(map[string]any{"type": "subscribe", "stream_id": acc.StreamID, "last_index": last})
+	r := c2.follow(acc.StreamID, last+1)
+	stored := n.storedMessage(t, tok, conv, acc.StreamID)
+	if text+r.text.String() != stored.Content {
+		t.Fatalf("resumed text differs from stored:\n%q\n%q", text+r.text.String(), stored.Content)
+	}
+	// After the end: from the middle, and from the end.
+	c3 := n.dial(t, tok)
+	c3.write(map[string]any{"type": "subscribe", "stream_id": acc.StreamID, "last_index": 2})
+	r3 := c3.follow(acc.StreamID, 3)
+	if r3.done.Status != "complete" || r3.indexes[0] != 3 {
+		t.Fatalf("resume after done: %+v", r3.indexes)
+	}
+	c3.write(map[string]any{"type": "subscribe", "stream_id": acc.StreamID, "last_index": r3.done.LastIndex})
+	r4 := c3.follow(acc.StreamID, r3.done.LastIndex+1)
+	if len(r4.indexes) != 0 || r4.done.Status != "complete" {
+		t.Fatalf("resume at the end got %d chunks, done %+v", len(r4.indexes), r4.done)
+	}
+}
+
+func TestWS_SnapshotAfterTTL(t *testing.T) {
+	n := demoNode(t, app.Config{Workers: 1, StreamTTL: time.Second})
+	tok := n.devToken(t, "alice")
+	conv := n.newConversation(t, tok)
+	c := n.dial(t, tok)
+	c.write(map[string]any{"type": "send", "conversation_id": conv, "content": "expire me"})
+	acc, _ := c.readUntil("accepted")
+	full := c.follow(acc.StreamID, 0)
+	// Wait for the chunk log to expire: a subscriber of the stream's meta key
+	// space would be neater; polling the public API is enough here.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		c.write(map[string]any{"type": "subscribe", "stream_id": acc.StreamID, "last_index": 2})
+		r := c.follow(acc.StreamID, 3)
+		if r.snapshot {
+			if r.text.String() != full.text.String() || r.done.LastIndex != full.done.LastIndex {
+				t.Fatalf("snapshot %q last %d, want %q last %d", r.text.String(), r.done.LastIndex, full.text.String(), full.done.LastIndex)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no snapshot 20 s after the TTL")
+		}
+		time.Sleep(200 * time.Millisecond) // polling for expiry, bounded above
+	}
+}
+
+func TestWS_Watch(t *testing.T) {
+	n := demoNode(t, app.Config{Workers: 1})
+	tok := n.devToken(t, "alice")
+	conv := n.newConversation(t, tok)
+	tab2 := n.dial(t, tok)
+	tab2.write(map[string]any{"type": "watch", "conversation_id": conv, "request_id": 7})
+	if f, _ := tab2.readUntil("watching"); string(f.RequestID) != "7" {
+		t.Fatalf("watching = %+v", f)
+	}
+	tab1 := n.dial(t, tok)
+	tab1.write(map[string]any{"type": "send", "conversation_id": conv, "content": "hello from tab 1"})
+	acc, _ := tab1.readUntil("accepted")
+	// Tab 2 learns of the user message and the assistant message, follows
+	// the answer, and sees its status change.
+	seen := map[string]string{}
+	for len(seen) < 2 {
+		f := tab2.read()
+		if f.Type == "message" {
+			var m msg
+			if err := jsonUnmarshal(f.Message, &m); err != nil {
+				t.Fatal(err)
+			}
+			seen[m.Role] = m.ID
+		}
+	}
+	if seen["assistant"] != acc.StreamID {
+		t.Fatalf("tab 2 saw %v, want assistant %s", seen, acc.StreamID)
+	}
+	tab2.write(map[string]any{"type": "subscribe", "stream_id": acc.StreamID})
+	r := tab2.follow(acc.StreamID, 0)
+	for {
+		f := tab2.read()
+		if f.Type == "message" {
+			var m msg
+			_ = jsonUnmarshal(f.Message, &m)
+			if m.ID == acc.StreamID && m.Status == "complete" {
+				if m.Content != r.text.String() {
+					t.Fatalf("event content %q != streamed %q", m.Content, r.text.String())
+				}
+				return
+			}
+		}
+	}
+}
+
+func TestWS_BadFrames(t *testing.T) {
+	n := demoNode(t, app.Config{Workers: 1})
+	alice, bob := n.devToken(t, "alice"), n.devToken(t, "bob")
+	conv := n.newConversation(t, alice)
+	c := n.dial(t, bob)
+	cases := []struct {
+		raw, code string
+	}{
+		{`not json`, "invalid_frame"},
+		{`[1,2]`, "invalid_frame"},
+		{`{"type":"dance"}`, "unknown_type"},
+		{`{}`, "invalid_request"},
+		{`{"type":"subscribe"}`, "invalid_request"},
+		{`{"type":"subscribe","stream_id":"nope"}`, "not_found"},
+		{`{"type":"subscribe","stream_id":"00000000-0000-0000-0000-000000000000"}`, "not_found"},
+		{`{"type":"subscribe","stream_id":"00000000-0000-0000-0000-000000000000","last_index":-5}`, "invalid_request"},
+		{`{"type":"watch","conversation_id":"` + conv + `"}`, "not_found"},
+		{`{"type":"send","conversation_id":"` + conv + `","content":"hi"}`, "not_found"},
+		{`{"type":"send","conversation_id":"` + conv + `"}`, "invalid_request"},
+		{`{"type":"send","conversation_id":"` + conv + `","content":"   "}`, "invalid_request"},
+		{`{"type":"send","conversation_id":"` + conv + `","content":"` + fmt.Sprintf("%040000d", 0) + `"}`, "too_large"},
+		{`{"type":"cancel","stream_id":"00000000-0000-0000-0000-000000000000"}`, "not_found"},
+	}
+	for i, tc := range cases {
+		c.writeRaw([]byte(tc.raw))
+		f := c.read()
+		if f.Type != "error" || f.Code != tc.code {
+			t.Fatalf("case %d %.60s: got %+v, want error %s", i, tc.raw, f, tc.code)
+		}
+	}
+	// Nothing changed: alice's conversation has no message.
+	var got struct{ Messages []msg }
+	n.call(t, "GET", "/v1/conversations/"+conv, alice, nil, &got)
+	if len(got.Messages) != 0 {
+		t.Fatalf("bad frames created messages: %+v", got.Messages)
+	}
+	// The socket still works.
+	c.write(map[string]any{"type": "unwatch", "conversation_id": conv, "request_id": "x"})
+	if f := c.read(); f.Type != "unwatched" {
+		t.Fatalf("socket unusable after bad frames: %+v", f)
+	}
+	// Over the read limit: closed with 1009.
+	c.writeRaw(make([]byte, 70<<10))
+	_, err := c.tryRead(10 * time.Second)
+	if status := websocketStatus(err); status != 1009 {
+		t.Fatalf("oversized frame: close status %d (%v), want 1009", status, err)
+	}
+}

@@ -1,0 +1,606 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/gin-gonic/gin"
+
+	"github.com/chatstream/chatstream"
+)
+
+// Sink is a socket's outbound queue as the stream and event deliverers see it.
+type Sink interface {
+	// Send queues frame without blocking; false means the socket's queue
+	// is full and the socket is being closed.
+	Send(frame []byte) bool
+}
+
+// Follow is one stream followed by a socket.
+type Follow interface {
+	Ended() bool
+	Close()
+}
+
+// Streams delivers streams to sockets, each chunk exactly once.
+type Streams interface {
+	Follow(ctx context.Context, streamID string, lastIndex int64, sink Sink) (Follow, error)
+}
+
+// Watcher delivers the message events of conversations.
+type Watcher interface {
+	Watch(ctx context.Context, convID string, sink Sink) (unwatch func(), err error)
+}
+
+// wsConfig tunes the WebSocket endpoint.
+type wsConfig struct {
+	// ReadLimit is the largest client frame; larger closes the socket 1009.
+	ReadLimit int64
+	// SendQueue is each socket's outbound queue, in frames; a socket whose
+	// queue is full is closed with 1013.
+	SendQueue int
+	// WriteTimeout bounds one frame write.
+	WriteTimeout time.Duration
+	// PingInterval is how often the server pings; a peer that does not
+	// answer within PingTimeout is dropped.
+	PingInterval, PingTimeout time.Duration
+	// MaxFollows and MaxWatches bound a socket's subscriptions.
+	MaxFollows, MaxWatches int
+	// OriginPatterns are the cross-origin hosts allowed to open sockets;
+	// same-origin (and non-browser) clients are always allowed.
+	OriginPatterns []string
+}
+
+func (c *wsConfig) setDefaults() {
+	if c.ReadLimit <= 0 {
+		c.ReadLimit = 64 << 10
+	}
+	if c.SendQueue <= 0 {
+		c.SendQueue = 512
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+	if c.PingInterval <= 0 {
+		c.PingInterval = 30 * time.Second
+	}
+	if c.PingTimeout <= 0 {
+		c.PingTimeout = 15 * time.Second
+	}
+	if c.MaxFollows <= 0 {
+		c.MaxFollows = 64
+	}
+	if c.MaxWatches <= 0 {
+		c.MaxWatches = 64
+	}
+}
+
+// Why a socket closes, for its close status.
+var (
+	errSlowConsumer = errors.New("socket cannot keep up")
+	errShuttingDown = errors.New("server shutting down")
+	errPeerGone     = errors.New("peer does not answer pings")
+)
+
+// sockets tracks the open sockets, since http.Server.Shutdown neither closes
+// nor waits for hijacked connections.
+type sockets struct {
+	mu      sync.Mutex
+	open    map[*session]struct{}
+	closing bool
+	wg      sync.WaitGroup // one per open socket, done when its goroutines ended
+}
+
+// closeAll closes every socket with 1001 and refuses new ones.
+func (t *sockets) closeAll() {
+	t.mu.Lock()
+	t.closing = true
+	open := make([]*session, 0, len(t.open))
+	for s := range t.open {
+		open = append(open, s)
+	}
+	t.mu.Unlock()
+	for _, s := range open {
+		s.stop(errShuttingDown)
+	}
+}
+
+// wait waits until every socket's goroutines ended, or ctx ends.
+func (t *sockets) wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { t.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Count returns the number of open sockets.
+func (t *sockets) count() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.open)
+}
+
+func (s *Server) handleWS(c *gin.Context) {
+	s.sockets.mu.Lock()
+	if s.sockets.closing {
+		s.sockets.mu.Unlock()
+		writeError(c, chatstream.Errorf(chatstream.EUNAVAILABLE, "The server is shutting down."))
+		return
+	}
+	s.sockets.wg.Add(1)
+	s.sockets.mu.Unlock()
+	defer s.sockets.wg.Done()
+
+	conn, err := websocket.Accept(c.Writer, c.Request, &websocket.AcceptOptions{
+		OriginPatterns: s.cfg.WS.OriginPatterns,
+	})
+	if err != nil {
+		// Accept has answered the client already.
+		return
+	}
+	conn.SetReadLimit(s.cfg.WS.ReadLimit)
+	// The socket lives on the server's context, not the request's: after
+	// the upgrade the request context means nothing.
+	ctx, cancel := context.WithCancelCause(context.Background())
+	sess := &session{
+		srv:     s,
+		conn:    conn,
+		user:    c.GetString(ctxUser),
+		out:     make(chan []byte, s.cfg.WS.SendQueue),
+		ctx:     ctx,
+		cancel:  cancel,
+		follows: make(map[string]Follow),
+		watches: make(map[string]func()),
+		log:     s.log.With("request_id", c.GetString(ctxRequestID), "user", c.GetString(ctxUser)),
+	}
+	s.sockets.mu.Lock()
+	s.sockets.open[sess] = struct{}{}
+	closing := s.sockets.closing
+	s.sockets.mu.Unlock()
+	if closing {
+		sess.stop(errShuttingDown)
+	}
+	s.metrics.socketsOpen.Inc()
+	sess.run()
+	s.metrics.socketsOpen.Dec()
+	s.sockets.mu.Lock()
+	delete(s.sockets.open, sess)
+	s.sockets.mu.Unlock()
+}
+
+// session is one WebSocket. Its handler goroutine reads; one writer
+// goroutine owns all writes; Send only queues.
+type session struct {
+	srv  *Server
+	conn *websocket.Conn
+	user string
+	log  *slog.Logger
+
+	// out is the outbound queue, buffered SendQueue frames; Send never
+	// blocks on it, a full queue closes the socket.
+	out    chan []byte
+	ctx    context.Context // ends when the socket is closing
+	cancel context.CancelCauseFunc
+
+	mu      sync.Mutex
+	follows map[string]Follow
+	watches map[string]func()
+	pings   sync.WaitGroup // ping goroutines in flight
+}
+
+// Send implements Sink.
+func (ss *session) Send(frame []byte) bool {
+	if ss.ctx.Err() != nil {
+		return false
+	}
+	select {
+	case ss.out <- frame:
+		return true
+	default:
+		ss.stop(errSlowConsumer)
+		return false
+	}
+}
+
+// stop begins closing the socket for cause; the writer does the closing.
+func (ss *session) stop(cause error) { ss.cancel(cause) }
+
+// run serves the socket until it closes, then releases everything it held.
+func (ss *session) run() {
+	writerDone := make(chan struct{})
+	// The writer lives until the session's context ends and it has closed
+	// the connection.
+	go func() { defer close(writerDone); ss.writeLoop() }()
+
+	ss.readLoop()
+	ss.stop(context.Canceled)
+	<-writerDone
+	ss.pings.Wait()
+
+	ss.mu.Lock()
+	follows, watches := ss.follows, ss.watches
+	ss.follows, ss.watches = nil, nil
+	ss.mu.Unlock()
+	for _, f := range follows {
+		f.Close()
+	}
+	for _, unwatch := range watches {
+		unwatch()
+	}
+}
+
+func (ss *session) readLoop() {
+	for {
+		typ, data, err := ss.conn.Read(ss.ctx)
+		if err != nil {
+			status := websocket.CloseStatus(err)
+			switch {
+			case status == websocket.StatusMessageTooBig:
+				ss.srv.metrics.wsErrors.WithLabelValues("too_big").Inc()
+			case status == -1 && ss.ctx.Err() == nil && !errors.Is(err, context.Canceled):
+				ss.log.Debug("websocket read ended", "err", err)
+			}
+			return
+		}
+		if typ != websocket.MessageText {
+			ss.sendError(nil, "", "invalid_frame", "Frames must be text frames holding one JSON object.")
+			continue
+		}
+		ss.handle(data)
+	}
+}
+
+func (ss *session) writeLoop() {
+	cfg := ss.srv.cfg.WS
+	ping := time.NewTicker(cfg.PingInterval)
+	defer ping.Stop()
+	for {
+		select {
+		case frame := <-ss.out:
+			ctx, cancel := context.WithTimeout(context.Background(), cfg.WriteTimeout)
+			err := ss.conn.Write(ctx, websocket.MessageText, frame)
+			cancel()
+			if err != nil {
+				// A write that timed out has closed the connection already.
+				ss.stop(err)
+				ss.conn.CloseNow()
+				return
+			}
+		case <-ping.C:
+			ss.pings.Add(1)
+			// The ping waits for its pong while the writer goes on; it ends
+			// within PingTimeout.
+			go func() {
+				defer ss.pings.Done()
+				ctx, cancel := context.WithTimeout(ss.ctx, cfg.PingTimeout)
+				defer cancel()
+				if err := ss.conn.Ping(ctx); err != nil && ss.ctx.Err() == nil {
+					ss.stop(errPeerGone)
+				}
+			}()
+		case <-ss.ctx.Done():
+			ss.close(context.Cause(ss.ctx))
+			return
+		}
+	}
+}
+
+// close closes the connection with the status that says why.
+func (ss *session) close(cause error) {
+	switch {
+	case errors.Is(cause, errSlowConsumer):
+		ss.srv.metrics.wsErrors.WithLabelValues("slow_consumer").Inc()
+		ss.log.Info("closing slow socket", "queued", len(ss.out))
+		ss.conn.Close(websocket.StatusTryAgainLater, "cannot keep up; resume from your last index")
+	case errors.Is(cause, errShuttingDown):
+		ss.conn.Close(websocket.StatusGoingAway, "server shutting down")
+	case errors.Is(cause, errPeerGone):
+		ss.srv.metrics.wsErrors.WithLabelValues("ping_timeout").Inc()
+		ss.conn.CloseNow()
+	default:
+		ss.conn.Close(websocket.StatusNormalClosure, "")
+	}
+}
+
+// requestID is a client's request_id, echoed as it came (any JSON value).
+type requestID = json.RawMessage
+
+// clientFrame is any frame a client sends.
+type clientFrame struct {
+	Type           string    `json:"type"`
+	RequestID      requestID `json:"request_id,omitempty"`
+	StreamID       *string   `json:"stream_id"`
+	ConversationID *string   `json:"conversation_id"`
+	Content        *string   `json:"content"`
+	LastIndex      *int64    `json:"last_index"`
+}
+
+// errorFrame is the error frame.
+type errorFrame struct {
+	Type      string    `json:"type"`
+	RequestID requestID `json:"request_id,omitempty"`
+	StreamID  string    `json:"stream_id,omitempty"`
+	Code      string    `json:"code"`
+	Message   string    `json:"message"`
+}
+
+// ackFrame confirms subscribe, unsubscribe, watch, unwatch and cancel (an
+// extension of the contract: the type is the operation's past tense).
+type ackFrame struct {
+	Type           string    `json:"type"`
+	RequestID      requestID `json:"request_id,omitempty"`
+	StreamID       string    `json:"stream_id,omitempty"`
+	ConversationID string    `json:"conversation_id,omitempty"`
+}
+
+type acceptedFrame struct {
+	Type             string              `json:"type"`
+	RequestID        requestID           `json:"request_id,omitempty"`
+	UserMessage      *chatstream.Message `json:"user_message"`
+	AssistantMessage *chatstream.Message `json:"assistant_message"`
+	StreamID         string              `json:"stream_id"`
+}
+
+func (ss *session) sendJSON(v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		ss.log.Warn("encode frame", "err", err)
+		return
+	}
+	ss.Send(b)
+}
+
+func (ss *session) sendError(rid requestID, streamID, code, message string) {
+	ss.srv.metrics.wsErrors.WithLabelValues(code).Inc()
+	ss.sendJSON(errorFrame{Type: "error", RequestID: rid, StreamID: streamID, Code: code, Message: message})
+}
+
+// sendErr answers err as an error frame: domain errors with their code,
+// others as internal (logged, not shown).
+func (ss *session) sendErr(rid requestID, streamID string, err error) {
+	code := chatstream.ErrorCode(err)
+	if code == chatstream.EINTERNAL {
+		ss.log.Warn("websocket request failed", "err", err)
+	}
+	ss.sendError(rid, streamID, code, chatstream.ErrorMessage(err))
+}
+
+// handle serves one client frame. Bad frames get an error frame and change
+// nothing; the socket stays open.
+func (ss *session) handle(data []byte) {
+	var f clientFrame
+	if err := json.Unmarshal(data, &f); err != nil {
+		ss.sendError(nil, "", "invalid_frame", "The frame is not a JSON object of the expected shape: "+jsonProblem(err)+".")
+		return
+	}
+	rid := f.RequestID
+	if len(rid) > 0 && (len(rid) > 128 || !json.Valid(rid)) {
+		rid = nil
+	}
+	switch f.Type {
+	case "subscribe":
+		ss.subscribe(rid, f)
+	case "unsubscribe":
+		ss.unsubscribe(rid, f)
+	case "watch":
+		ss.watch(rid, f)
+	case "unwatch":
+		ss.unwatch(rid, f)
+	case "send":
+		ss.send(rid, f)
+	case "cancel":
+		ss.cancelStream(rid, f)
+	case "":
+		ss.sendError(rid, "", chatstream.EINVALID, "Field \"type\" is required.")
+	default:
+		ss.sendError(rid, "", "unknown_type", "Unknown frame type \""+truncate(f.Type, 32)+"\".")
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}
+
+// requireID reads a required id field; false means an error frame was sent.
+func (ss *session) requireID(rid requestID, field string, v *string) (string, bool) {
+	if v == nil || *v == "" {
+		ss.sendError(rid, "", chatstream.EINVALID, "Field \""+field+"\" is required.")
+		return "", false
+	}
+	return *v, true
+}
+
+// opCtx bounds the work one frame causes.
+func (ss *session) opCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ss.ctx, 30*time.Second)
+}
+
+func (ss *session) subscribe(rid requestID, f clientFrame) {
+	id, ok := ss.requireID(rid, "stream_id", f.StreamID)
+	if !ok {
+		return
+	}
+	last := int64(-1)
+	if f.LastIndex != nil {
+		last = *f.LastIndex
+	}
+	if last < -1 {
+		ss.sendError(rid, id, chatstream.EINVALID, "Field \"last_index\" must be -1 or more.")
+		return
+	}
+	ctx, cancel := ss.opCtx()
+	defer cancel()
+	if !validID(id) {
+		ss.sendError(rid, id, chatstream.ENOTFOUND, "Stream not found.")
+		return
+	}
+	if err := ss.srv.gens.Authorize(ctx, ss.user, id); err != nil {
+		ss.sendErr(rid, id, err)
+		return
+	}
+	ss.follow(ctx, rid, id, last)
+}
+
+// follow starts following a stream the user may see, replacing an earlier
+// follow of the same stream.
+func (ss *session) follow(ctx context.Context, rid requestID, id string, last int64) {
+	ss.mu.Lock()
+	if old := ss.follows[id]; old != nil {
+		old.Close()
+		delete(ss.follows, id)
+	}
+	active := 0
+	for sid, fl := range ss.follows {
+		if fl.Ended() {
+			fl.Close()
+			delete(ss.follows, sid)
+		} else {
+			active++
+		}
+	}
+	ss.mu.Unlock()
+	if active >= ss.srv.cfg.WS.MaxFollows {
+		ss.sendError(rid, id, "too_many_subscriptions", "This socket follows too many streams; unsubscribe some first.")
+		return
+	}
+	ss.sendJSON(ackFrame{Type: "subscribed", RequestID: rid, StreamID: id})
+	fl, err := ss.srv.streams.Follow(ctx, id, last, ss)
+	if err != nil {
+		ss.sendErr(rid, id, err)
+		return
+	}
+	ss.mu.Lock()
+	if ss.follows == nil { // the socket closed meanwhile
+		ss.mu.Unlock()
+		fl.Close()
+		return
+	}
+	ss.follows[id] = fl
+	ss.mu.Unlock()
+}
+
+func (ss *session) unsubscribe(rid requestID, f clientFrame) {
+	id, ok := ss.requireID(rid, "stream_id", f.StreamID)
+	if !ok {
+		return
+	}
+	ss.mu.Lock()
+	fl := ss.follows[id]
+	delete(ss.follows, id)
+	ss.mu.Unlock()
+	if fl != nil {
+		fl.Close()
+	}
+	ss.sendJSON(ackFrame{Type: "unsubscribed", RequestID: rid, StreamID: id})
+}
+
+func (ss *session) watch(rid requestID, f clientFrame) {
+	id, ok := ss.requireID(rid, "conversation_id", f.ConversationID)
+	if !ok {
+		return
+	}
+	ctx, cancel := ss.opCtx()
+	defer cancel()
+	if _, err := ss.srv.store.FindConversation(ctx, ss.user, id); err != nil {
+		ss.sendErr(rid, "", err)
+		return
+	}
+	ss.mu.Lock()
+	_, already := ss.watches[id]
+	n := len(ss.watches)
+	ss.mu.Unlock()
+	if already {
+		ss.sendJSON(ackFrame{Type: "watching", RequestID: rid, ConversationID: id})
+		return
+	}
+	if n >= ss.srv.cfg.WS.MaxWatches {
+		ss.sendError(rid, "", "too_many_subscriptions", "This socket watches too many conversations; unwatch some first.")
+		return
+	}
+	unwatch, err := ss.srv.watcher.Watch(ctx, id, ss)
+	if err != nil {
+		ss.sendErr(rid, "", err)
+		return
+	}
+	ss.mu.Lock()
+	if ss.watches == nil {
+		ss.mu.Unlock()
+		unwatch()
+		return
+	}
+	if prev, ok := ss.watches[id]; ok {
+		prev()
+	}
+	ss.watches[id] = unwatch
+	ss.mu.Unlock()
+	ss.sendJSON(ackFrame{Type: "watching", RequestID: rid, ConversationID: id})
+}
+
+func (ss *session) unwatch(rid requestID, f clientFrame) {
+	id, ok := ss.requireID(rid, "conversation_id", f.ConversationID)
+	if !ok {
+		return
+	}
+	ss.mu.Lock()
+	unwatch := ss.watches[id]
+	delete(ss.watches, id)
+	ss.mu.Unlock()
+	if unwatch != nil {
+		unwatch()
+	}
+	ss.sendJSON(ackFrame{Type: "unwatched", RequestID: rid, ConversationID: id})
+}
+
+func (ss *session) send(rid requestID, f clientFrame) {
+	conv, ok := ss.requireID(rid, "conversation_id", f.ConversationID)
+	if !ok {
+		return
+	}
+	if f.Content == nil {
+		ss.sendError(rid, "", chatstream.EINVALID, "Field \"content\" is required.")
+		return
+	}
+	if err := ss.srv.validateContent(*f.Content); err != nil {
+		ss.sendErr(rid, "", err)
+		return
+	}
+	ctx, cancel := ss.opCtx()
+	defer cancel()
+	user, asst, err := ss.srv.gens.Send(ctx, ss.user, conv, *f.Content)
+	if err != nil {
+		ss.sendErr(rid, "", err)
+		return
+	}
+	ss.sendJSON(acceptedFrame{Type: "accepted", RequestID: rid, UserMessage: user, AssistantMessage: asst, StreamID: asst.ID})
+	ss.follow(ctx, nil, asst.ID, -1)
+}
+
+func (ss *session) cancelStream(rid requestID, f clientFrame) {
+	id, ok := ss.requireID(rid, "stream_id", f.StreamID)
+	if !ok {
+		return
+	}
+	if !validID(id) {
+		ss.sendError(rid, id, chatstream.ENOTFOUND, "Stream not found.")
+		return
+	}
+	ctx, cancel := ss.opCtx()
+	defer cancel()
+	if err := ss.srv.gens.Cancel(ctx, ss.user, id); err != nil {
+		ss.sendErr(rid, id, err)
+		return
+	}
+	ss.sendJSON(ackFrame{Type: "cancelling", RequestID: rid, StreamID: id})
+}

@@ -1,0 +1,557 @@
+package streaming
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/chatstream/chatstream"
+)
+
+// Sink is where a follower's frames go: a socket's outbound queue. Send
+// must not block; false means the queue is full and the socket is being
+// closed (the client resumes from its last index), so nothing more is sent.
+type Sink interface {
+	Send(frame []byte) bool
+}
+
+// MessageSource finds a stream's message in Postgres: the record that
+// answers a resume after the chunk log expired.
+type MessageSource interface {
+	Message(ctx context.Context, id string) (*chatstream.Message, error)
+}
+
+// StreamsConfig tunes Streams. Zero values take the defaults.
+type StreamsConfig struct {
+	// ReadTimeout bounds one history read. Default 10s.
+	ReadTimeout time.Duration
+	// RetryDelay is the pause before a history read is tried again after an
+	// error, or while a stream lost from Redis is still open in Postgres.
+	// Default 250ms.
+	RetryDelay time.Duration
+	// GiveUpAfter ends a follow with an error frame when history cannot be
+	// read for this long. Default 30s.
+	GiveUpAfter time.Duration
+	Logger      *slog.Logger
+	Metrics     *Metrics
+}
+
+func (c *StreamsConfig) setDefaults() {
+	if c.ReadTimeout <= 0 {
+		c.ReadTimeout = 10 * time.Second
+	}
+	if c.RetryDelay <= 0 {
+		c.RetryDelay = 250 * time.Millisecond
+	}
+	if c.GiveUpAfter <= 0 {
+		c.GiveUpAfter = 30 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Metrics == nil {
+		c.Metrics = NewMetrics(nil)
+	}
+}
+
+// Streams delivers streams to the followers of one node, each index exactly
+// once and in order, whatever their starting point. A stream followed on the
+// node has one entry here: one hub subscription for all its followers, and
+// one history read at a time that serves every follower waiting for one.
+//
+// A follower starts catching up: history is read from its next index (the
+// channel being subscribed already, anything published later reaches it
+// live); live messages seen meanwhile are not delivered but remembered, and
+// if any lies beyond what history returned, it reads again. Once caught up
+// it is live: a message with its next index is delivered, an older one is a
+// duplicate and dropped, a newer one reveals a gap and sends it back to
+// catching up. A resync from the hub does the same for every follower.
+type Streams struct {
+	hub  *Hub
+	log  *Log
+	msgs MessageSource
+	cfg  StreamsConfig
+	slog *slog.Logger
+
+	mu      sync.Mutex
+	streams map[string]*stream
+	closed  bool
+	ctx     context.Context // ends at Close; bounds the readers
+	cancel  context.CancelFunc
+	readers sync.WaitGroup // history readers
+}
+
+// NewStreams returns the stream delivery of a node.
+func NewStreams(hub *Hub, log *Log, msgs MessageSource, cfg StreamsConfig) *Streams {
+	cfg.setDefaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Streams{hub: hub, log: log, msgs: msgs, cfg: cfg, slog: cfg.Logger,
+		streams: make(map[string]*stream), ctx: ctx, cancel: cancel}
+}
+
+// Close stops every history reader and waits for them. Followers get
+// nothing more; their sockets are closed by their owner.
+func (s *Streams) Close() {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.cancel()
+	s.readers.Wait()
+}
+
+// Follower is one socket following one stream.
+type Follower struct {
+	st   *stream
+	sink Sink
+	// The fields below are guarded by st.mu.
+	next       int64 // the next index to deliver
+	live       bool  // caught up: live messages are delivered
+	waiting    bool  // in st.waiting
+	seenMax    int64 // highest index seen live while not live
+	ended      bool  // done (or an error) sent, or closed
+	firstError time.Time
+}
+
+// Ended reports whether the follow is over: done was sent, or it was closed.
+func (f *Follower) Ended() bool {
+	f.st.mu.Lock()
+	defer f.st.mu.Unlock()
+	return f.ended
+}
+
+// Close stops the follow. It is safe to call more than once.
+func (f *Follower) Close() {
+	st := f.st
+	st.mu.Lock()
+	f.ended = true
+	delete(st.followers, f)
+	empty := len(st.followers) == 0
+	st.mu.Unlock()
+	if empty {
+		st.owner.release(st)
+	}
+}
+
+// stream is the node's state of one followed stream.
+type stream struct {
+	owner *Streams
+	id    string
+	ready chan struct{} // closed once the hub subscription is made (or failed)
+	err   error         // the subscription's error, set before ready closes
+	unsub func()
+
+	mu        sync.Mutex
+	followers map[*Follower]struct{}
+	waiting   []*Follower // followers that need a history read
+	reading   bool        // a reader goroutine runs
+	released  bool        // removed from Streams; no follower may join
+}
+
+// Follow starts delivering stream streamID to sink from index lastIndex+1.
+// The caller has checked that the socket's user may see the stream.
+func (s *Streams) Follow(ctx context.Context, streamID string, lastIndex int64, sink Sink) (*Follower, error) {
+	if lastIndex < -1 {
+		lastIndex = -1
+	}
+	for {
+		st, err := s.acquire(ctx, streamID)
+		if err != nil {
+			return nil, err
+		}
+		f := &Follower{st: st, sink: sink, next: lastIndex + 1, seenMax: -1}
+		st.mu.Lock()
+		if st.released {
+			st.mu.Unlock()
+			continue // the last follower left meanwhile: take a fresh entry
+		}
+		st.followers[f] = struct{}{}
+		st.enqueueLocked(f)
+		st.mu.Unlock()
+		return f, nil
+	}
+}
+
+// acquire returns the stream's entry, subscribed in the hub.
+func (s *Streams) acquire(ctx context.Context, streamID string) (*stream, error) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, ErrHubClosed
+	}
+	st := s.streams[streamID]
+	if st == nil {
+		st = &stream{owner: s, id: streamID, ready: make(chan struct{}), followers: make(map[*Follower]struct{})}
+		s.streams[streamID] = st
+		s.mu.Unlock()
+		st.unsub, st.err = s.hub.Subscribe(ctx, s.log.keys.Channel(streamID), st)
+		close(st.ready)
+		if st.err != nil {
+			s.mu.Lock()
+			if s.streams[streamID] == st {
+				delete(s.streams, streamID)
+			}
+			s.mu.Unlock()
+			return nil, st.err
+		}
+		return st, nil
+	}
+	s.mu.Unlock()
+	select {
+	case <-st.ready:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if st.err != nil {
+		return nil, st.err
+	}
+	return st, nil
+}
+
+// release drops st once it has no follower.
+func (s *Streams) release(st *stream) {
+	s.mu.Lock()
+	st.mu.Lock()
+	if len(st.followers) > 0 || st.released {
+		st.mu.Unlock()
+		s.mu.Unlock()
+		return
+	}
+	st.released = true
+	st.mu.Unlock()
+	if s.streams[st.id] == st {
+		delete(s.streams, st.id)
+	}
+	s.mu.Unlock()
+	<-st.ready
+	if st.unsub != nil {
+		st.unsub()
+	}
+}
+
+// Followed returns the number of streams followed on this node.
+func (s *Streams) Followed() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.streams)
+}
+
+// enqueueLocked puts f in line for a history read and starts the reader.
+func (st *stream) enqueueLocked(f *Follower) {
+	f.live = false
+	if f.waiting || f.ended {
+		return
+	}
+	f.waiting = true
+	st.waiting = append(st.waiting, f)
+	if !st.reading {
+		st.reading = true
+		s := st.owner
+		s.readers.Add(1)
+		// The reader lives while followers wait for history, at most until
+		// Streams.Close.
+		go func() { defer s.readers.Done(); st.readLoop(s.ctx) }()
+	}
+}
+
+// OnMessage implements Handler: a live chunk or done frame of the stream.
+func (st *stream) OnMessage(_ string, payload []byte) {
+	typ, idx, ok := ScanFrame(payload)
+	if !ok {
+		return
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for f := range st.followers {
+		if f.ended {
+			continue
+		}
+		if !f.live {
+			if typ == FrameChunk && idx > f.seenMax {
+				f.seenMax = idx
+			} else if typ == FrameDone && idx+1 > f.seenMax {
+				// A done frame says the stream is over: history has the end.
+				f.seenMax = idx + 1
+			}
+			continue
+		}
+		switch typ {
+		case FrameChunk:
+			switch {
+			case idx < f.next: // a duplicate
+			case idx == f.next:
+				f.next++
+				st.sendLocked(f, payload)
+			default: // a gap: something was lost on the way
+				f.seenMax = idx
+				st.enqueueLocked(f)
+			}
+		case FrameDone:
+			if idx == f.next-1 {
+				st.sendLocked(f, payload)
+				st.endLocked(f)
+			} else if idx >= f.next {
+				f.seenMax = idx + 1
+				st.enqueueLocked(f)
+			}
+		}
+	}
+}
+
+// OnResync implements Handler: live messages may have been lost.
+func (st *stream) OnResync(string) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for f := range st.followers {
+		if f.live {
+			st.enqueueLocked(f)
+		}
+	}
+}
+
+// sendLocked hands a frame to f's sink; a full sink ends the follow (its
+// socket is being closed).
+func (st *stream) sendLocked(f *Follower, frame []byte) {
+	if !f.sink.Send(frame) {
+		st.endLocked(f)
+	}
+}
+
+// endLocked marks f over; it stays in followers until its owner closes it.
+func (st *stream) endLocked(f *Follower) { f.ended = true }
+
+// readLoop reads history for the waiting followers until none waits. Each
+// read serves every follower that was waiting when it started.
+func (st *stream) readLoop(ctx context.Context) {
+	s := st.owner
+	for {
+		st.mu.Lock()
+		batch := st.waiting
+		st.waiting = nil
+		if len(batch) == 0 || ctx.Err() != nil {
+			st.reading = false
+			st.mu.Unlock()
+			return
+		}
+		from := int64(-1)
+		for _, f := range batch {
+			f.waiting = false
+			if !f.ended && (from < 0 || f.next < from) {
+				from = f.next
+			}
+		}
+		st.mu.Unlock()
+		if from < 0 {
+			continue
+		}
+
+		rctx, cancel := context.WithTimeout(ctx, s.cfg.ReadTimeout)
+		hist, err := s.log.Read(rctx, st.id, from)
+		cancel()
+		s.cfg.Metrics.HistoryReads.Inc()
+		if err == nil && !hist.Meta.Exists {
+			err = st.fromRecord(ctx, batch)
+			if err == nil {
+				continue
+			}
+		} else if err == nil && hist.From+int64(len(hist.Frames)) < hist.Meta.N {
+			// The meta counts chunks the list no longer holds.
+			err = st.fromRecord(ctx, batch)
+			if err == nil {
+				continue
+			}
+		}
+		if err != nil {
+			st.retryLater(ctx, batch, err)
+			continue
+		}
+		st.deliver(ctx, batch, hist)
+	}
+}
+
+// deliver serves a history read to the followers of batch.
+func (st *stream) deliver(ctx context.Context, batch []*Follower, hist History) {
+	end := hist.From + int64(len(hist.Frames)) // one past the last index read
+	var ahead []*Follower
+	st.mu.Lock()
+	for _, f := range batch {
+		if f.ended {
+			continue
+		}
+		f.firstError = time.Time{}
+		if f.next > max(end, hist.Meta.N) {
+			// The client claims chunks the stream does not have: its
+			// sequence cannot be continued; it gets a snapshot.
+			ahead = append(ahead, f)
+			continue
+		}
+		for i := f.next; i < end && !f.ended; i++ {
+			f.next = i + 1
+			st.sendLocked(f, hist.Frames[i-hist.From])
+		}
+		if f.ended {
+			continue
+		}
+		switch {
+		case hist.Meta.Status.Final() && f.next == hist.Meta.N:
+			st.sendLocked(f, DoneFrame(st.id, hist.Meta.Status, hist.Meta.N-1, hist.Meta.Failure))
+			st.endLocked(f)
+		case f.seenMax >= f.next:
+			st.enqueueLocked(f) // more was published than this read saw
+		default:
+			f.live = true
+		}
+	}
+	st.mu.Unlock()
+	if len(ahead) > 0 {
+		if err := st.snapshotFromLog(ctx, ahead); err != nil {
+			st.retryLater(ctx, ahead, err)
+		}
+	}
+}
+
+// snapshotFromLog sends followers that are ahead of the chunk log the whole
+// text it holds, then lets them continue from there.
+func (st *stream) snapshotFromLog(ctx context.Context, batch []*Follower) error {
+	s := st.owner
+	rctx, cancel := context.WithTimeout(ctx, s.cfg.ReadTimeout)
+	defer cancel()
+	hist, err := s.log.Read(rctx, st.id, 0)
+	if err != nil {
+		return err
+	}
+	var text []byte
+	for _, fr := range hist.Frames {
+		var c Chunk
+		if err := json.Unmarshal(fr, &c); err != nil {
+			return err
+		}
+		text = append(text, c.Content...)
+	}
+	last := int64(len(hist.Frames)) - 1
+	frame := snapshotFrame(st.id, string(text), last)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for _, f := range batch {
+		if f.ended {
+			continue
+		}
+		f.next = last + 1
+		st.sendLocked(f, frame)
+		if f.ended {
+			continue
+		}
+		if hist.Meta.Status.Final() {
+			st.sendLocked(f, DoneFrame(st.id, hist.Meta.Status, last, hist.Meta.Failure))
+			st.endLocked(f)
+		} else {
+			st.enqueueLocked(f)
+		}
+	}
+	return nil
+}
+
+// errStillOpen means Redis lost a stream that Postgres says is running.
+var errStillOpen = errors.New("stream lost from redis while still open")
+
+// fromRecord serves followers of a stream the chunk log no longer has, from
+// the final message in Postgres: a snapshot, then done.
+func (st *stream) fromRecord(ctx context.Context, batch []*Follower) error {
+	s := st.owner
+	rctx, cancel := context.WithTimeout(ctx, s.cfg.ReadTimeout)
+	defer cancel()
+	m, err := s.msgs.Message(rctx, st.id)
+	if err != nil {
+		return err
+	}
+	if !m.Status.Final() {
+		// Its worker, or a reaper, will end it; then Postgres can answer.
+		return errStillOpen
+	}
+	snap := snapshotFrame(st.id, m.Content, m.LastIndex)
+	done := DoneFrame(st.id, m.Status, m.LastIndex, m.Error)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for _, f := range batch {
+		if f.ended {
+			continue
+		}
+		if f.next != m.LastIndex+1 {
+			st.sendLocked(f, snap)
+		}
+		if !f.ended {
+			f.next = m.LastIndex + 1
+			st.sendLocked(f, done)
+			st.endLocked(f)
+		}
+	}
+	return nil
+}
+
+// retryLater puts batch back in line after a pause, or ends the follows
+// that have failed for too long with an error frame.
+func (st *stream) retryLater(ctx context.Context, batch []*Follower, cause error) {
+	s := st.owner
+	if ctx.Err() != nil {
+		return
+	}
+	if !errors.Is(cause, errStillOpen) {
+		s.slog.Warn("read stream history", "stream_id", st.id, "err", cause)
+	}
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(s.cfg.RetryDelay):
+	}
+	frame := errorFrame(st.id, chatstream.EUNAVAILABLE, "The stream's history cannot be read right now; resubscribe later.")
+	code := chatstream.ErrorCode(cause)
+	if code == chatstream.ENOTFOUND {
+		frame = errorFrame(st.id, chatstream.ENOTFOUND, "Stream not found.")
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	now := time.Now()
+	for _, f := range batch {
+		if f.ended {
+			continue
+		}
+		if f.firstError.IsZero() {
+			f.firstError = now
+		}
+		if code == chatstream.ENOTFOUND || now.Sub(f.firstError) > s.cfg.GiveUpAfter {
+			st.sendLocked(f, frame)
+			st.endLocked(f)
+			continue
+		}
+		st.enqueueLocked(f)
+	}
+}
+
+// Snapshot is the snapshot frame.
+type Snapshot struct {
+	Type      string `json:"type"`
+	StreamID  string `json:"stream_id"`
+	Content   string `json:"content"`
+	LastIndex int64  `json:"last_index"`
+}
+
+func snapshotFrame(streamID, content string, lastIndex int64) []byte {
+	b, _ := json.Marshal(Snapshot{Type: FrameSnapshot, StreamID: streamID, Content: content, LastIndex: lastIndex})
+	return b
+}
+
+// ErrorFrame is the error frame.
+type ErrorFrame struct {
+	Type      string `json:"type"`
+	RequestID string `json:"request_id,omitempty"`
+	StreamID  string `json:"stream_id,omitempty"`
+	Code      string `json:"code"`
+	Message   string `json:"message"`
+}
+
+func errorFrame(streamID, code, message string) []byte {
+	b, _ := json.Marshal(ErrorFrame{Type: "error", StreamID: streamID, Code: code, Message: message})
+	return b
+}
