@@ -10,13 +10,16 @@ SERVICES := scripts/services.sh
 # What `make run` serves with; override on the command line or in the env.
 HTTP_ADDR ?= 127.0.0.1:8080
 
-.PHONY: run test build services stop vet bench clean
+.PHONY: run test build services browser stop vet bench screenshots clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/chatstream
 
 services:
 	@$(SERVICES) up
+
+browser:
+	@scripts/chromium.sh >/dev/null
 
 ## run: start Redis + Postgres and serve chatstream with the offline demo model.
 run: services build
@@ -25,8 +28,8 @@ run: services build
 	echo "chatstream: serving on http://$(HTTP_ADDR)/  (Ctrl-C stops; 'make stop' stops Redis and Postgres)"; \
 	exec ./$(BIN) serve
 
-## test: start Redis + Postgres, vet, and run every test with the race detector.
-test: services
+## test: start Redis + Postgres (and install Chromium), vet, and run every test with the race detector.
+test: services browser
 	@eval "$$($(SERVICES) env)"; \
 	set -e; \
 	$(GO) vet ./...; \
@@ -34,6 +37,11 @@ test: services
 
 vet:
 	$(GO) vet ./...
+
+## screenshots: refresh docs/screenshot-*.png from the browser test.
+screenshots: services browser
+	@eval "$$($(SERVICES) env)"; \
+	SCREENSHOT_DIR=$(CURDIR)/docs $(GO) test -count=1 -run TestBrowser_Screenshots ./integration
 
 ## stop: stop the Redis and Postgres that `make run`/`make test` started.
 stop:

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/rueidis"
 
+	"github.com/chatstream/chatstream/frontend"
 	"github.com/chatstream/chatstream/llm"
 	"github.com/chatstream/chatstream/server"
 	"github.com/chatstream/chatstream/store"
@@ -58,6 +59,8 @@ type Config struct {
 	// KeyPrefix is put before every Redis key and channel; empty in
 	// production, unique per test.
 	KeyPrefix string
+	// WS tunes the WebSocket endpoint (queue size, timeouts, limits).
+	WS server.WSConfig
 }
 
 func (c *Config) setDefaults() {
@@ -180,12 +183,14 @@ func (m *Main) Start(ctx context.Context) (err error) {
 		MaxContentBytes: m.cfg.MaxContentBytes,
 		Logger:          m.log,
 		Registry:        m.reg,
+		WS:              m.cfg.WS,
 	}, server.Deps{
 		Store:       m.db,
 		Generations: gens,
 		Checks:      map[string]server.Pinger{"postgres": m.db, "redis": streaming.Pinger{Client: m.redis}},
 		Streams:     streamsAdapter{m.streams},
 		Watcher:     watcher{hub: m.hub, keys: keys},
+		Page:        frontend.Files(),
 	})
 	if err != nil {
 		return err

@@ -34,6 +34,11 @@ func startNode(t *testing.T, cfg app.Config) *node {
 	if cfg.DatabaseURL == "" {
 		cfg.DatabaseURL = testenv.NewDatabase(t)
 	}
+	if cfg.KeyPrefix == "" {
+		// The queue is shared by every node on a prefix: a node of another
+		// test must not take this test's jobs.
+		cfg.KeyPrefix = testenv.Namespace(t)
+	}
 	m := app.New(cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

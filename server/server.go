@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -46,6 +47,8 @@ type Deps struct {
 	// Streams and Watcher serve the WebSocket; without them /v1/ws is not routed.
 	Streams Streams
 	Watcher Watcher
+	// Page is the web page's files (index.html and its assets); nil for none.
+	Page fs.FS
 }
 
 // Pinger checks that a dependency answers; /readyz asks each.
@@ -115,6 +118,7 @@ type Server struct {
 	streams Streams
 	watcher Watcher
 	sockets sockets
+	page    fs.FS
 	checks  map[string]Pinger
 	log     *slog.Logger
 	engine  *gin.Engine
@@ -132,7 +136,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		streams: deps.Streams, watcher: deps.Watcher}
 	s.sockets.open = make(map[*session]struct{})
 	s.metrics = newHTTPMetrics(cfg.Registry)
-	if err := s.routes(); err != nil {
+	if err := s.routes(deps.Page); err != nil {
 		return nil, err
 	}
 	s.http = &http.Server{
@@ -173,7 +177,7 @@ func (s *Server) CloseSockets() { s.sockets.closeAll() }
 // Sockets returns the number of open WebSockets.
 func (s *Server) Sockets() int { return s.sockets.count() }
 
-func (s *Server) routes() error {
+func (s *Server) routes(page fs.FS) error {
 	gin.SetMode(gin.ReleaseMode)
 	e := gin.New()
 	e.HandleMethodNotAllowed = true
@@ -183,8 +187,15 @@ func (s *Server) routes() error {
 	}
 	e.Use(s.requestID, s.accessLog, s.recoverPanic)
 	e.NoRoute(func(c *gin.Context) {
+		if s.page != nil && wantsPage(c.Request) {
+			s.servePage(c)
+			return
+		}
 		writeError(c, chatstream.Errorf(chatstream.ENOTFOUND, "No such endpoint."))
 	})
+	if page != nil {
+		s.routePage(e, page)
+	}
 	e.NoMethod(func(c *gin.Context) {
 		writeStatus(c, http.StatusMethodNotAllowed, "method_not_allowed", "Method not allowed on this endpoint.")
 	})

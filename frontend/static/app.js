@@ -1,0 +1,349 @@
+// The chat page: dev sign-in, conversation list, messages rendered as they
+// stream, a composer with Stop, and live updates from other tabs.
+import { StreamClient } from "./client.js";
+import { renderMarkdown } from "./markdown.js";
+
+const $ = (id) => document.getElementById(id);
+const STATUS_LABEL = { streaming: "streaming", pending: "waiting", complete: "", cancelled: "stopped", failed: "failed" };
+
+// state is the page's model; tests read it through window.chatstream.
+const state = {
+  token: sessionStorage.getItem("chatstream.token"),
+  user: sessionStorage.getItem("chatstream.user"),
+  conversations: [],
+  current: null, // open conversation id
+  messages: new Map(), // id → message ({id, role, content, status, error})
+  order: [], // message ids of the open conversation, oldest first
+  client: null,
+};
+window.chatstream = { state };
+
+async function api(method, path, body) {
+  const res = await fetch(path, {
+    method,
+    headers: { "Content-Type": "application/json", ...(state.token ? { Authorization: "Bearer " + state.token } : {}) },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  if (res.status === 401) {
+    signOut();
+    throw new Error("Please sign in again.");
+  }
+  const data = await res.json().catch(() => ({}));
+  if (!res.ok) throw Object.assign(new Error(data.error?.message || res.statusText), { code: data.error?.code });
+  return data;
+}
+
+// --- sign in -----------------------------------------------------------
+
+function showSignIn() {
+  $("app").hidden = true;
+  $("signin").hidden = false;
+  $("signin-name").focus();
+}
+
+$("signin-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const name = $("signin-name").value.trim();
+  try {
+    const { token } = await api("POST", "/v1/auth/dev-token", { user: name });
+    state.token = token;
+    state.user = name;
+    sessionStorage.setItem("chatstream.token", token);
+    sessionStorage.setItem("chatstream.user", name);
+    start();
+  } catch (e) {
+    $("signin-error").textContent = e.message;
+  }
+});
+
+function signOut() {
+  sessionStorage.removeItem("chatstream.token");
+  sessionStorage.removeItem("chatstream.user");
+  state.token = null;
+  if (state.client) state.client.close();
+  state.client = null;
+  showSignIn();
+}
+$("signout").addEventListener("click", signOut);
+
+// --- app ---------------------------------------------------------------
+
+async function start() {
+  $("signin").hidden = true;
+  $("app").hidden = false;
+  $("who").textContent = state.user || "";
+  const wsURL = () => {
+    const proto = location.protocol === "https:" ? "wss:" : "ws:";
+    return `${proto}//${location.host}/v1/ws?access_token=${encodeURIComponent(state.token)}`;
+  };
+  state.client = new StreamClient(wsURL);
+  state.client.addEventListener("state", (ev) => {
+    $("conn").dataset.state = ev.detail;
+    $("conn").textContent = ev.detail === "connected" ? "connected" : ev.detail + "…";
+  });
+  state.client.addEventListener("unauthorized", signOut);
+  await loadConversations();
+  const fromHash = location.hash.slice(1);
+  if (fromHash && state.conversations.some((c) => c.id === fromHash)) await openConversation(fromHash);
+  else if (state.conversations.length > 0) await openConversation(state.conversations[0].id);
+  else showEmpty();
+  $("input").focus();
+}
+
+async function loadConversations() {
+  const { conversations } = await api("GET", "/v1/conversations");
+  state.conversations = conversations;
+  renderConversations();
+}
+
+function renderConversations() {
+  const ul = $("conversations");
+  ul.replaceChildren();
+  for (const c of state.conversations) {
+    const li = document.createElement("li");
+    const b = document.createElement("button");
+    b.type = "button";
+    b.textContent = c.title || "New chat";
+    b.dataset.id = c.id;
+    if (c.id === state.current) b.setAttribute("aria-current", "page");
+    b.addEventListener("click", () => openConversation(c.id));
+    li.append(b);
+    ul.append(li);
+  }
+}
+
+function showEmpty() {
+  state.current = null;
+  state.order = [];
+  $("title").textContent = "New chat";
+  const empty = document.createElement("div");
+  empty.className = "empty";
+  empty.textContent = "Ask anything. Answers stream in as they are written.";
+  $("messages").replaceChildren(empty);
+  setBusy(null);
+}
+
+$("new-chat").addEventListener("click", () => {
+  if (state.current) state.client.unwatch(state.current);
+  history.replaceState(null, "", "#");
+  showEmpty();
+  renderConversations();
+  $("input").focus();
+  document.body.classList.remove("sidebar-open");
+});
+
+$("toggle-sidebar").addEventListener("click", () => document.body.classList.toggle("sidebar-open"));
+
+async function openConversation(id) {
+  if (state.current && state.current !== id) state.client.unwatch(state.current);
+  for (const mid of state.order) state.client.unfollow(mid);
+  state.current = id;
+  history.replaceState(null, "", "#" + id);
+  document.body.classList.remove("sidebar-open");
+  renderConversations();
+  // Watch first, so nothing that happens while we load is missed.
+  state.client.watch(id, onMessageEvent);
+  const conv = await api("GET", "/v1/conversations/" + id);
+  if (state.current !== id) return;
+  $("title").textContent = conv.title || "New chat";
+  state.order = [];
+  $("messages").replaceChildren();
+  for (const m of conv.messages) upsert(m);
+  for (const m of conv.messages) {
+    // An answer still streaming is picked up from its start: Postgres holds
+    // no partial text, the chunk log has it all.
+    if (m.role === "assistant" && (m.status === "streaming" || m.status === "pending")) followStream(m.id, -1, true);
+  }
+}
+
+// onMessageEvent applies a message event from any tab.
+function onMessageEvent(m) {
+  if (m.conversation_id !== state.current) return;
+  const known = state.messages.get(m.id);
+  if (known && known.following) {
+    // The stream itself brings the text; only the status matters here.
+    if (m.status !== "streaming" && m.status !== "pending") known.eventStatus = m.status;
+    return;
+  }
+  upsert(m);
+  // This tab's own send is followed from its accepted answer.
+  if (state.sending) return;
+  if (m.role === "assistant" && (m.status === "streaming" || m.status === "pending")) followStream(m.id, -1, true);
+}
+
+function followStream(id, last, reset) {
+  const m = state.messages.get(id);
+  if (!m) return;
+  if (reset) m.content = "";
+  m.following = true;
+  setBusy(id);
+  state.client.follow(id, last, (f) => onStreamFrame(id, f));
+}
+
+function onStreamFrame(id, f) {
+  const m = state.messages.get(id);
+  if (!m) return;
+  switch (f.type) {
+    case "chunk":
+      m.content += f.content;
+      if (m.status === "pending") m.status = "streaming";
+      break;
+    case "snapshot":
+      m.content = f.content;
+      break;
+    case "done":
+      m.status = f.status;
+      m.error = f.error || null;
+      m.following = false;
+      if (m.busy) setBusy(null);
+      break;
+    case "error":
+      m.status = "failed";
+      m.error = { code: f.code, message: f.message };
+      m.following = false;
+      setBusy(null);
+      break;
+  }
+  scheduleRender(id);
+}
+
+// upsert adds or updates a message of the open conversation.
+function upsert(m) {
+  const known = state.messages.get(m.id);
+  if (known) Object.assign(known, { status: m.status, error: m.error || null, content: m.content || known.content });
+  else state.messages.set(m.id, { ...m, error: m.error || null });
+  if (!state.order.includes(m.id)) {
+    state.order.push(m.id);
+    $("messages").append(messageElement(state.messages.get(m.id)));
+  }
+  renderMessage(m.id);
+}
+
+function messageElement(m) {
+  const el = document.createElement("article");
+  el.className = "message " + m.role;
+  el.id = "m-" + m.id;
+  el.dataset.id = m.id;
+  const body = document.createElement("div");
+  body.className = "body";
+  const meta = document.createElement("div");
+  meta.className = "meta";
+  el.append(body, meta);
+  return el;
+}
+
+const dirty = new Set();
+let frame = 0;
+function scheduleRender(id) {
+  dirty.add(id);
+  if (!frame) {
+    frame = requestAnimationFrame(() => {
+      frame = 0;
+      for (const d of dirty) renderMessage(d);
+      dirty.clear();
+    });
+  }
+}
+
+function renderMessage(id) {
+  const m = state.messages.get(id);
+  const el = document.getElementById("m-" + id);
+  if (!m || !el) return;
+  const body = el.querySelector(".body");
+  if (m.role === "user") body.textContent = m.content;
+  else body.replaceChildren(renderMarkdown(m.content));
+  el.dataset.status = m.status;
+  const meta = el.querySelector(".meta");
+  meta.replaceChildren();
+  const label = STATUS_LABEL[m.status];
+  if (label) {
+    const badge = document.createElement("span");
+    badge.className = "badge " + m.status;
+    badge.textContent = label;
+    meta.append(badge);
+  }
+  if (m.status === "failed" && m.error) {
+    const err = document.createElement("span");
+    err.className = "error";
+    err.textContent = m.error.message || m.error.code;
+    meta.append(err);
+  }
+  const box = $("messages");
+  if (box.scrollHeight - box.scrollTop - box.clientHeight < 120) box.scrollTop = box.scrollHeight;
+}
+
+// --- composer ----------------------------------------------------------
+
+function setBusy(streamId) {
+  for (const m of state.messages.values()) m.busy = false;
+  if (streamId) state.messages.get(streamId).busy = true;
+  state.busy = streamId;
+  $("stop").hidden = !streamId;
+  $("send").hidden = !!streamId;
+}
+
+$("input").addEventListener("keydown", (ev) => {
+  if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) {
+    ev.preventDefault();
+    $("composer").requestSubmit();
+  }
+});
+$("input").addEventListener("input", () => {
+  const t = $("input");
+  t.style.height = "auto";
+  t.style.height = Math.min(t.scrollHeight, 240) + "px";
+});
+
+$("composer").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const content = $("input").value;
+  if (!content.trim() || state.busy) return;
+  try {
+    if (!state.current) {
+      const conv = await api("POST", "/v1/conversations", { title: content.trim().slice(0, 60) });
+      state.conversations.unshift(conv);
+      await openConversation(conv.id);
+    }
+    state.sending = true;
+    let acc;
+    try {
+      acc = await state.client.request({ type: "send", conversation_id: state.current, content });
+    } finally {
+      state.sending = false;
+    }
+    $("input").value = "";
+    $("input").style.height = "auto";
+    upsert(acc.user_message);
+    upsert(acc.assistant_message);
+    const m = state.messages.get(acc.stream_id);
+    if (!m.following) {
+      m.following = true;
+      m.content = "";
+      state.client.adopt(acc.stream_id, (f) => onStreamFrame(acc.stream_id, f));
+    }
+    setBusy(acc.stream_id);
+  } catch (e) {
+    flash(e.message);
+  }
+});
+
+$("stop").addEventListener("click", async () => {
+  if (!state.busy) return;
+  try {
+    await state.client.request({ type: "cancel", stream_id: state.busy });
+  } catch (e) {
+    flash(e.message);
+  }
+});
+
+function flash(text) {
+  const el = document.createElement("div");
+  el.className = "flash";
+  el.setAttribute("role", "alert");
+  el.textContent = text;
+  document.body.append(el);
+  setTimeout(() => el.remove(), 4000);
+}
+
+if (state.token) start().catch((e) => { flash(e.message); });
+else showSignIn();

@@ -1,0 +1,295 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
+
+	"github.com/chatstream/chatstream/app"
+	"github.com/chatstream/chatstream/llm"
+)
+
+// chromiumPath finds the browser that `make test` installs.
+func chromiumPath(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{os.Getenv("CHROMIUM"), "/usr/bin/chromium", "chromium", "chromium-browser"} {
+		if name == "" {
+			continue
+		}
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	t.Fatal("chromium not found: `make test` installs it (apt-get install chromium)")
+	return ""
+}
+
+// newBrowser starts a headless Chromium for the test with the flags that
+// work offline, and returns the context of its first tab.
+func newBrowser(t *testing.T) context.Context {
+	t.Helper()
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(chromiumPath(t)),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.WindowSize(1280, 860),
+	}
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(actx)
+	t.Cleanup(func() { cancel(); cancelAlloc() })
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	return ctx
+}
+
+// newTab opens another tab in the browser of ctx.
+func newTab(t *testing.T, browser context.Context) context.Context {
+	t.Helper()
+	ctx, cancel := chromedp.NewContext(browser)
+	t.Cleanup(cancel)
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("new tab: %v", err)
+	}
+	return ctx
+}
+
+// run runs browser actions with a deadline, failing the test on error.
+func run(t *testing.T, ctx context.Context, what string, actions ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, actions...); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// eval evaluates a JavaScript expression in the page.
+func eval[T any](t *testing.T, ctx context.Context, expr string) T {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr))
+	if err != nil {
+		t.Fatalf("evaluate %s: %v", expr, err)
+	}
+	return v
+}
+
+// poll waits until a JavaScript predicate holds.
+func poll(expr string) chromedp.Action[chromedp.Void] {
+	return chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingInterval(20*time.Millisecond))
+}
+
+// signIn opens the page and signs in as user.
+func signIn(t *testing.T, ctx context.Context, n *node, user string) {
+	t.Helper()
+	run(t, ctx, "sign in",
+		chromedp.Navigate(n.url+"/"),
+		chromedp.WaitVisible(chromedp.CSS("#signin-name")),
+		chromedp.SendKeys(chromedp.CSS("#signin-name"), user),
+		chromedp.Click(chromedp.CSS(`#signin-form button[type="submit"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#conn[data-state="connected"]`)),
+	)
+}
+
+// sendFromPage types a message and presses Enter; it returns the stream id
+// of the answer once it appears.
+func sendFromPage(t *testing.T, ctx context.Context, text string) string {
+	t.Helper()
+	before := eval[int](t, ctx, `document.querySelectorAll("article.assistant").length`)
+	run(t, ctx, "send",
+		chromedp.Focus(chromedp.CSS("#input")),
+		chromedp.SendKeys(chromedp.CSS("#input"), text),
+		chromedp.SendKeys(chromedp.CSS("#input"), kb.Enter),
+		chromedp.WaitVisible(chromedp.CSS(fmt.Sprintf(`#messages article.assistant:nth-of-type(%d)`, 2*(before+1)))),
+	)
+	return eval[string](t, ctx, `[...document.querySelectorAll("article.assistant")].at(-1).dataset.id`)
+}
+
+// waitStatus waits until the answer's element shows status.
+func waitStatus(t *testing.T, ctx context.Context, id, status string) {
+	t.Helper()
+	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := chromedp.Do(tctx, poll(fmt.Sprintf(`document.getElementById("m-%s")?.dataset.status === %q`, id, status))); err != nil {
+		t.Fatalf("wait for %s: %v; the page shows %q", status, err,
+			eval[string](t, ctx, fmt.Sprintf(`JSON.stringify(window.chatstream.state.messages.get(%q))`, id)))
+	}
+}
+
+// pageContent is the text the page holds for a message.
+func pageContent(t *testing.T, ctx context.Context, id string) string {
+	t.Helper()
+	return eval[string](t, ctx, fmt.Sprintf(`window.chatstream.state.messages.get(%q).content`, id))
+}
+
+// waitChunks waits until the page holds some of the answer's text.
+func waitChunks(t *testing.T, ctx context.Context, id string, chars int) {
+	t.Helper()
+	run(t, ctx, "wait for text", poll(fmt.Sprintf(`(window.chatstream.state.messages.get(%q)?.content.length ?? 0) >= %d`, id, chars)))
+}
+
+// convID is the conversation open in the page.
+func convID(t *testing.T, ctx context.Context) string {
+	return eval[string](t, ctx, `window.chatstream.state.current`)
+}
+
+// slowDemo is paced so that a test can act mid-stream: ~150 words at 40/s.
+func slowDemo() llm.Provider { return llm.NewDemo(llm.DemoConfig{TokensPerSec: 40}) }
+
+func TestBrowser_SendStreamsAndCompletes(t *testing.T) {
+	n := demoNode(t, app.Config{Workers: 2, Provider: slowDemo()})
+	ctx := newBrowser(t)
+	signIn(t, ctx, n, "alice")
+	id := sendFromPage(t, ctx, "How does streaming work?")
+	waitStatus(t, ctx, id, "streaming")
+	waitStatus(t, ctx, id, "complete")
+	tok := n.devToken(t, "alice")
+	stored := n.storedMessage(t, tok, convID(t, ctx), id)
+	if got := pageContent(t, ctx, id); got != stored.Content || stored.Status != "complete" {
+		t.Fatalf("page holds %q, stored %q (%s)", got, stored.Content, stored.Status)
+	}
+	// The Markdown was rendered: the demo answer has a list and a code block.
+	lists := eval[int](t, ctx, fmt.Sprintf(`document.querySelectorAll("#m-%s li").length`, id))
+	code := eval[int](t, ctx, fmt.Sprintf(`document.querySelectorAll("#m-%s pre code").length`, id))
+	if lists == 0 && code == 0 {
+		t.Fatal("the answer's Markdown was not rendered")
+	}
+}
+
+func TestBrowser_TwoTabsFollowLive(t *testing.T) {
+	n := demoNode(t, app.Config{Workers: 2, Provider: slowDemo()})
+	tab1 := newBrowser(t)
+	signIn(t, tab1, n, "alice")
+	first := sendFromPage(t, tab1, "/demo tokens=5 rate=0\nfirst")
+	waitStatus(t, tab1, first, "complete")
+	conv := convID(t, tab1)
+
+	tab2 := newTab(t, tab1)
+	signIn(t, tab2, n, "alice")
+	run(t, tab2, "open conversation", chromedp.Click(chromedp.CSS(fmt.Sprintf(`#conversations button[data-id=%q]`, conv))),
+		chromedp.WaitVisible(chromedp.CSS("#m-"+first)))
+
+	id := sendFromPage(t, tab1, "second question from tab one")
+	// Tab 2 shows the new user message and follows the answer live.
+	run(t, tab2, "user message in tab 2", poll(
+		`[...document.querySelectorAll("article.user .body")].some(e => e.textContent === "second question from tab one")`))
+	waitStatus(t, tab2, id, "streaming")
+	waitStatus(t, tab2, id, "complete")
+	waitStatus(t, tab1, id, "complete")
+	if a, b := pageContent(t, tab1, id), pageContent(t, tab2, id); a != b || a == "" {
+		t.Fatalf("tabs differ:\n%q\n%q", a, b)
+	}
+}
+
+func TestBrowser_ReloadAndDropMidStream(t *testing.T) {
+	n := demoNode(t, app.Config{Workers: 2, Provider: slowDemo()})
+	ctx := newBrowser(t)
+	signIn(t, ctx, n, "alice")
+	tok := n.devToken(t, "alice")
+
+	t.Run("Reload", func(t *testing.T) {
+		id := sendFromPage(t, ctx, "reload while you answer")
+		waitChunks(t, ctx, id, 40)
+		run(t, ctx, "reload", chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS(`#conn[data-state="connected"]`)))
+		waitStatus(t, ctx, id, "complete")
+		stored := n.storedMessage(t, tok, convID(t, ctx), id)
+		if got := pageContent(t, ctx, id); got != stored.Content {
+			t.Fatalf("after reload the page holds %q, stored %q", got, stored.Content)
+		}
+	})
+	t.Run("SocketDrop", func(t *testing.T) {
+		id := sendFromPage(t, ctx, "drop the socket while you answer")
+		waitChunks(t, ctx, id, 40)
+		eval[any](t, ctx, `window.chatstream.state.client.dropForTest(), null`)
+		waitStatus(t, ctx, id, "complete")
+		stored := n.storedMessage(t, tok, convID(t, ctx), id)
+		if got := pageContent(t, ctx, id); got != stored.Content {
+			t.Fatalf("after the drop the page holds %q, stored %q", got, stored.Content)
+		}
+	})
+}
+
+func TestBrowser_Stop(t *testing.T) {
+	n := demoNode(t, app.Config{Workers: 2, Provider: llm.NewDemo(llm.DemoConfig{TokensPerSec: 20})})
+	ctx := newBrowser(t)
+	signIn(t, ctx, n, "alice")
+	id := sendFromPage(t, ctx, "/demo tokens=400\na long answer please")
+	waitChunks(t, ctx, id, 10)
+	run(t, ctx, "stop", chromedp.Click(chromedp.CSS("#stop")))
+	waitStatus(t, ctx, id, "cancelled")
+	badge := eval[string](t, ctx, fmt.Sprintf(`document.querySelector("#m-%s .badge").textContent`, id))
+	if badge != "stopped" {
+		t.Fatalf("badge = %q, want stopped", badge)
+	}
+	stored := n.storedMessage(t, n.devToken(t, "alice"), convID(t, ctx), id)
+	if got := pageContent(t, ctx, id); stored.Status != "cancelled" || got != stored.Content {
+		t.Fatalf("stored %q (%s), page %q", stored.Content, stored.Status, got)
+	}
+}
+
+func TestBrowser_MessagesAreText(t *testing.T) {
+	n := demoNode(t, app.Config{Workers: 2})
+	ctx := newBrowser(t)
+	signIn(t, ctx, n, "mallory")
+	evil := `<img src=x onerror="window.__xss=1"> <script>window.__xss=2</script> [x](javascript:window.__xss=3) **bold**`
+	id := sendFromPage(t, ctx, evil)
+	waitStatus(t, ctx, id, "complete")
+	userText := eval[string](t, ctx, `[...document.querySelectorAll("article.user .body")].at(-1).textContent`)
+	injected := eval[bool](t, ctx, `document.querySelectorAll("#messages img, #messages script, #messages a[href^='javascript']").length > 0`)
+	xss := eval[bool](t, ctx, `window.__xss !== undefined`)
+	if userText != evil {
+		t.Fatalf("user message shows %q, want the text as typed", userText)
+	}
+	if injected || xss {
+		t.Fatalf("markup from a message reached the page: elements=%v script ran=%v", injected, xss)
+	}
+}
+
+func TestBrowser_Screenshots(t *testing.T) {
+	n := demoNode(t, app.Config{Workers: 2})
+	ctx := newBrowser(t)
+	signIn(t, ctx, n, "alice")
+	id := sendFromPage(t, ctx, "Show me how chatstream delivers chunks")
+	waitStatus(t, ctx, id, "complete")
+	dir := os.Getenv("SCREENSHOT_DIR") // `make screenshots` sets it to docs/
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	for _, shot := range []struct {
+		name string
+		w, h int64
+	}{{"screenshot-desktop.png", 1280, 860}, {"screenshot-phone.png", 390, 844}} {
+		// Layout settles once the sidebar has slid out of a phone's view.
+		run(t, ctx, shot.name, chromedp.EmulateViewport(shot.w, shot.h),
+			poll(fmt.Sprintf(`window.innerWidth === %d && (innerWidth > 720 || document.getElementById("sidebar").getBoundingClientRect().right <= 0)`, shot.w)))
+		png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(png) < 1000 || !strings.HasPrefix(string(png), "\x89PNG") {
+			t.Fatalf("%s: not a PNG (%d bytes)", shot.name, len(png))
+		}
+		if err := os.WriteFile(filepath.Join(dir, shot.name), png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
