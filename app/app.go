@@ -155,8 +155,8 @@ func (m *Main) Start(ctx context.Context) (err error) {
 	if err = m.db.Migrate(ctx); err != nil {
 		return err
 	}
-	// Blocking connections: one per worker (BLMOVE) and the hub's pub/sub.
-	if m.redis, err = streaming.NewClient(m.cfg.RedisURL, streaming.ClientConfig{BlockingPoolSize: m.cfg.Workers + 8}); err != nil {
+	// Blocking connections: the job takers' BLMOVE and the hub's pub/sub.
+	if m.redis, err = streaming.NewClient(m.cfg.RedisURL, streaming.ClientConfig{BlockingPoolSize: 16}); err != nil {
 		return err
 	}
 	m.reg = server.NewRegistry()

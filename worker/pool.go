@@ -16,6 +16,9 @@ import (
 type Config struct {
 	// Workers is the number of generations this node runs at once. Default 16.
 	Workers int
+	// Takers is the number of goroutines waiting for jobs (each holds one
+	// blocking Redis connection). Default 4.
+	Takers int
 	// SystemPrompt starts every prompt; empty for none.
 	SystemPrompt string
 	// HistoryMessages and HistoryBytes bound the earlier messages sent with
@@ -48,6 +51,9 @@ type Config struct {
 func (c *Config) setDefaults() {
 	if c.Workers <= 0 {
 		c.Workers = 16
+	}
+	if c.Takers <= 0 {
+		c.Takers = 4
 	}
 	if c.HistoryMessages <= 0 {
 		c.HistoryMessages = 50
@@ -108,7 +114,7 @@ type Pool struct {
 	stopRunning             context.CancelCauseFunc
 	stopFinishing           context.CancelFunc
 
-	workers sync.WaitGroup // the worker goroutines
+	workers sync.WaitGroup // the takers and the worker goroutines
 	helpers sync.WaitGroup // heartbeat and reaper
 }
 
@@ -136,11 +142,13 @@ func (p *Pool) Start(ctx context.Context) error {
 	// The heartbeat and the reaper live until Shutdown cancels takeCtx.
 	go func() { defer p.helpers.Done(); p.heartbeat() }()
 	go func() { defer p.helpers.Done(); p.reaper() }()
-	for range p.cfg.Workers {
+	// slots holds a token per running generation; its capacity is the
+	// number of workers.
+	slots := make(chan struct{}, p.cfg.Workers)
+	for range min(p.cfg.Workers, p.cfg.Takers) {
 		p.workers.Add(1)
-		// Each worker lives until Shutdown cancels takeCtx and its current
-		// generation has ended or been handed back.
-		go func() { defer p.workers.Done(); p.work() }()
+		// Each taker lives until Shutdown cancels takeCtx.
+		go func() { defer p.workers.Done(); p.take(slots) }()
 	}
 	p.slog.Info("generation workers started", "workers", p.cfg.Workers, "node", p.owner, "model", p.provider.Name())
 	return nil
@@ -278,35 +286,50 @@ func (p *Pool) recover(ctx context.Context, t streaming.Taken) error {
 	return p.queue.Done(ctx, t.Raw)
 }
 
-// work takes jobs until the pool stops taking.
-func (p *Pool) work() {
+// take is one of the goroutines that take jobs: it waits for a free worker
+// slot, then for a job, and runs the job on a new worker goroutine. A few
+// takers serve any number of workers, so the node holds a few blocking Redis
+// connections, not one per worker.
+func (p *Pool) take(slots chan struct{}) {
 	backoff := 50 * time.Millisecond
-	for p.takeCtx.Err() == nil {
+	for {
+		select {
+		case slots <- struct{}{}:
+		case <-p.takeCtx.Done():
+			return
+		}
 		// Not takeCtx: a BLMOVE cut by its context closes the connection
 		// and may leave a moved job behind. BlockTimeout bounds the wait.
 		t, ok, err := p.queue.Take(p.runCtx)
-		if err != nil {
+		if err != nil || !ok {
+			<-slots
 			if p.takeCtx.Err() != nil {
 				return
 			}
-			p.slog.Warn("take job", "err", err)
-			select {
-			case <-p.takeCtx.Done():
-			case <-time.After(backoff):
+			if err != nil {
+				p.slog.Warn("take job", "err", err)
+				select {
+				case <-p.takeCtx.Done():
+				case <-time.After(backoff):
+				}
+				backoff = min(backoff*2, 5*time.Second)
 			}
-			backoff = min(backoff*2, 5*time.Second)
 			continue
 		}
 		backoff = 50 * time.Millisecond
-		if !ok {
-			continue
-		}
 		if p.takeCtx.Err() != nil {
 			// Taken as the pool stopped: give it back untouched.
+			<-slots
 			_ = p.queue.Requeue(p.finCtx, t.Raw)
 			return
 		}
-		p.process(t)
+		p.workers.Add(1)
+		// The worker lives until its job has ended or been handed back.
+		go func() {
+			defer p.workers.Done()
+			defer func() { <-slots }()
+			p.process(t)
+		}()
 	}
 }
 

@@ -2,6 +2,8 @@
 //
 //	chatstream serve     run the HTTP/WebSocket API, the hub and the workers
 //	chatstream migrate   apply the Postgres migrations and exit
+//	chatstream ask       ask a running server one question
+//	chatstream loadgen   load-test a running server
 //
 // Configuration comes from the environment; see the README.
 package main
@@ -47,6 +49,10 @@ func run(args []string, e env, stdout, stderr io.Writer) int {
 		return serve(ctx, args[1:], e, log, stderr)
 	case "migrate":
 		return migrate(ctx, e, log, stderr)
+	case "loadgen":
+		return loadgenCmd(ctx, args[1:], e, stdout, stderr)
+	case "ask":
+		return askCmd(ctx, args[1:], e, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

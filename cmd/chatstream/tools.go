@@ -1,0 +1,114 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/chatstream/chatstream/loadgen"
+)
+
+func loadgenCmd(ctx context.Context, args []string, e env, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg loadgen.Config
+	fs.StringVar(&cfg.BaseURL, "url", "http://127.0.0.1:8080", "server base URL")
+	fs.StringVar(&cfg.Scenario, "scenario", loadgen.Steady, "steady, fanout, idle, storm or churn")
+	fs.IntVar(&cfg.Streams, "streams", 0, "generations (steady/fanout: default 10; churn: streams followed)")
+	fs.IntVar(&cfg.Followers, "followers", 0, "sockets per stream, the sender included (default 2)")
+	fs.IntVar(&cfg.Tokens, "tokens", 0, "tokens per generation (default 200)")
+	fs.Float64Var(&cfg.Rate, "rate", 0, "tokens per second per generation (default 30)")
+	fs.IntVar(&cfg.Sockets, "sockets", 0, "sockets for idle, storm and churn (default 1000)")
+	fs.DurationVar(&cfg.Duration, "duration", 0, "time limit of the run (default 60s)")
+	fs.DurationVar(&cfg.Ramp, "ramp", 0, "spread the start of generations over this time")
+	fs.IntVar(&cfg.DialConcurrency, "dial-concurrency", 0, "sockets opened at once (default 128)")
+	fs.BoolVar(&cfg.Spread, "spread", false, "spread client addresses over 127.0.0.0/8 (many sockets)")
+	fs.IntVar(&cfg.Users, "users", 0, "distinct users (default 50)")
+	pid := fs.Int("server-pid", 0, "pid of the server to measure (default: find a local 'chatstream serve')")
+	redisURL := fs.String("redis-url", e.str("REDIS_URL", ""), "Redis to measure (INFO), if local")
+	dbURL := fs.String("database-url", e.str("DATABASE_URL", ""), "Postgres to count transactions of")
+	jsonOut := fs.Bool("json", false, "print the report as JSON")
+	svg := fs.String("svg", "", "write the delivery latency CDF to this SVG file")
+	noProbe := fs.Bool("no-probe", false, "do not measure the server's processes")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg.Secret = []byte(e.str("AUTH_SECRET", ""))
+	cfg.Progress = stderr
+	if !*noProbe {
+		p, err := loadgen.NewProbe(*pid, *redisURL, *dbURL)
+		if err != nil {
+			fmt.Fprintf(stderr, "chatstream loadgen: probe: %v\n", err)
+			return 1
+		}
+		defer p.Close()
+		cfg.Probe = p
+	}
+	rep, err := loadgen.Run(ctx, cfg)
+	if rep != nil {
+		if *jsonOut {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			_ = enc.Encode(rep)
+		} else {
+			rep.Print(stdout)
+		}
+		if *svg != "" {
+			f, ferr := os.Create(*svg)
+			if ferr == nil {
+				ferr = rep.WriteSVG(f)
+				f.Close()
+			}
+			if ferr != nil {
+				fmt.Fprintf(stderr, "chatstream loadgen: svg: %v\n", ferr)
+			}
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "chatstream loadgen: %v\n", err)
+		return 1
+	}
+	if rep.Lost > 0 || rep.Duplicated > 0 {
+		fmt.Fprintf(stderr, "chatstream loadgen: %d chunks lost, %d duplicated\n", rep.Lost, rep.Duplicated)
+		return 1
+	}
+	return 0
+}
+
+func askCmd(ctx context.Context, args []string, e env, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("ask", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg loadgen.AskConfig
+	fs.StringVar(&cfg.BaseURL, "url", "http://127.0.0.1:8080", "server base URL")
+	fs.StringVar(&cfg.User, "user", "ask", "user to ask as (dev token, or signed with AUTH_SECRET)")
+	fs.DurationVar(&cfg.Timeout, "timeout", 2*time.Minute, "time limit")
+	jsonOut := fs.Bool("json", false, "print the summary as JSON")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg.Question = strings.Join(fs.Args(), " ")
+	if strings.TrimSpace(cfg.Question) == "" {
+		fmt.Fprintln(stderr, `usage: chatstream ask [-url URL] "question"`)
+		return 2
+	}
+	cfg.Secret = []byte(e.str("AUTH_SECRET", ""))
+	cfg.Answer = stdout
+	res, err := loadgen.Ask(ctx, cfg)
+	if res != nil {
+		if *jsonOut {
+			_ = json.NewEncoder(stderr).Encode(res)
+		} else {
+			res.Print(stderr)
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "chatstream ask: %v\n", err)
+		return 1
+	}
+	return 0
+}
