@@ -185,7 +185,7 @@ func (r *run) call(ctx context.Context, method, path, token string, in, out any)
 
 // follower tracks what one socket received of one stream.
 type follower struct {
-	next     int64 // next index expected
+	next int64 // next index expected
 	// since is when this socket asked for the stream (Unix µs); only chunks
 	// published after it count toward delivery latency — older ones come
 	// from history by design.
@@ -259,7 +259,7 @@ type socket struct {
 	fs   map[string]*follower
 	// accepted receives the stream id of this socket's send; buffered 1.
 	accepted chan string
-	closed atomic.Bool
+	closed   atomic.Bool
 	// sentAt is when this socket last sent a send frame, Unix µs.
 	sentAt atomic.Int64
 }
