@@ -3,7 +3,6 @@ package loadgen
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -186,6 +185,7 @@ func (r *run) streams(ctx context.Context) error {
 			for range cfg.Followers - 1 {
 				fwg.Go(func() {
 					var s *socket
+					var err error
 					lim.do(func() { s, err = r.open(ctx, user) })
 					if err != nil {
 						fail(err)
@@ -449,8 +449,8 @@ func (r *run) churn(ctx context.Context) error {
 		})
 	}
 	wg.Wait()
-	if r.sockErrs.Load() > 0 {
-		return errors.New("socket errors during churn")
+	if n := r.sockErrs.Load(); n > 0 {
+		return fmt.Errorf("%d socket errors during churn: %v", n, r.errSample)
 	}
 	return nil
 }

@@ -1,0 +1,90 @@
+package integration
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chatstream/chatstream/app"
+	"github.com/chatstream/chatstream/llm"
+	"github.com/chatstream/chatstream/loadgen"
+)
+
+// The load generator's own correctness: small runs whose counts must be
+// exact. No timing is asserted.
+func TestLoadgen_Scenarios(t *testing.T) {
+	n := demoNode(t, app.Config{Workers: 32, Provider: llm.NewDemo(llm.DemoConfig{})})
+	ctx := context.Background()
+	t.Run("Steady", func(t *testing.T) {
+		rep, err := loadgen.Run(ctx, loadgen.Config{BaseURL: n.url, Scenario: loadgen.Steady,
+			Streams: 6, Followers: 3, Tokens: 25, Rate: 500, Duration: 60 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Lost != 0 || rep.Duplicated != 0 || rep.SocketErrors != 0 {
+			t.Fatalf("lost %d, duplicated %d, socket errors %d (%v)", rep.Lost, rep.Duplicated, rep.SocketErrors, rep.ErrorSample)
+		}
+		if rep.Done != 18 || rep.Chunks != 18*25 || rep.Generations != 6 || rep.TTFB.N != 6 {
+			t.Fatalf("done %d, chunks %d, generations %d, ttfb samples %d; want 18, 450, 6, 6", rep.Done, rep.Chunks, rep.Generations, rep.TTFB.N)
+		}
+		var svg strings.Builder
+		if err := rep.WriteSVG(&svg); err != nil || !strings.Contains(svg.String(), "<polyline") {
+			t.Fatalf("svg: %v", err)
+		}
+	})
+	t.Run("Storm", func(t *testing.T) {
+		rep, err := loadgen.Run(ctx, loadgen.Config{BaseURL: n.url, Scenario: loadgen.Storm,
+			Sockets: 30, Tokens: 400, Rate: 100, Duration: 60 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Lost != 0 || rep.Duplicated != 0 || rep.SocketErrors != 0 {
+			t.Fatalf("lost %d, duplicated %d, socket errors %d (%v)", rep.Lost, rep.Duplicated, rep.SocketErrors, rep.ErrorSample)
+		}
+		if rep.CatchUp.N != 30 {
+			t.Fatalf("%d sockets caught up, want 30", rep.CatchUp.N)
+		}
+	})
+	t.Run("Churn", func(t *testing.T) {
+		rep, err := loadgen.Run(ctx, loadgen.Config{BaseURL: n.url, Scenario: loadgen.Churn,
+			Streams: 2, Sockets: 8, Tokens: 2000, Rate: 200, Duration: 3 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Lost != 0 || rep.Duplicated != 0 || rep.Sockets <= 8 {
+			t.Fatalf("lost %d, duplicated %d, sockets %d", rep.Lost, rep.Duplicated, rep.Sockets)
+		}
+	})
+	t.Run("Idle", func(t *testing.T) {
+		rep, err := loadgen.Run(ctx, loadgen.Config{BaseURL: n.url, Scenario: loadgen.Idle, Sockets: 50, Duration: 30 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Sockets != 50 || rep.SocketErrors != 0 {
+			t.Fatalf("opened %d sockets with %d errors", rep.Sockets, rep.SocketErrors)
+		}
+	})
+}
+
+func TestAsk(t *testing.T) {
+	n := demoNode(t, app.Config{Workers: 2, Provider: llm.NewDemo(llm.DemoConfig{TokensPerSec: -1})})
+	var answer strings.Builder
+	res, err := loadgen.Ask(context.Background(), loadgen.AskConfig{BaseURL: n.url, Question: "Is this deployment healthy?", Answer: &answer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := llm.NewDemo(llm.DemoConfig{}).Answer(llm.Request{Messages: []llm.Message{{Role: "user", Content: "Is this deployment healthy?"}}})
+	if res.Status != "complete" || answer.String() != want+"\n" || res.Chunks == 0 || res.Characters != len([]rune(want)) {
+		t.Fatalf("status %s, %d chunks, %d chars; answer %q", res.Status, res.Chunks, res.Characters, answer.String())
+	}
+	for _, dep := range []string{"server", "redis", "postgres"} {
+		if res.Ready[dep] != "ok" {
+			t.Fatalf("ready = %v", res.Ready)
+		}
+	}
+	_, err = loadgen.Ask(context.Background(), loadgen.AskConfig{BaseURL: "http://127.0.0.1:1", Question: "anyone?", Timeout: 5 * time.Second})
+	if err == nil || !strings.Contains(err.Error(), "unreachable") {
+		t.Fatalf("ask against a closed port: %v", err)
+	}
+}
