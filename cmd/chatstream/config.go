@@ -121,7 +121,7 @@ func loadConfig(e env) (app.Config, error) {
 	if c.ShutdownGrace, err = e.duration("SHUTDOWN_GRACE", 10*time.Second, 0); err != nil {
 		return c, err
 	}
-	if c.Workers, err = e.integer("WORKERS", 16, 0, 100000); err != nil {
+	if c.Workers, err = e.integer("WORKERS", 64, 0, 100000); err != nil {
 		return c, err
 	}
 	c.NodeID = e.str("NODE_ID", "")

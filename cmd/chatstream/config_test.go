@@ -18,7 +18,7 @@ func TestLoadConfig_Defaults(t *testing.T) {
 	}
 	if c.HTTPAddr != ":8080" || c.RedisURL != "redis://127.0.0.1:6379/0" ||
 		c.DatabaseURL != "postgres://localhost:5432/chatstream?sslmode=disable" ||
-		c.StreamTTL != time.Hour || c.MaxContentBytes != 32768 || !c.AuthDev || c.Workers != 16 ||
+		c.StreamTTL != time.Hour || c.MaxContentBytes != 32768 || !c.AuthDev || c.Workers != 64 ||
 		c.OpenAIAPIKey != "" || c.DemoTokensPerSec != 30 || c.Worker.StallTimeout != time.Minute || c.Worker.FlushInterval != 0 {
 		t.Fatalf("defaults = %+v", c)
 	}
