@@ -10,7 +10,7 @@ SERVICES := scripts/services.sh
 # What `make run` serves with; override on the command line or in the env.
 HTTP_ADDR ?= 127.0.0.1:8080
 
-.PHONY: run test build services browser stop vet bench screenshots clean
+.PHONY: run test build services browser stop vet bench bench-full screenshots clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/chatstream
@@ -37,6 +37,17 @@ test: services browser
 
 vet:
 	$(GO) vet ./...
+
+## bench: Go benchmarks (append path, fan-out, frame encode/scan) and short load runs.
+bench: services
+	@eval "$$($(SERVICES) env)"; \
+	set -e; \
+	$(GO) test -run '^$$' -bench . -benchmem ./streaming ./llm; \
+	scripts/bench.sh quick
+
+## bench-full: the full-size load scenarios of BENCHMARKS.md (several minutes).
+bench-full: services
+	@scripts/bench.sh full
 
 ## screenshots: refresh docs/screenshot-*.png from the browser test.
 screenshots: services browser
