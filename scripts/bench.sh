@@ -18,9 +18,8 @@ port=${BENCH_PORT:-18181}
 url=http://127.0.0.1:$port
 export AUTH_SECRET=bench-secret-bench-secret-bench-secret
 ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-# A private Redis key prefix is not settable from the environment; the bench
-# node uses the shared Redis, so nothing else should be running on it.
-WORKERS=${BENCH_WORKERS:-2500} HTTP_ADDR=127.0.0.1:$port LOG_LEVEL=warn GOMAXPROCS=${BENCH_GOMAXPROCS:-2} \
+# The bench node keeps its keys under a prefix of its own on the shared Redis.
+REDIS_KEY_PREFIX=bench: WORKERS=${BENCH_WORKERS:-2500} HTTP_ADDR=127.0.0.1:$port LOG_LEVEL=warn GOMAXPROCS=${BENCH_GOMAXPROCS:-2} \
 	./bin/chatstream serve >"$out/server.log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT

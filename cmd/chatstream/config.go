@@ -125,6 +125,7 @@ func loadConfig(e env) (app.Config, error) {
 		return c, err
 	}
 	c.NodeID = e.str("NODE_ID", "")
+	c.KeyPrefix = e.str("REDIS_KEY_PREFIX", "")
 	c.OpenAIAPIKey = e.str("OPENAI_API_KEY", "")
 	if c.OpenAIBaseURL, err = e.url("OPENAI_BASE_URL", "https://api.openai.com/v1", "http", "https"); err != nil {
 		return c, err
