@@ -114,32 +114,54 @@ func (l *Log) Create(ctx context.Context, streamID, userID, convID string) error
 }
 
 // claimScript bumps the epoch of an open stream, fencing off every earlier
-// writer. KEYS: meta. ARGV: owner. Returns {epoch, n, cancel, attempts} or
-// {-1} (gone) or {-2} (ended).
+// writer. KEYS: meta. ARGV: owner. Returns {epoch, n, cancel, attempts,
+// final, error} or {-1} (gone) or {-2} (ended).
 var claimScript = rueidis.NewLuaScript(`
-local m = redis.call('HMGET', KEYS[1], 'status', 'n', 'cancel')
+local m = redis.call('HMGET', KEYS[1], 'status', 'n', 'cancel', 'final', 'error')
 if not m[1] then return {-1} end
 if m[1] ~= 'streaming' then return {-2} end
 local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'owner', ARGV[1])
-return {epoch, tonumber(m[2]), m[3] == '1' and 1 or 0, attempts}
+return {epoch, tonumber(m[2]), m[3] == '1' and 1 or 0, attempts, m[4] or '', m[5] or ''}
 `)
 
 // Claim makes owner the stream's writer and returns the meta with the new
-// epoch. It returns ErrGone or ErrEnded when there is nothing to write.
+// epoch, including the final status an earlier writer marked. It returns
+// ErrGone or ErrEnded when there is nothing to write.
 func (l *Log) Claim(ctx context.Context, streamID, owner string) (Meta, error) {
-	v, err := claimScript.Exec(ctx, l.client, []string{l.keys.Meta(streamID)}, []string{owner}).AsIntSlice()
+	v, err := claimScript.Exec(ctx, l.client, []string{l.keys.Meta(streamID)}, []string{owner}).ToArray()
 	if err != nil {
 		return Meta{}, fmt.Errorf("claim stream %s: %w", streamID, err)
 	}
-	switch v[0] {
-	case -1:
+	if len(v) == 0 {
+		return Meta{}, fmt.Errorf("claim stream %s: empty answer", streamID)
+	}
+	if code, _ := v[0].AsInt64(); code == -1 {
 		return Meta{}, ErrGone
-	case -2:
+	} else if code == -2 {
 		return Meta{}, ErrEnded
 	}
-	return Meta{Exists: true, Status: chatstream.StatusStreaming, Epoch: v[0], N: v[1], Cancel: v[2] == 1, Attempts: v[3]}, nil
+	if len(v) != 6 {
+		return Meta{}, fmt.Errorf("claim stream %s: %d values in the answer", streamID, len(v))
+	}
+	var ints [4]int64
+	for i := range ints {
+		if ints[i], err = v[i].AsInt64(); err != nil {
+			return Meta{}, fmt.Errorf("claim stream %s: %w", streamID, err)
+		}
+	}
+	final, _ := v[4].ToString()
+	failure, _ := v[5].ToString()
+	m := Meta{Exists: true, Status: chatstream.StatusStreaming, Epoch: ints[0], N: ints[1], Cancel: ints[2] == 1,
+		Attempts: ints[3], Final: chatstream.Status(final)}
+	if failure != "" {
+		var f chatstream.Failure
+		if json.Unmarshal([]byte(failure), &f) == nil {
+			m.Failure = &f
+		}
+	}
+	return m, nil
 }
 
 // appendScript appends one chunk frame and publishes it, in one round trip.
@@ -241,32 +263,56 @@ func (l *Log) Finish(ctx context.Context, streamID string, epoch int64, status c
 }
 
 // cancelScript flags a stream as cancelled and tells its worker.
-// KEYS: meta. ARGV: cancel channel. Returns {epoch} while streaming, {-1}
-// gone, {-3} ended.
+// KEYS: meta. ARGV: cancel channel. Returns {1} while a writer holds the
+// stream, {0} while none does, {-1} gone, {-3} ended.
 var cancelScript = rueidis.NewLuaScript(`
-local m = redis.call('HMGET', KEYS[1], 'status', 'epoch')
+local m = redis.call('HMGET', KEYS[1], 'status', 'owner')
 if not m[1] then return {-1} end
 if m[1] ~= 'streaming' then return {-3} end
 redis.call('HSET', KEYS[1], 'cancel', '1')
 redis.call('PUBLISH', ARGV[1], 'cancel')
-return {tonumber(m[2])}
+return {m[2] and 1 or 0}
 `)
 
-// Cancel requests that the stream stop. It returns the epoch of the stream
-// (0: no worker took it yet), or ErrGone / ErrEnded.
-func (l *Log) Cancel(ctx context.Context, streamID string) (epoch int64, err error) {
+// Cancel requests that the stream stop. held reports whether a writer holds
+// the stream and will hear the cancel; when none does (the job waits in the
+// queue), the caller ends the stream itself. It returns ErrGone or ErrEnded
+// when there is nothing to stop.
+func (l *Log) Cancel(ctx context.Context, streamID string) (held bool, err error) {
 	v, err := cancelScript.Exec(ctx, l.client, []string{l.keys.Meta(streamID)},
 		[]string{l.keys.CancelChannel(streamID)}).AsIntSlice()
 	if err != nil {
-		return 0, fmt.Errorf("cancel stream %s: %w", streamID, err)
+		return false, fmt.Errorf("cancel stream %s: %w", streamID, err)
 	}
 	switch v[0] {
 	case -1:
-		return 0, ErrGone
+		return false, ErrGone
 	case -3:
-		return 0, ErrEnded
+		return false, ErrEnded
 	}
-	return v[0], nil
+	return v[0] == 1, nil
+}
+
+// releaseScript marks a stream as held by no writer. KEYS: meta. ARGV: epoch.
+var releaseScript = rueidis.NewLuaScript(`
+local m = redis.call('HMGET', KEYS[1], 'epoch', 'status')
+if not m[1] then return -1 end
+if m[1] ~= ARGV[1] then return -2 end
+if m[2] ~= 'streaming' then return -3 end
+redis.call('HDEL', KEYS[1], 'owner')
+return 0
+`)
+
+// Release says that the writer of epoch hands the stream's job back to the
+// queue: until a worker claims it again, nobody would hear a cancel, so
+// Cancel reports it as not held.
+func (l *Log) Release(ctx context.Context, streamID string, epoch int64) error {
+	v, err := releaseScript.Exec(ctx, l.client, []string{l.keys.Meta(streamID)},
+		[]string{strconv.FormatInt(epoch, 10)}).AsInt64()
+	if err != nil {
+		return fmt.Errorf("release stream %s: %w", streamID, err)
+	}
+	return scriptResult(v)
 }
 
 // Meta reads the stream's meta hash.

@@ -15,6 +15,9 @@ type outcome struct {
 	failure *chatstream.Failure
 	content string
 	usage   *chatstream.Usage
+	// fromLog says the writer does not know for sure what the chunk log
+	// holds (an append gave up): the end is written from the log.
+	fromLog bool
 }
 
 // finisher writes the end of a stream: the intended status in Redis, the

@@ -74,7 +74,7 @@ func (g *generation) run(cancelled bool) (o outcome, ok bool) {
 	var stream llm.Stream
 	var recvErr error
 	if ctx.Err() == nil {
-		stream, recvErr = g.open(ctx)
+		stream, recvErr = g.open(ctx, cancel)
 	}
 	if stream != nil {
 		recvErr = g.pump(ctx, cancel, stream)
@@ -96,8 +96,10 @@ func (g *generation) run(cancelled bool) (o outcome, ok bool) {
 		return g.outcome(chatstream.StatusFailed, &chatstream.Failure{Code: llm.CodeTimeout,
 			Message: "The model stopped answering."}), true
 	case errors.Is(cause, errRedis):
-		return g.outcome(chatstream.StatusFailed, &chatstream.Failure{Code: chatstream.EUNAVAILABLE,
-			Message: "The answer could not be stored; please retry."}), true
+		o := g.outcome(chatstream.StatusFailed, &chatstream.Failure{Code: chatstream.EUNAVAILABLE,
+			Message: "The answer could not be stored; please retry."})
+		o.fromLog = true
+		return o, true
 	case errors.Is(recvErr, io.EOF):
 		o := g.outcome(chatstream.StatusComplete, nil)
 		if u, ok := stream.Usage(); ok {
@@ -120,8 +122,11 @@ func (g *generation) outcome(status chatstream.Status, failure *chatstream.Failu
 	return outcome{status: status, failure: failure, content: g.content.String()}
 }
 
-// open builds the prompt and opens the model's stream.
-func (g *generation) open(ctx context.Context) (llm.Stream, error) {
+// open builds the prompt and opens the model's stream. The stall timeout
+// covers the wait for the model's answer too: a server that takes the
+// request and never answers fails the generation like one that stops
+// mid-stream.
+func (g *generation) open(ctx context.Context, cancel context.CancelCauseFunc) (llm.Stream, error) {
 	p := g.pool
 	var hist []*chatstream.Message
 	err := retry(ctx, "read history", g.log, func(ctx context.Context) (err error) {
@@ -132,6 +137,8 @@ func (g *generation) open(ctx context.Context) (llm.Stream, error) {
 		return nil, err
 	}
 	req := llm.Request{Messages: buildPrompt(p.cfg.SystemPrompt, hist, p.cfg.HistoryBytes), MaxTokens: p.cfg.MaxTokens}
+	stall := time.AfterFunc(p.cfg.StallTimeout, func() { cancel(errStalled) })
+	defer stall.Stop()
 	return p.provider.Stream(ctx, req)
 }
 
@@ -217,10 +224,16 @@ func (g *generation) pump(ctx context.Context, cancel context.CancelCauseFunc, s
 // append writes one chunk to the chunk log, retrying Redis errors for a
 // while. It returns false, with ctx cancelled for a cause, when the
 // generation must stop.
+//
+// The append is not cut short when ctx is cancelled (a cancel, a stall, the
+// grace period over): a script call abandoned in flight may still run in
+// Redis, and its chunk would be in the log but not in the stored content.
+// It completes (or gives up after AppendRetryFor, or when the pool stops
+// finishing work), so that g.n and g.content always match the log.
 func (g *generation) append(ctx context.Context, cancel context.CancelCauseFunc, text string) bool {
 	p := g.pool
 	g.frame = streaming.AppendChunkFrame(g.frame[:0], g.job.StreamID, g.n, text, time.Now().UnixMicro())
-	rctx, rcancel := context.WithTimeout(ctx, p.cfg.AppendRetryFor)
+	rctx, rcancel := context.WithTimeout(p.finCtx, p.cfg.AppendRetryFor)
 	defer rcancel()
 	var cancelled bool
 	tries := 0
@@ -237,10 +250,10 @@ func (g *generation) append(ctx context.Context, cancel context.CancelCauseFunc,
 		cancel(errFenced)
 		return false
 	case err != nil:
-		if ctx.Err() == nil {
-			g.log.Error("append chunk", "err", err)
-			cancel(errRedis)
-		}
+		// Whether the last try reached Redis is unknown: the end is
+		// written from what the log holds (outcome.fromLog).
+		g.log.Error("append chunk", "err", err)
+		cancel(errRedis)
 		return false
 	}
 	if g.n == 0 && g.job.EnqueuedAt > 0 {
@@ -253,7 +266,7 @@ func (g *generation) append(ctx context.Context, cancel context.CancelCauseFunc,
 		cancel(errCancelRequested)
 		return false
 	}
-	return true
+	return ctx.Err() == nil
 }
 
 // buildPrompt turns the conversation's earlier messages into the prompt:

@@ -108,11 +108,13 @@ type Pool struct {
 
 	// takeCtx ends when the pool stops taking jobs; runCtx when running
 	// generations must stop (cause errShutdown); finCtx when finishing work
-	// must give up.
-	takeCtx, runCtx, finCtx context.Context
-	stopTaking              context.CancelFunc
-	stopRunning             context.CancelCauseFunc
-	stopFinishing           context.CancelFunc
+	// must give up; beatCtx once the workers have stopped, so that the
+	// node is not taken for dead while it drains.
+	takeCtx, runCtx, finCtx, beatCtx context.Context
+	stopTaking                       context.CancelFunc
+	stopRunning                      context.CancelCauseFunc
+	stopFinishing                    context.CancelFunc
+	stopBeating                      context.CancelFunc
 
 	workers sync.WaitGroup // the takers and the worker goroutines
 	helpers sync.WaitGroup // heartbeat and reaper
@@ -128,6 +130,7 @@ func NewPool(cfg Config, store Store, log *streaming.Log, queue *streaming.Queue
 	p.finCtx, p.stopFinishing = context.WithCancel(context.Background())
 	p.runCtx, p.stopRunning = context.WithCancelCause(p.finCtx)
 	p.takeCtx, p.stopTaking = context.WithCancel(p.runCtx)
+	p.beatCtx, p.stopBeating = context.WithCancel(context.Background())
 	return p
 }
 
@@ -139,7 +142,8 @@ func (p *Pool) Start(ctx context.Context) error {
 		return err
 	}
 	p.helpers.Add(2)
-	// The heartbeat and the reaper live until Shutdown cancels takeCtx.
+	// The reaper lives until Shutdown cancels takeCtx; the heartbeat until
+	// Shutdown has seen every worker stop (beatCtx).
 	go func() { defer p.helpers.Done(); p.heartbeat() }()
 	go func() { defer p.helpers.Done(); p.reaper() }()
 	// slots holds a token per running generation; its capacity is the
@@ -174,6 +178,7 @@ func (p *Pool) Shutdown(ctx context.Context) error {
 			<-done
 		}
 	}
+	p.stopBeating()
 	p.helpers.Wait()
 	// Jobs that a worker moved but never started (a BLMOVE cut short) go
 	// back to the queue; then the node says it is gone, so that reapers
@@ -192,11 +197,11 @@ func (p *Pool) heartbeat() {
 	defer t.Stop()
 	for {
 		select {
-		case <-p.takeCtx.Done():
+		case <-p.beatCtx.Done():
 			return
 		case <-t.C:
-			ctx, cancel := context.WithTimeout(p.takeCtx, p.queue.HeartbeatTTL()/3)
-			if err := p.queue.Heartbeat(ctx); err != nil && p.takeCtx.Err() == nil {
+			ctx, cancel := context.WithTimeout(p.beatCtx, p.queue.HeartbeatTTL()/3)
+			if err := p.queue.Heartbeat(ctx); err != nil && p.beatCtx.Err() == nil {
 				p.slog.Warn("heartbeat", "err", err)
 			}
 			cancel()
@@ -275,7 +280,7 @@ func (p *Pool) recover(ctx context.Context, t streaming.Taken) error {
 		err = p.fin.finishFromLog(ctx, id, meta.Epoch, chatstream.StatusCancelled, nil)
 	case meta.N == 0 && meta.Attempts < int64(2*p.cfg.MaxRuns):
 		p.metrics.Requeued.Inc()
-		return p.queue.Requeue(ctx, t.Raw)
+		return p.handBack(ctx, t, meta.Epoch)
 	default:
 		err = p.fin.finishFromLog(ctx, id, meta.Epoch, chatstream.StatusFailed, &chatstream.Failure{
 			Code: "worker_lost", Message: "The server generating this answer stopped; the answer is incomplete."})
@@ -366,18 +371,35 @@ func (p *Pool) process(t streaming.Taken) {
 	case !ok && g.n == 0 && context.Cause(p.runCtx) == errShutdown:
 		// Handed back: another node runs it from the start.
 		p.metrics.Requeued.Inc()
-		if err := p.queue.Requeue(p.finCtx, t.Raw); err != nil {
+		if err := p.handBack(p.finCtx, t, g.epoch); err != nil {
 			log.Error("hand back job", "err", err)
 		}
 		return
 	case !ok:
 		return // fenced: the job is someone else's now
 	}
-	if err := p.fin.finish(p.finCtx, job.StreamID, g.epoch, o, g.n); err != nil {
+	finish := func(ctx context.Context) error { return p.fin.finish(ctx, job.StreamID, g.epoch, o, g.n) }
+	if o.fromLog {
+		finish = func(ctx context.Context) error {
+			return p.fin.finishFromLog(ctx, job.StreamID, g.epoch, o.status, o.failure)
+		}
+	}
+	if err := finish(p.finCtx); err != nil {
 		log.Error("finish generation; a reaper will finish it", "err", err)
 		return
 	}
 	p.done(t)
+}
+
+// handBack returns a job this node holds with epoch to the front of the
+// queue. The stream is released first, so that a cancel meanwhile ends it at
+// once instead of waiting for a worker; should the release fail, the next
+// worker to claim the job still sees the cancel.
+func (p *Pool) handBack(ctx context.Context, t streaming.Taken, epoch int64) error {
+	if err := p.log.Release(ctx, t.Job.StreamID, epoch); err != nil && !errors.Is(err, streaming.ErrGone) {
+		p.slog.Warn("release handed back job", "stream_id", t.Job.StreamID, "err", err)
+	}
+	return p.queue.Requeue(ctx, t.Raw)
 }
 
 func (p *Pool) done(t streaming.Taken) {

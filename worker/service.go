@@ -89,26 +89,31 @@ func (s *Service) Cancel(ctx context.Context, userID, streamID string) error {
 	}
 	if !meta.Exists {
 		// Expired from Redis, or never there: Postgres says whether it is
-		// the user's; either way there is nothing left to stop.
-		if _, err := s.store.FindMessage(ctx, userID, streamID); err != nil {
+		// the user's stream; either way there is nothing left to stop.
+		m, err := s.store.FindMessage(ctx, userID, streamID)
+		if err != nil {
 			return err
+		}
+		if m.Role != chatstream.RoleAssistant {
+			return chatstream.Errorf(chatstream.ENOTFOUND, "Stream not found.")
 		}
 		return nil
 	}
 	if meta.User != userID {
 		return chatstream.Errorf(chatstream.ENOTFOUND, "Stream not found.")
 	}
-	epoch, err := s.log.Cancel(ctx, streamID)
+	held, err := s.log.Cancel(ctx, streamID)
 	if errors.Is(err, streaming.ErrEnded) || errors.Is(err, streaming.ErrGone) {
 		return nil
 	} else if err != nil {
 		return err
 	}
-	if epoch > 0 {
+	if held {
 		return nil // its worker hears the cancel and ends the stream
 	}
-	// No worker has taken the job yet: end it here, so a cancel never waits
-	// for a free worker. A worker taking it later finds it ended.
+	// No worker holds the job (not taken yet, or handed back to the queue):
+	// end it here, so a cancel never waits for a free worker. A worker
+	// taking it later finds it ended.
 	// If a worker took it meanwhile, this claim fences it off; it saw the
 	// cancel flag anyway, and what it wrote stays in the answer.
 	claimed, err := s.log.Claim(ctx, streamID, "cancel")

@@ -1,0 +1,191 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"os/signal"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/chatstream/chatstream"
+	"github.com/chatstream/chatstream/app"
+	"github.com/chatstream/chatstream/llm"
+	"github.com/chatstream/chatstream/llm/llmtest"
+	"github.com/chatstream/chatstream/worker"
+)
+
+// nodeProcessEnv carries the spec of a node to run to a re-executed test
+// binary (see TestPipeline_NodeProcess).
+const nodeProcessEnv = "CHATSTREAM_TEST_NODE_PROCESS"
+
+// processSpec is what a node process needs to join a test's cluster.
+type processSpec struct {
+	DatabaseURL string
+	RedisURL    string
+	KeyPrefix   string
+	NodeID      string
+	LLMURL      string
+	AuthSecret  []byte
+	Workers     int
+}
+
+// TestPipeline_NodeProcess is not a test: it is the body of the node
+// processes the kill tests start, by running this test binary again with
+// the node's spec in the environment. It serves like `chatstream serve`
+// (app.Main.Run) until it gets a signal or is killed.
+func TestPipeline_NodeProcess(t *testing.T) {
+	raw := os.Getenv(nodeProcessEnv)
+	if raw == "" {
+		t.Skip("runs only as the node process of a kill test")
+	}
+	var spec processSpec
+	if err := json.Unmarshal([]byte(raw), &spec); err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := app.New(app.Config{
+		HTTPAddr:     "127.0.0.1:0",
+		RedisURL:     spec.RedisURL,
+		DatabaseURL:  spec.DatabaseURL,
+		AuthSecret:   spec.AuthSecret,
+		KeyPrefix:    spec.KeyPrefix,
+		NodeID:       spec.NodeID,
+		Workers:      spec.Workers,
+		HeartbeatTTL: time.Second,
+		Provider:     llm.NewOpenAI(llm.OpenAIConfig{BaseURL: spec.LLMURL, APIKey: "test", Model: "m", IncludeUsage: true, RetryBase: time.Millisecond}),
+		Worker:       worker.Config{SystemPrompt: systemPrompt},
+	}).Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// nodeProcess is a worker node running in a process of its own.
+type nodeProcess struct {
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan struct{} // closed when the process has exited
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// startProcess runs a worker node of the cluster as a child process and
+// returns once its heartbeat is in Redis.
+func (c *cluster) startProcess(t *testing.T, nodeID string) *nodeProcess {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, _ := json.Marshal(processSpec{DatabaseURL: c.db, RedisURL: os.Getenv("REDIS_URL"), KeyPrefix: c.keys.Prefix,
+		NodeID: nodeID, LLMURL: c.llm.URL(), AuthSecret: c.secret, Workers: 1})
+	p := &nodeProcess{out: &syncBuffer{}, done: make(chan struct{})}
+	p.cmd = exec.Command(exe, "-test.run=^TestPipeline_NodeProcess$", "-test.count=1", "-test.v")
+	p.cmd.Env = append(os.Environ(), nodeProcessEnv+"="+string(spec))
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// This goroutine lives until the process exits; the cleanup kills it.
+	go func() { _ = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		p.kill(t)
+		if t.Failed() {
+			t.Logf("output of node process %s:\n%s", nodeID, p.out.String())
+		}
+	})
+	eventually(t, 30*time.Second, func() bool {
+		select {
+		case <-p.done:
+			t.Fatalf("node process %s exited:\n%s", nodeID, p.out.String())
+		default:
+		}
+		n, err := c.redis.Do(testCtx(t), c.redis.B().Exists().Key(c.keys.Heartbeat(nodeID)).Build()).AsInt64()
+		return err == nil && n == 1
+	}, "node process %s never started:\n%s", nodeID, p.out)
+	return p
+}
+
+// kill kills the process with SIGKILL, as a crash would: no cleanup of any
+// kind, and waits for it to be gone.
+func (p *nodeProcess) kill(t *testing.T) {
+	t.Helper()
+	_ = p.cmd.Process.Kill()
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		t.Errorf("node process %d did not die", p.cmd.Process.Pid)
+	}
+}
+
+func TestPipeline_WorkerKilled(t *testing.T) {
+	t.Parallel()
+	t.Run("mid-answer ends failed with the partial text", func(t *testing.T) {
+		t.Parallel()
+		c := newCluster(t)
+		api := c.node(t, 0)
+		alice := api.devToken(t, "alice")
+		conv := api.conversation(t, alice)
+		c.llm.Enqueue(llmtest.Script{Tokens: tokens(1000), Interval: 20 * time.Millisecond})
+		victim := c.startProcess(t, "victim")
+		s := api.send(t, alice, conv, "q")
+		eventually(t, 20*time.Second, func() bool { return c.llen(t, s.StreamID) >= 3 }, "the node process appended no chunks")
+		c.node(t, 1) // the survivor
+		victim.kill(t)
+
+		m := api.final(t, alice, conv, s.StreamID)
+		if m.Status != chatstream.StatusFailed || m.Error == nil || m.Error.Code != "worker_lost" || m.Content == "" {
+			t.Fatalf("message = %+v (error %+v)", m, m.Error)
+		}
+		c.checkStream(t, m) // content == joined chunks, done after them
+		if got := len(c.llm.Requests()); got != 1 {
+			t.Fatalf("%d model requests: a job with chunks was run again", got)
+		}
+	})
+	t.Run("before the first token runs again", func(t *testing.T) {
+		t.Parallel()
+		c := newCluster(t)
+		api := c.node(t, 0)
+		alice := api.devToken(t, "alice")
+		conv := api.conversation(t, alice)
+		c.llm.Enqueue(llmtest.Script{BlockUntil: make(chan struct{})}, llmtest.Script{Tokens: tokens(3)})
+		victim := c.startProcess(t, "victim")
+		s := api.send(t, alice, conv, "q")
+		if err := c.llm.WaitActive(testCtx(t), 1); err != nil {
+			t.Fatal(err)
+		}
+		c.node(t, 1) // the survivor
+		victim.kill(t)
+
+		m := api.final(t, alice, conv, s.StreamID)
+		if m.Status != chatstream.StatusComplete || m.Content != " t0 t1 t2" {
+			t.Fatalf("message = %+v (error %+v)", m, m.Error)
+		}
+		c.checkStream(t, m)
+		reqs := c.llm.Requests()
+		if len(reqs) != 2 || len(reqs[1].Messages) != 2 || reqs[1].Messages[1].Content != "q" {
+			t.Fatalf("model requests = %+v, want the same prompt twice", reqs)
+		}
+	})
+}

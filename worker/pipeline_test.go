@@ -1,0 +1,329 @@
+package worker_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/redis/rueidis"
+
+	"github.com/chatstream/chatstream"
+	"github.com/chatstream/chatstream/internal/testenv"
+	"github.com/chatstream/chatstream/llm"
+	"github.com/chatstream/chatstream/llm/llmtest"
+	"github.com/chatstream/chatstream/store"
+	"github.com/chatstream/chatstream/streaming"
+	"github.com/chatstream/chatstream/worker"
+)
+
+const systemPrompt = "You are a test."
+
+// env is the shared part of the pipelines of one test: Postgres, Redis
+// under a key prefix of the test's own, and the fake model server.
+type env struct {
+	dbURL  string
+	db     *store.DB
+	redis  rueidis.Client
+	keys   streaming.Keys
+	llm    *llmtest.Server
+	frames *recorder
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	e := &env{dbURL: testenv.NewDatabase(t), llm: llmtest.NewServer(t)}
+	ctx := testCtx(t)
+	var err error
+	if e.db, err = store.Open(ctx, e.dbURL, store.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.db.Close)
+	if err := e.db.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if e.redis, err = streaming.NewClient(testenv.RedisURL(t), streaming.ClientConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.redis.Close)
+	e.keys = streaming.Keys{Prefix: testenv.Namespace(t)}
+	e.frames = record(t, e.redis, e.keys.Prefix+"stream:{*}")
+	return e
+}
+
+// nodeOpts are what a test changes of a node.
+type nodeOpts struct {
+	name   string
+	cfg    worker.Config
+	hbTTL  time.Duration
+	store  worker.Store          // nil: the real store
+	client func() rueidis.Client // nil: a client of the node's own
+	// provider is the model; nil: OpenAI's client on the fake server.
+	provider llm.Provider
+}
+
+// node is one worker node: its own Redis client, hub, queue and pool, with
+// the request side (Service) on top.
+type node struct {
+	*env
+	name  string
+	log   *streaming.Log
+	queue *streaming.Queue
+	svc   *worker.Service
+	pool  *worker.Pool
+	once  sync.Once
+}
+
+func (e *env) startNode(t *testing.T, o nodeOpts) *node {
+	t.Helper()
+	if o.name == "" {
+		o.name = testenv.Name("node-")
+	}
+	var client rueidis.Client
+	if o.client != nil {
+		client = o.client()
+	} else {
+		var err error
+		if client, err = streaming.NewClient(testenv.RedisURL(t), streaming.ClientConfig{}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(client.Close)
+	}
+	var st worker.Store = e.db
+	if o.store != nil {
+		st = o.store
+	}
+	if o.cfg.Workers == 0 {
+		o.cfg.Workers = 2
+	}
+	if o.cfg.SystemPrompt == "" {
+		o.cfg.SystemPrompt = systemPrompt
+	}
+	n := &node{env: e, name: o.name}
+	n.log = streaming.NewLog(client, e.keys, time.Minute)
+	n.queue = streaming.NewQueue(client, e.keys, o.name, streaming.QueueConfig{HeartbeatTTL: o.hbTTL, BlockTimeout: 100 * time.Millisecond})
+	events := streaming.NewEvents(client, e.keys, nil)
+	hub := streaming.NewHub(client, streaming.HubConfig{})
+	t.Cleanup(hub.Close)
+	provider := o.provider
+	if provider == nil {
+		provider = llm.NewOpenAI(llm.OpenAIConfig{BaseURL: e.llm.URL(), APIKey: "test", Model: "m", IncludeUsage: true, RetryBase: time.Millisecond})
+	}
+	n.svc = worker.NewService(st, n.log, n.queue, events, nil, nil)
+	n.pool = worker.NewPool(o.cfg, st, n.log, n.queue, hub, events, provider)
+	if err := n.pool.Start(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.shutdown(t, 10*time.Second) })
+	return n
+}
+
+// shutdown stops the node's pool once, with grace for running generations.
+func (n *node) shutdown(t *testing.T, grace time.Duration) {
+	t.Helper()
+	n.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), grace)
+		defer cancel()
+		if err := n.pool.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown %s: %v", n.name, err)
+		}
+	})
+}
+
+// conversation creates a conversation of alice.
+func (e *env) conversation(t *testing.T) string {
+	t.Helper()
+	c, err := e.db.CreateConversation(testCtx(t), "alice", "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.ID
+}
+
+// send posts content and returns the assistant message (the stream).
+func (n *node) send(t *testing.T, conv, content string) *chatstream.Message {
+	t.Helper()
+	_, asst, err := n.svc.Send(testCtx(t), "alice", conv, content)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return asst
+}
+
+// final waits until message id has a final status and returns it.
+func (e *env) final(t *testing.T, id string) *chatstream.Message {
+	t.Helper()
+	var m *chatstream.Message
+	eventually(t, 30*time.Second, func() bool {
+		var err error
+		if m, err = e.db.FindMessage(testCtx(t), "alice", id); err != nil {
+			t.Fatal(err)
+		}
+		return m.Status.Final()
+	}, "message %s never ended", id)
+	return m
+}
+
+// llen returns the number of chunks in the log of stream id.
+func (e *env) llen(t *testing.T, id string) int64 {
+	t.Helper()
+	n, err := e.redis.Do(testCtx(t), e.redis.B().Llen().Key(e.keys.Chunks(id)).Build()).AsInt64()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// checkStream checks the contract's guarantees on an ended stream: the
+// chunk log holds chunks 0..n-1 whose text joined is the stored content,
+// Redis says the stored status, and a subscriber of the stream's channel saw
+// the same chunks in order, then one done frame. It returns the chunk texts.
+func (e *env) checkStream(t *testing.T, m *chatstream.Message) []string {
+	t.Helper()
+	// The done frame goes out after Postgres is written: wait for it.
+	got := e.frames.waitDone(t, e.keys.Channel(m.ID))
+	hist, err := streaming.NewLog(e.redis, e.keys, time.Minute).Read(testCtx(t), m.ID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var texts []string
+	for i, f := range hist.Frames {
+		var c streaming.Chunk
+		if err := json.Unmarshal(f, &c); err != nil {
+			t.Fatal(err)
+		}
+		if c.Index != int64(i) || c.StreamID != m.ID {
+			t.Fatalf("chunk %d of the log is %s", i, f)
+		}
+		texts = append(texts, c.Content)
+	}
+	if got := strings.Join(texts, ""); got != m.Content {
+		t.Fatalf("chunks joined = %q, stored content = %q", got, m.Content)
+	}
+	if hist.Meta.Status != m.Status || hist.Meta.N != int64(len(texts)) {
+		t.Fatalf("meta = %+v, stored status %s, %d chunks", hist.Meta, m.Status, len(texts))
+	}
+	if m.LastIndex != int64(len(texts))-1 {
+		t.Fatalf("stored last index %d, %d chunks", m.LastIndex, len(texts))
+	}
+
+	if len(got) != len(hist.Frames)+1 {
+		t.Fatalf("subscriber got %d frames, want %d chunks and done: %q", len(got), len(hist.Frames), got)
+	}
+	for i, f := range hist.Frames {
+		if got[i] != string(f) {
+			t.Fatalf("published frame %d = %s, the log holds %s", i, got[i], f)
+		}
+	}
+	var done streaming.Done
+	if err := json.Unmarshal([]byte(got[len(got)-1]), &done); err != nil {
+		t.Fatal(err)
+	}
+	if done.Type != "done" || done.Status != m.Status || done.LastIndex != int64(len(texts))-1 || done.MessageID != m.ID {
+		t.Fatalf("done = %+v, message %+v", done, m)
+	}
+	if (done.Error == nil) != (m.Error == nil) || (done.Error != nil && *done.Error != *m.Error) {
+		t.Fatalf("done error %+v, stored error %+v", done.Error, m.Error)
+	}
+	return texts
+}
+
+// usage reads the token counts stored with message id.
+func (e *env) usage(t *testing.T, id string) (prompt, completion *int) {
+	t.Helper()
+	ctx := testCtx(t)
+	conn, err := pgx.Connect(ctx, e.dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if err := conn.QueryRow(ctx, `SELECT prompt_tokens, completion_tokens FROM messages WHERE id = $1`, id).Scan(&prompt, &completion); err != nil {
+		t.Fatal(err)
+	}
+	return prompt, completion
+}
+
+// recorder records every message of the channels that match a pattern,
+// from a pub/sub connection of its own.
+type recorder struct {
+	mu      sync.Mutex
+	msgs    map[string][]string
+	changed chan struct{} // closed and replaced on every message
+}
+
+func record(t *testing.T, client rueidis.Client, pattern string) *recorder {
+	t.Helper()
+	r := &recorder{msgs: map[string][]string{}, changed: make(chan struct{})}
+	dc, release := client.Dedicate()
+	t.Cleanup(func() { dc.Close(); release() })
+	dc.SetPubSubHooks(rueidis.PubSubHooks{OnMessage: func(m rueidis.PubSubMessage) {
+		r.mu.Lock()
+		r.msgs[m.Channel] = append(r.msgs[m.Channel], m.Message)
+		close(r.changed)
+		r.changed = make(chan struct{})
+		r.mu.Unlock()
+	}})
+	if err := dc.Do(testCtx(t), dc.B().Psubscribe().Pattern(pattern).Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// waitDone waits until channel carried a done frame and returns every
+// message it carried.
+func (r *recorder) waitDone(t *testing.T, channel string) []string {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		r.mu.Lock()
+		msgs, changed := append([]string(nil), r.msgs[channel]...), r.changed
+		r.mu.Unlock()
+		for _, m := range msgs {
+			if strings.HasPrefix(m, `{"type":"done"`) {
+				return msgs
+			}
+		}
+		select {
+		case <-changed:
+		case <-deadline:
+			t.Fatalf("%s carried no done frame: %q", channel, msgs)
+		}
+	}
+}
+
+// eventually polls cond with a short tick until it holds or timeout passes.
+func eventually(t *testing.T, timeout time.Duration, cond func() bool, format string, args ...any) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %s", timeout, fmt.Sprintf(format, args...))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func testCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func tokens(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf(" t%d", i)
+	}
+	return out
+}
+
+func deref(p *int) any {
+	if p == nil {
+		return nil
+	}
+	return *p
+}
