@@ -363,6 +363,17 @@ func (p *Pool) process(t streaming.Taken) {
 	case err != nil:
 		return // shutting down; the job stays for recoverNode
 	}
+	if meta.N > 0 {
+		// Chunks of an earlier run were sent already: a new answer cannot
+		// continue them. End it with the text it has.
+		fail := &chatstream.Failure{Code: "worker_lost", Message: "The server generating this answer stopped; the answer is incomplete."}
+		if err := p.fin.finishFromLog(p.finCtx, job.StreamID, meta.Epoch, chatstream.StatusFailed, fail); err != nil {
+			log.Error("end a rerun job", "err", err)
+			return
+		}
+		p.done(t)
+		return
+	}
 	p.metrics.Active.Inc()
 	defer p.metrics.Active.Dec()
 	g := &generation{pool: p, job: job, epoch: meta.Epoch, log: log}

@@ -142,7 +142,8 @@ async function openConversation(id) {
   document.body.classList.remove("sidebar-open");
   renderConversations();
   // Watch first, so nothing that happens while we load is missed.
-  state.client.watch(id, onMessageEvent);
+  await state.client.watch(id, onMessageEvent);
+  if (state.current !== id) return;
   const conv = await api("GET", "/v1/conversations/" + id);
   if (state.current !== id) return;
   $("title").textContent = conv.title || "New chat";

@@ -133,9 +133,13 @@ export class StreamClient extends EventTarget {
     if (this.streams.delete(streamId)) this.raw({ type: "unsubscribe", stream_id: streamId });
   }
 
+  // watch delivers the message events of a conversation; it resolves once
+  // the server watches for this socket, so nothing after it is missed.
   watch(convId, onEvent) {
     this.watches.set(convId, onEvent);
-    this.raw({ type: "watch", conversation_id: convId });
+    return this.request({ type: "watch", conversation_id: convId }).catch(() => {
+      // Not connected: the watch is made on (re)connect.
+    });
   }
 
   unwatch(convId) {
