@@ -120,6 +120,10 @@ type streamResult struct {
 	text     strings.Builder
 	snapshot bool
 	done     frame
+	// others are the frames of other streams, or of no stream (message
+	// events, acknowledgements), read meanwhile: frames of different
+	// channels may arrive in any order.
+	others []frame
 }
 
 // follow reads the frames of stream id until its done frame, checking that
@@ -131,6 +135,7 @@ func (c *wsClient) follow(id string, from int64) *streamResult {
 	for {
 		f := c.read()
 		if f.StreamID != id {
+			r.others = append(r.others, f)
 			continue
 		}
 		switch f.Type {

@@ -200,8 +200,15 @@ func TestWS_Watch(t *testing.T) {
 	}
 	tab2.write(map[string]any{"type": "subscribe", "stream_id": acc.StreamID})
 	r := tab2.follow(acc.StreamID, 0)
-	for {
-		f := tab2.read()
+	// The message event and the done frame travel on different channels:
+	// the event may come first.
+	for i := 0; ; i++ {
+		var f frame
+		if i < len(r.others) {
+			f = r.others[i]
+		} else {
+			f = tab2.read()
+		}
 		if f.Type == "message" {
 			var m msg
 			_ = jsonUnmarshal(f.Message, &m)
@@ -261,5 +268,25 @@ func TestWS_BadFrames(t *testing.T) {
 	_, err := c.tryRead(10 * time.Second)
 	if status := websocketStatus(err); status != 1009 {
 		t.Fatalf("oversized frame: close status %d (%v), want 1009", status, err)
+	}
+}
+
+func TestWS_LongHistoryFitsSmallQueue(t *testing.T) {
+	// A history many times longer than the socket's queue is handed over in
+	// slices that fit: the socket is not closed as a slow consumer.
+	cfg := app.Config{Workers: 1}
+	cfg.WS.SendQueue = 32
+	n := demoNode(t, cfg)
+	tok := n.devToken(t, "alice")
+	conv := n.newConversation(t, tok)
+	c := n.dial(t, tok)
+	c.write(map[string]any{"type": "send", "conversation_id": conv, "content": "/demo tokens=600 rate=0\nlong"})
+	acc, _ := c.readUntil("accepted")
+	first := c.follow(acc.StreamID, 0)
+	c2 := n.dial(t, tok)
+	c2.write(map[string]any{"type": "subscribe", "stream_id": acc.StreamID, "last_index": -1})
+	again := c2.follow(acc.StreamID, 0)
+	if len(first.indexes) != 600 || len(again.indexes) != 600 || again.text.String() != first.text.String() {
+		t.Fatalf("got %d then %d chunks", len(first.indexes), len(again.indexes))
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -19,6 +20,8 @@ type Sink interface {
 	// Send queues frame without blocking; false means the socket's queue
 	// is full and the socket is being closed.
 	Send(frame []byte) bool
+	// Room is how many frames the queue takes now.
+	Room() int
 }
 
 // Follow is one stream followed by a socket.
@@ -195,6 +198,7 @@ type session struct {
 	follows map[string]Follow
 	watches map[string]func()
 	pings   sync.WaitGroup // ping goroutines in flight
+	slow    atomic.Bool    // the queue overflowed
 }
 
 // Send implements Sink.
@@ -206,10 +210,18 @@ func (ss *session) Send(frame []byte) bool {
 	case ss.out <- frame:
 		return true
 	default:
+		// Counted here, not when the socket is closed: the writer may be
+		// stuck in a write to the very client that stopped reading.
+		if ss.slow.CompareAndSwap(false, true) {
+			ss.srv.metrics.wsErrors.WithLabelValues("slow_consumer").Inc()
+		}
 		ss.stop(errSlowConsumer)
 		return false
 	}
 }
+
+// Room implements Sink.
+func (ss *session) Room() int { return cap(ss.out) - len(ss.out) }
 
 // stop begins closing the socket for cause; the writer does the closing.
 func (ss *session) stop(cause error) { ss.cancel(cause) }
@@ -238,9 +250,13 @@ func (ss *session) run() {
 	}
 }
 
+// readLoop reads client frames until the connection closes. It does not
+// read with ss.ctx: a read whose context ends closes the connection at once,
+// which would cut off the close frame (1013, 1001) the writer is sending.
+// The writer closes the connection whenever ss.ctx ends, which ends the read.
 func (ss *session) readLoop() {
 	for {
-		typ, data, err := ss.conn.Read(ss.ctx)
+		typ, data, err := ss.conn.Read(context.Background())
 		if err != nil {
 			status := websocket.CloseStatus(err)
 			switch {
@@ -266,13 +282,19 @@ func (ss *session) writeLoop() {
 	for {
 		select {
 		case frame := <-ss.out:
+			if ss.ctx.Err() != nil {
+				// Stopped: the close frame goes before anything queued.
+				ss.close(context.Cause(ss.ctx))
+				return
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), cfg.WriteTimeout)
 			err := ss.conn.Write(ctx, websocket.MessageText, frame)
 			cancel()
 			if err != nil {
-				// A write that timed out has closed the connection already.
+				// A write that failed or timed out has closed the
+				// connection already; close only records why.
 				ss.stop(err)
-				ss.conn.CloseNow()
+				ss.close(context.Cause(ss.ctx))
 				return
 			}
 		case <-ping.C:
@@ -298,7 +320,6 @@ func (ss *session) writeLoop() {
 func (ss *session) close(cause error) {
 	switch {
 	case errors.Is(cause, errSlowConsumer):
-		ss.srv.metrics.wsErrors.WithLabelValues("slow_consumer").Inc()
 		ss.log.Info("closing slow socket", "queued", len(ss.out))
 		ss.conn.Close(websocket.StatusTryAgainLater, "cannot keep up; resume from your last index")
 	case errors.Is(cause, errShuttingDown):

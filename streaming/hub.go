@@ -89,7 +89,9 @@ type Hub struct {
 	kick   chan struct{}
 	shards []*shard
 	stop   context.CancelFunc
-	wg     sync.WaitGroup // the connection loop and the shards
+	// done is closed by Close; it ends the waits of Subscribe calls.
+	done chan struct{}
+	wg   sync.WaitGroup // the connection loop and the shards
 
 	// subscribed is what the current connection is subscribed to; owned by
 	// the connection loop.
@@ -123,6 +125,7 @@ func NewHub(client rueidis.Client, cfg HubConfig) *Hub {
 		channels: make(map[string]*hubChannel),
 		kick:     make(chan struct{}, 1),
 		stop:     cancel,
+		done:     make(chan struct{}),
 	}
 	h.shards = make([]*shard, cfg.Shards)
 	for i := range h.shards {
@@ -174,6 +177,9 @@ func (h *Hub) Subscribe(ctx context.Context, channel string, handler Handler) (u
 	case <-ctx.Done():
 		unsubscribe()
 		return nil, ctx.Err()
+	case <-h.done:
+		unsubscribe()
+		return nil, ErrHubClosed
 	}
 }
 
@@ -213,7 +219,10 @@ func (h *Hub) Channels() int {
 // the hub's goroutines.
 func (h *Hub) Close() {
 	h.mu.Lock()
-	h.closed = true
+	if !h.closed {
+		h.closed = true
+		close(h.done)
+	}
 	h.mu.Unlock()
 	h.stop()
 	h.wg.Wait()
@@ -314,11 +323,14 @@ func (h *Hub) connLoop(ctx context.Context) {
 			return
 		}
 		err := h.session(ctx, attempt > 0)
-		h.connected.Store(false)
+		wasUp := h.connected.Swap(false)
 		if ctx.Err() != nil {
 			return
 		}
-		h.cfg.Metrics.HubReconnects.Inc()
+		if wasUp {
+			// A connection that worked starts a new series of attempts.
+			backoff = h.cfg.ReconnectMin
+		}
 		h.log.Warn("redis pub/sub connection lost; reconnecting", "err", err, "backoff", backoff)
 		// Jitter spreads the reconnects of many nodes after a Redis restart.
 		wait := backoff/2 + rand.N(backoff/2+1)
@@ -328,9 +340,6 @@ func (h *Hub) connLoop(ctx context.Context) {
 		case <-time.After(wait):
 		}
 		backoff = min(backoff*2, h.cfg.ReconnectMax)
-		if err == nil {
-			backoff = h.cfg.ReconnectMin
-		}
 	}
 }
 
@@ -352,6 +361,7 @@ func (h *Hub) session(ctx context.Context, reconnect bool) error {
 	}
 	h.connected.Store(true)
 	if reconnect {
+		h.cfg.Metrics.HubReconnects.Inc()
 		h.log.Info("redis pub/sub connection restored", "channels", h.Channels())
 		// Everything published while we were away is gone from pub/sub.
 		h.resyncAll()

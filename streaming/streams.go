@@ -16,7 +16,16 @@ import (
 // closed (the client resumes from its last index), so nothing more is sent.
 type Sink interface {
 	Send(frame []byte) bool
+	// Room is how many more frames Send takes now; history is handed over
+	// in slices that fit, so a long catch-up never overflows the queue.
+	Room() int
 }
+
+// roomReserve is the room a catch-up leaves for live frames and answers.
+const roomReserve = 8
+
+// pace is the pause before a catch-up that filled its socket's queue goes on.
+const pace = 2 * time.Millisecond
 
 // MessageSource finds a stream's message in Postgres: the record that
 // answers a resume after the chunk log expired.
@@ -110,6 +119,7 @@ type Follower struct {
 	next       int64 // the next index to deliver
 	live       bool  // caught up: live messages are delivered
 	waiting    bool  // in st.waiting
+	resync     bool  // a resync came while its history read was in flight
 	seenMax    int64 // highest index seen live while not live
 	ended      bool  // done (or an error) sent, or closed
 	firstError time.Time
@@ -176,38 +186,50 @@ func (s *Streams) Follow(ctx context.Context, streamID string, lastIndex int64, 
 
 // acquire returns the stream's entry, subscribed in the hub.
 func (s *Streams) acquire(ctx context.Context, streamID string) (*stream, error) {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return nil, ErrHubClosed
-	}
-	st := s.streams[streamID]
-	if st == nil {
-		st = &stream{owner: s, id: streamID, ready: make(chan struct{}), followers: make(map[*Follower]struct{})}
-		s.streams[streamID] = st
-		s.mu.Unlock()
-		st.unsub, st.err = s.hub.Subscribe(ctx, s.log.keys.Channel(streamID), st)
-		close(st.ready)
-		if st.err != nil {
-			s.mu.Lock()
-			if s.streams[streamID] == st {
-				delete(s.streams, streamID)
-			}
+	for {
+		s.mu.Lock()
+		if s.closed {
 			s.mu.Unlock()
+			return nil, ErrHubClosed
+		}
+		st := s.streams[streamID]
+		if st == nil {
+			st = &stream{owner: s, id: streamID, ready: make(chan struct{}), followers: make(map[*Follower]struct{})}
+			s.streams[streamID] = st
+			s.mu.Unlock()
+			unsub, err := s.hub.Subscribe(ctx, s.log.keys.Channel(streamID), st)
+			if err != nil {
+				// Gone from the map before ready closes, so that a waiter
+				// that tries again makes a fresh entry.
+				s.mu.Lock()
+				if s.streams[streamID] == st {
+					delete(s.streams, streamID)
+				}
+				s.mu.Unlock()
+			}
+			st.unsub, st.err = unsub, err
+			close(st.ready)
+			if err != nil {
+				return nil, err
+			}
+			return st, nil
+		}
+		s.mu.Unlock()
+		select {
+		case <-st.ready:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if st.err != nil {
+			if ctx.Err() == nil && (errors.Is(st.err, context.Canceled) || errors.Is(st.err, context.DeadlineExceeded)) {
+				// The follower that made the entry gave up (its socket
+				// closed); this one has not: it makes a new entry.
+				continue
+			}
 			return nil, st.err
 		}
 		return st, nil
 	}
-	s.mu.Unlock()
-	select {
-	case <-st.ready:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	if st.err != nil {
-		return nil, st.err
-	}
-	return st, nil
 }
 
 // release drops st once it has no follower.
@@ -244,6 +266,9 @@ func (st *stream) enqueueLocked(f *Follower) {
 	if f.waiting || f.ended {
 		return
 	}
+	if st.owner.ctx.Err() != nil {
+		return // Streams closed: no reader may start
+	}
 	f.waiting = true
 	st.waiting = append(st.waiting, f)
 	if !st.reading {
@@ -254,6 +279,16 @@ func (st *stream) enqueueLocked(f *Follower) {
 		// Streams.Close.
 		go func() { defer s.readers.Done(); st.readLoop(s.ctx) }()
 	}
+}
+
+// paceLocked reads on for f after a pause, while its socket drains.
+func (st *stream) paceLocked(f *Follower) {
+	f.live = false
+	time.AfterFunc(pace, func() {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		st.enqueueLocked(f)
+	})
 }
 
 // OnMessage implements Handler: a live chunk or done frame of the stream.
@@ -300,13 +335,20 @@ func (st *stream) OnMessage(_ string, payload []byte) {
 	}
 }
 
-// OnResync implements Handler: live messages may have been lost.
+// OnResync implements Handler: live messages may have been lost. A live
+// follower reads history again; one whose read is in flight reads again
+// after it, since that read may have ended before what was lost, and the
+// lost messages did not raise its seenMax.
 func (st *stream) OnResync(string) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	for f := range st.followers {
-		if f.live {
+		switch {
+		case f.ended:
+		case f.live:
 			st.enqueueLocked(f)
+		case !f.waiting:
+			f.resync = true
 		}
 	}
 }
@@ -338,6 +380,7 @@ func (st *stream) readLoop(ctx context.Context) {
 		from := int64(-1)
 		for _, f := range batch {
 			f.waiting = false
+			f.resync = false // this read starts after the resync: it covers the loss
 			if !f.ended && (from < 0 || f.next < from) {
 				from = f.next
 			}
@@ -387,18 +430,25 @@ func (st *stream) deliver(ctx context.Context, batch []*Follower, hist History) 
 			ahead = append(ahead, f)
 			continue
 		}
-		for i := f.next; i < end && !f.ended; i++ {
+		room := f.sink.Room() - roomReserve
+		for i := f.next; i < end && !f.ended && room > 0; i++ {
 			f.next = i + 1
+			room--
 			st.sendLocked(f, hist.Frames[i-hist.From])
 		}
 		if f.ended {
+			continue
+		}
+		if f.next < end {
+			// The socket's queue is full of history: go on once it drained.
+			st.paceLocked(f)
 			continue
 		}
 		switch {
 		case hist.Meta.Status.Final() && f.next == hist.Meta.N:
 			st.sendLocked(f, DoneFrame(st.id, hist.Meta.Status, hist.Meta.N-1, hist.Meta.Failure))
 			st.endLocked(f)
-		case f.seenMax >= f.next:
+		case f.seenMax >= f.next || f.resync:
 			st.enqueueLocked(f) // more was published than this read saw
 		default:
 			f.live = true

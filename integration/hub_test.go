@@ -1,0 +1,981 @@
+package integration
+
+// The hub's end-to-end proof (issue 4): randomized resume across nodes, a
+// Redis restart under running streams, one pub/sub connection per node, a
+// slow reader closed with 1013, a resume storm sharing history reads, watch
+// and unsubscribe, and no goroutine outliving its socket.
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"go.uber.org/goleak"
+
+	"github.com/chatstream/chatstream"
+	"github.com/chatstream/chatstream/app"
+	"github.com/chatstream/chatstream/internal/testenv"
+	"github.com/chatstream/chatstream/llm"
+	"github.com/chatstream/chatstream/server"
+	"github.com/chatstream/chatstream/streaming"
+)
+
+// hubCluster starts nodes on one database, one key prefix and one
+// AUTH_SECRET; workers[i] is node i's number of workers.
+func hubCluster(t *testing.T, cfg app.Config, workers ...int) []*node {
+	t.Helper()
+	if cfg.DatabaseURL == "" {
+		cfg.DatabaseURL = testenv.NewDatabase(t)
+	}
+	if cfg.KeyPrefix == "" {
+		cfg.KeyPrefix = testenv.Namespace(t)
+	}
+	nodes := make([]*node, len(workers))
+	for i, w := range workers {
+		c := cfg
+		c.Workers = w
+		nodes[i] = demoNode(t, c)
+	}
+	return nodes
+}
+
+// hubPost starts a generation in conv and returns its stream id.
+func hubPost(t *testing.T, n *node, token, conv, content string) string {
+	t.Helper()
+	var out struct {
+		StreamID string `json:"stream_id"`
+	}
+	if code := n.call(t, "POST", "/v1/conversations/"+conv+"/messages", token, map[string]string{"content": content}, &out); code != 202 {
+		t.Fatalf("send = %d", code)
+	}
+	return out.StreamID
+}
+
+// hubDemo is a user message that makes the demo model answer with exactly
+// tokens chunks at rate chunks per second (0: as fast as it can).
+func hubDemo(tokens int, rate float64, question string) string {
+	return fmt.Sprintf("/demo tokens=%d rate=%g\n%s", tokens, rate, question)
+}
+
+// hubDial opens a socket without touching t, for use in goroutines; the
+// socket is closed when the test ends.
+func hubDial(t *testing.T, ctx context.Context, n *node, token string) (*websocket.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	url := strings.Replace(n.url, "http://", "ws://", 1) + "/v1/ws"
+	conn, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{
+		HTTPHeader: http.Header{"Authorization": {"Bearer " + token}},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", n.url, err)
+	}
+	conn.SetReadLimit(1 << 20)
+	t.Cleanup(func() { conn.CloseNow() })
+	return conn, nil
+}
+
+func hubWrite(ctx context.Context, conn *websocket.Conn, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return conn.Write(ctx, websocket.MessageText, b)
+}
+
+// hubRead returns the next frame, waiting at most 20 s for it.
+func hubRead(ctx context.Context, conn *websocket.Conn) (frame, error) {
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	_, b, err := conn.Read(ctx)
+	if err != nil {
+		return frame{}, err
+	}
+	var f frame
+	if err := json.Unmarshal(b, &f); err != nil {
+		return frame{}, fmt.Errorf("server frame %s: %w", b, err)
+	}
+	return f, nil
+}
+
+// hubMetric returns the value of one series of the node's /metrics, e.g.
+// `chatstream_history_reads_total` or `x_total{code="y"}`; 0 when absent.
+func hubMetric(t *testing.T, n *node, series string) float64 {
+	t.Helper()
+	res, err := http.Get(n.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	sc := bufio.NewScanner(res.Body)
+	sc.Buffer(make([]byte, 1<<16), 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("metric %s: %v", series, err)
+			}
+			return f
+		}
+	}
+	return 0
+}
+
+// hubEventually polls cond, an observable state, until it holds or the
+// timeout passes.
+func hubEventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %v: %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond) // polling interval, bounded by the deadline
+	}
+}
+
+// hubSeed returns the seed of a randomized test, from CHATSTREAM_SEED if
+// set, and logs it so a failure can be replayed.
+func hubSeed(t *testing.T) uint64 {
+	t.Helper()
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv("CHATSTREAM_SEED"); s != "" {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("CHATSTREAM_SEED: %v", err)
+		}
+		seed = v
+	}
+	t.Logf("seed %d (replay with CHATSTREAM_SEED=%d)", seed, seed)
+	return seed
+}
+
+// hubFollower follows one stream to its end over as many sockets as it
+// takes. After each index in drops (ascending; -1: right after subscribing)
+// it drops its socket, or resubscribes on the same one, and resumes with
+// the last index it holds on a node picked at random. It checks that every
+// index arrives exactly once and in order.
+type hubFollower struct {
+	t      *testing.T
+	nodes  []*node
+	token  string
+	stream string
+	rng    *rand.Rand
+	drops  []int64
+	// progress, if set, is called after each chunk with its index.
+	progress func(index int64)
+
+	next    int64 // the next index expected
+	text    strings.Builder
+	done    frame
+	sockets int
+	trace   []string // what happened, for failure reports
+	rid     int
+}
+
+func (f *hubFollower) tracef(format string, args ...any) {
+	f.trace = append(f.trace, fmt.Sprintf(format, args...))
+}
+
+func (f *hubFollower) fail(format string, args ...any) error {
+	return fmt.Errorf("stream %s: %s; trace: %s", f.stream, fmt.Sprintf(format, args...), strings.Join(f.trace, " | "))
+}
+
+func (f *hubFollower) run(ctx context.Context) error {
+	var conn *websocket.Conn
+	for {
+		if conn == nil {
+			n := f.nodes[f.rng.IntN(len(f.nodes))]
+			c, err := hubDial(f.t, ctx, n, f.token)
+			if err != nil {
+				return f.fail("%v", err)
+			}
+			conn = c
+			f.sockets++
+			f.tracef("dial %s", n.url)
+		}
+		f.rid++
+		rid := strconv.Itoa(f.rid)
+		if err := hubWrite(ctx, conn, map[string]any{"type": "subscribe", "stream_id": f.stream, "last_index": f.next - 1, "request_id": rid}); err != nil {
+			return f.fail("write subscribe: %v", err)
+		}
+		f.tracef("subscribe %s last_index %d", rid, f.next-1)
+		drop, err := f.follow(ctx, conn, rid)
+		if err != nil {
+			conn.CloseNow()
+			return err
+		}
+		if !drop {
+			conn.Close(websocket.StatusNormalClosure, "")
+			return nil
+		}
+		switch f.rng.IntN(3) {
+		case 0:
+			f.tracef("close now at %d", f.next-1)
+			conn.CloseNow()
+			conn = nil
+		case 1:
+			f.tracef("close normally at %d", f.next-1)
+			conn.Close(websocket.StatusNormalClosure, "")
+			conn = nil
+		default:
+			f.tracef("resubscribe on the same socket at %d", f.next-1)
+		}
+	}
+}
+
+// follow reads the frames of one subscription: it returns drop when the
+// follower is to drop it, and false once done arrived.
+func (f *hubFollower) follow(ctx context.Context, conn *websocket.Conn, rid string) (drop bool, err error) {
+	dropNow := func() bool {
+		if len(f.drops) > 0 && f.drops[0] == f.next-1 {
+			f.drops = f.drops[1:]
+			return true
+		}
+		return false
+	}
+	acked := false
+	for {
+		fr, err := hubRead(ctx, conn)
+		if err != nil {
+			return false, f.fail("read after index %d: %v", f.next-1, err)
+		}
+		if !acked {
+			// Frames before the acknowledgement belong to an earlier
+			// subscription of this socket.
+			switch {
+			case fr.Type == "subscribed" && string(fr.RequestID) == `"`+rid+`"`:
+				acked = true
+				if dropNow() {
+					return true, nil
+				}
+			case fr.Type == "error":
+				return false, f.fail("error frame %s: %s", fr.Code, fr.Message)
+			}
+			continue
+		}
+		if fr.StreamID != f.stream {
+			return false, f.fail("frame %s of stream %s", fr.Type, fr.StreamID)
+		}
+		switch fr.Type {
+		case "chunk":
+			if fr.Index != f.next {
+				return false, f.fail("got index %d, want %d", fr.Index, f.next)
+			}
+			f.next++
+			f.text.WriteString(fr.Content)
+			if f.progress != nil {
+				f.progress(fr.Index)
+			}
+			if dropNow() {
+				return true, nil
+			}
+		case "done":
+			if fr.LastIndex != f.next-1 {
+				return false, f.fail("done last_index %d after index %d", fr.LastIndex, f.next-1)
+			}
+			f.done = fr
+			return false, nil
+		default:
+			return false, f.fail("unexpected %s frame (%s %s) content %q last_index %d at next %d", fr.Type, fr.Code, fr.Message, fr.Content, fr.LastIndex, f.next)
+		}
+	}
+}
+
+// check compares what the follower got with the stored message.
+func (f *hubFollower) check(stored msg, chunks int64) error {
+	switch {
+	case f.done.Status != "complete":
+		return f.fail("done status %q", f.done.Status)
+	case chunks >= 0 && f.next != chunks:
+		return f.fail("%d chunks, want %d", f.next, chunks)
+	case f.text.String() != stored.Content:
+		return f.fail("text %q, stored %q", f.text.String(), stored.Content)
+	case stored.Status != "complete":
+		return f.fail("stored status %q", stored.Status)
+	}
+	return nil
+}
+
+func TestWS_RandomizedResume(t *testing.T) {
+	seed := hubSeed(t)
+	rng := rand.New(rand.NewPCG(seed, 0))
+	nodes := hubCluster(t, app.Config{}, 2, 2)
+	tok := nodes[0].devToken(t, "alice")
+	const runs, streams, followers = 8, 4, 6
+	rates := []float64{0, 150, 400}
+	for run := range runs {
+		type streamRun struct {
+			conv, id string
+			chunks   int64
+		}
+		sr := make([]streamRun, streams)
+		for i := range sr {
+			sr[i].conv = nodes[0].newConversation(t, tok)
+			sr[i].chunks = int64(10 + rng.IntN(70))
+			n := nodes[rng.IntN(len(nodes))]
+			sr[i].id = hubPost(t, n, tok, sr[i].conv, hubDemo(int(sr[i].chunks), rates[rng.IntN(len(rates))], fmt.Sprintf("run %d stream %d", run, i)))
+		}
+		var wg sync.WaitGroup
+		fs := make([]*hubFollower, 0, streams*followers)
+		for i := range sr {
+			for range followers {
+				frng := rand.New(rand.NewPCG(seed, rng.Uint64()))
+				var drops []int64
+				for range 1 + frng.IntN(3) {
+					drops = append(drops, frng.Int64N(sr[i].chunks+1)-1)
+				}
+				slices.Sort(drops)
+				f := &hubFollower{t: t, nodes: nodes, token: tok, stream: sr[i].id, rng: frng, drops: slices.Compact(drops)}
+				fs = append(fs, f)
+			}
+		}
+		errs := make([]error, len(fs))
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		for i, f := range fs {
+			wg.Go(func() { errs[i] = f.run(ctx) })
+		}
+		wg.Wait()
+		cancel()
+		if err := errors.Join(errs...); err != nil {
+			t.Fatalf("run %d: %v", run, err)
+		}
+		sockets := 0
+		for i, f := range fs {
+			s := sr[i/followers]
+			if err := f.check(nodes[0].storedMessage(t, tok, s.conv, s.id), s.chunks); err != nil {
+				t.Fatalf("run %d follower %d: %v", run, i, err)
+			}
+			sockets += f.sockets
+		}
+		t.Logf("run %d: %d followers over %d sockets", run, len(fs), sockets)
+	}
+}
+
+// hubRedis is a redis-server process owned by a test, with an append-only
+// file synced on every write, so that a killed server restarts with every
+// acknowledged write.
+type hubRedis struct {
+	t      *testing.T
+	bin    string
+	dir    string
+	port   int
+	cmd    *exec.Cmd
+	exited chan struct{} // closed when the process exited
+}
+
+// startHubRedis starts a private redis-server on a free port; it is killed
+// when the test ends.
+func startHubRedis(t *testing.T) *hubRedis {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Skip("redis-server not installed")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	r := &hubRedis{t: t, bin: bin, dir: t.TempDir(), port: port}
+	r.start()
+	t.Cleanup(func() {
+		if r.cmd != nil {
+			r.kill()
+		}
+	})
+	return r
+}
+
+func (r *hubRedis) url() string { return fmt.Sprintf("redis://127.0.0.1:%d/0", r.port) }
+
+// start starts the server and waits until it answers PING.
+func (r *hubRedis) start() {
+	r.t.Helper()
+	logf, err := os.OpenFile(r.dir+"/redis.log", os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(r.bin, "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1", "--save", "",
+		"--appendonly", "yes", "--appendfsync", "always", "--dir", r.dir)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		r.t.Fatalf("start redis-server: %v", err)
+	}
+	r.cmd, r.exited = cmd, make(chan struct{})
+	exited := r.exited
+	// The waiter lives until the process exits.
+	go func() { _ = cmd.Wait(); close(exited) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for !r.ping() {
+		select {
+		case <-exited:
+			log, _ := os.ReadFile(r.dir + "/redis.log")
+			r.t.Fatalf("redis-server exited at start:\n%s", log)
+		default:
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatal("redis-server does not answer PING after 10 s")
+		}
+		time.Sleep(10 * time.Millisecond) // polling for PING, bounded above
+	}
+}
+
+// ping reports whether the server answers PING.
+func (r *hubRedis) ping() bool {
+	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", r.port), time.Second)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write([]byte("PING\r\n")); err != nil {
+		return false
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	return err == nil && line == "+PONG\r\n"
+}
+
+// kill kills the server with SIGKILL and waits for the process to exit.
+func (r *hubRedis) kill() {
+	r.t.Helper()
+	_ = r.cmd.Process.Signal(syscall.SIGKILL)
+	select {
+	case <-r.exited:
+	case <-time.After(10 * time.Second):
+		r.t.Fatal("redis-server did not exit 10 s after SIGKILL")
+	}
+	r.cmd = nil
+}
+
+// do runs one command on the server and returns its raw RESP answer lines.
+func (r *hubRedis) do(args ...string) []string {
+	r.t.Helper()
+	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", r.port), time.Second)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	var b strings.Builder
+	fmt.Fprintf(&b, "*%d\r\n", len(args))
+	for _, a := range args {
+		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+	}
+	if _, err := c.Write([]byte(b.String())); err != nil {
+		r.t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	var lines []string
+	var readValue func()
+	readValue = func() {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			r.t.Fatalf("%v: %v", args, err)
+		}
+		line = strings.TrimSuffix(line, "\r\n")
+		switch line[0] {
+		case '*':
+			n, _ := strconv.Atoi(line[1:])
+			for range n {
+				readValue()
+			}
+		case '$':
+			n, _ := strconv.Atoi(line[1:])
+			if n < 0 {
+				lines = append(lines, "")
+				return
+			}
+			buf := make([]byte, n+2)
+			if _, err := io.ReadFull(br, buf); err != nil {
+				r.t.Fatal(err)
+			}
+			lines = append(lines, string(buf[:n]))
+		case '-':
+			r.t.Fatalf("%v: %s", args, line)
+		default: // +simple string, :integer
+			lines = append(lines, line[1:])
+		}
+	}
+	readValue()
+	return lines
+}
+
+func TestWS_RedisRestart(t *testing.T) {
+	seed := hubSeed(t)
+	rng := rand.New(rand.NewPCG(seed, 0))
+	redis := startHubRedis(t)
+	keys := streaming.Keys{Prefix: testenv.Namespace(t)}
+	nodes := hubCluster(t, app.Config{RedisURL: redis.url(), KeyPrefix: keys.Prefix}, 2, 2)
+	tok := nodes[0].devToken(t, "alice")
+	const streams, followers, chunks = 4, 3, 80
+	type streamRun struct{ conv, id string }
+	sr := make([]streamRun, streams)
+	for i := range sr {
+		sr[i].conv = nodes[0].newConversation(t, tok)
+		// Slow enough to outlive the outage: 80 chunks at 25 a second.
+		sr[i].id = hubPost(t, nodes[i%2], tok, sr[i].conv, hubDemo(chunks, 25, fmt.Sprintf("outage %d", i)))
+	}
+	// Kill Redis once every follower is well into its stream.
+	var started sync.WaitGroup
+	started.Add(streams * followers)
+	fs := make([]*hubFollower, 0, streams*followers)
+	releases := make([]func(), 0, streams*followers)
+	for i := range sr {
+		for range followers {
+			release := sync.OnceFunc(started.Done)
+			releases = append(releases, release)
+			fs = append(fs, &hubFollower{t: t, nodes: nodes, token: tok, stream: sr[i].id, rng: rand.New(rand.NewPCG(seed, rng.Uint64())),
+				progress: func(index int64) {
+					if index >= 10 {
+						release()
+					}
+				}})
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	errs := make([]error, len(fs))
+	var wg sync.WaitGroup
+	for i, f := range fs {
+		wg.Go(func() {
+			errs[i] = f.run(ctx)
+			releases[i]() // a follower that failed early must not hold up the test
+
+		})
+	}
+	started.Wait()
+	redis.kill()
+	t.Log("redis-server killed; starting it again")
+	redis.start()
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		for _, s := range sr {
+			t.Logf("%s: meta %v, %v chunks", s.id, redis.do("HGETALL", keys.Meta(s.id)), redis.do("LLEN", keys.Chunks(s.id)))
+		}
+		log, _ := os.ReadFile(redis.dir + "/redis.log")
+		t.Logf("redis log:\n%s", log)
+		t.Fatal(err)
+	}
+	for i, f := range fs {
+		s := sr[i/followers]
+		if err := f.check(nodes[0].storedMessage(t, tok, s.conv, s.id), chunks); err != nil {
+			t.Fatalf("follower %d: %v", i, err)
+		}
+	}
+	for i, n := range nodes {
+		if v := hubMetric(t, n, "chatstream_hub_reconnects_total"); v < 1 {
+			t.Errorf("node %d: chatstream_hub_reconnects_total = %v after a Redis restart", i, v)
+		}
+	}
+}
+
+func TestWS_OnePubSubConnectionPerNode(t *testing.T) {
+	redis := startHubRedis(t)
+	keys := streaming.Keys{Prefix: testenv.Namespace(t)}
+	// Node 0 runs generations too: their cancel channels share the hub's
+	// connection.
+	nodes := hubCluster(t, app.Config{RedisURL: redis.url(), KeyPrefix: keys.Prefix}, 2, 0)
+	tok := nodes[0].devToken(t, "alice")
+	const streams = 50
+	ids := make([]string, streams)
+	for i := range ids {
+		conv := nodes[0].newConversation(t, tok)
+		ids[i] = hubPost(t, nodes[0], tok, conv, hubDemo(1000, 5, "slow"))
+	}
+	// End the slow generations before the nodes shut down (cleanups run
+	// last registered first), so that shutdown need not wait for them.
+	t.Cleanup(func() {
+		for _, id := range ids {
+			nodes[0].call(t, "POST", "/v1/streams/"+id+"/cancel", tok, nil, nil)
+		}
+	})
+	ctx := context.Background()
+	// 100 sockets: each stream followed by one socket on each node.
+	for i := range 2 * streams {
+		conn, err := hubDial(t, ctx, nodes[i%2], tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := hubWrite(ctx, conn, map[string]any{"type": "subscribe", "stream_id": ids[i/2]}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hubEventually(t, 20*time.Second, "every stream channel subscribed once per node", func() bool {
+		args := []string{"PUBSUB", "NUMSUB"}
+		for _, id := range ids {
+			args = append(args, keys.Channel(id))
+		}
+		res := redis.do(args...)
+		for i := 1; i < len(res); i += 2 {
+			if res[i] != "2" {
+				return false
+			}
+		}
+		return true
+	})
+	list := strings.TrimSpace(redis.do("CLIENT", "LIST", "TYPE", "pubsub")[0])
+	conns := strings.Split(list, "\n")
+	if len(conns) != 2 {
+		t.Fatalf("CLIENT LIST TYPE pubsub shows %d connections, want 2 (one per node):\n%s", len(conns), list)
+	}
+	t.Logf("pub/sub connections:\n%s", list)
+}
+
+// hubSlowDialer dials sockets whose receive buffer is small, so that a
+// client that stops reading fills the path to it quickly.
+func hubSlowDialer() *http.Client {
+	d := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		})
+		return errors.Join(err, serr)
+	}}
+	return &http.Client{Transport: &http.Transport{DialContext: d.DialContext}}
+}
+
+// hubFlood is a model that answers every request with n deltas of size
+// bytes each, one every interval: a flood for the slow reader, at a pace a
+// reading client keeps up with.
+type hubFlood struct {
+	n, size int
+	every   time.Duration
+}
+
+func (p hubFlood) Name() string { return "flood" }
+
+func (p hubFlood) Stream(ctx context.Context, _ llm.Request) (llm.Stream, error) {
+	return &hubFloodStream{ctx: ctx, p: p, tick: time.NewTicker(p.every)}, nil
+}
+
+type hubFloodStream struct {
+	ctx  context.Context
+	p    hubFlood
+	tick *time.Ticker
+	sent int
+	done bool
+}
+
+func (s *hubFloodStream) Recv() (string, error) {
+	if s.sent == s.p.n {
+		s.done = true
+		return "", io.EOF
+	}
+	select {
+	case <-s.ctx.Done():
+		return "", s.ctx.Err()
+	case <-s.tick.C:
+	}
+	s.sent++
+	head := fmt.Sprintf("[%d]", s.sent)
+	return head + strings.Repeat("x", s.p.size-len(head)), nil
+}
+
+func (s *hubFloodStream) Usage() (chatstream.Usage, bool) { return chatstream.Usage{}, s.done }
+
+func (s *hubFloodStream) FinishReason() string {
+	if s.done {
+		return "stop"
+	}
+	return ""
+}
+
+func (s *hubFloodStream) Close() error {
+	s.tick.Stop()
+	return nil
+}
+
+func TestWS_SlowReaderClosed1013(t *testing.T) {
+	// 12.5 MB in 64 KiB chunks, one every 2 ms: more than the kernel
+	// buffers between the server and a client that stopped reading hold
+	// (about 3 MB here), plus its queue of 64. A Redis of its own keeps the
+	// flood out of the shared one.
+	redis := startHubRedis(t)
+	const chunks = 200
+	nodes := hubCluster(t, app.Config{
+		RedisURL: redis.url(),
+		Provider: hubFlood{n: chunks, size: 64 << 10, every: 2 * time.Millisecond},
+		WS:       server.WSConfig{SendQueue: 64, WriteTimeout: 5 * time.Second},
+	}, 1)
+	n := nodes[0]
+	tok := n.devToken(t, "alice")
+	conv := n.newConversation(t, tok)
+	ctx := context.Background()
+	id := hubPost(t, n, tok, conv, "flood")
+
+	// Two sockets subscribe and stop reading: the slow one reads again once
+	// it was declared slow, the dead one never does.
+	url := strings.Replace(n.url, "http://", "ws://", 1) + "/v1/ws"
+	stuck := make([]*websocket.Conn, 2)
+	for i := range stuck {
+		c, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{
+			HTTPHeader: http.Header{"Authorization": {"Bearer " + tok}},
+			HTTPClient: hubSlowDialer(),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.CloseNow()
+		c.SetReadLimit(-1)
+		if err := hubWrite(ctx, c, map[string]any{"type": "subscribe", "stream_id": id}); err != nil {
+			t.Fatal(err)
+		}
+		stuck[i] = c
+	}
+	slow := stuck[0]
+	normal := n.dial(t, tok)
+	normal.write(map[string]any{"type": "subscribe", "stream_id": id})
+	r := normal.follow(id, 0)
+	stored := n.storedMessage(t, tok, conv, id)
+	if r.done.Status != "complete" || len(r.indexes) != chunks || r.text.String() != stored.Content {
+		t.Fatalf("normal follower: %s after %d chunks, %d bytes of %d", r.done.Status, len(r.indexes), r.text.Len(), len(stored.Content))
+	}
+	hubEventually(t, 20*time.Second, "both stuck sockets declared slow", func() bool {
+		return hubMetric(t, n, `chatstream_websocket_errors_total{code="slow_consumer"}`) == 2
+	})
+	// The slow client reads what reached it (within the write timeout, so
+	// the write in flight completes): the close frame says 1013.
+	var frames int
+	for {
+		_, _, err := slow.Read(ctx)
+		if err != nil {
+			if status := websocket.CloseStatus(err); status != websocket.StatusTryAgainLater {
+				t.Fatalf("slow socket closed with %d (%v) after %d frames, want 1013", status, err, frames)
+			}
+			break
+		}
+		frames++
+	}
+	t.Logf("slow socket got %d frames before its 1013; the normal one %d chunks", frames, len(r.indexes))
+	// The dead one is dropped once its write in flight times out: no
+	// session, no queue, is left behind by either.
+	hubEventually(t, 20*time.Second, "the stuck sessions removed", func() bool {
+		return hubMetric(t, n, "chatstream_websockets_open") == 1
+	})
+}
+
+// hubSessionGoroutines counts the goroutines running WebSocket sessions or
+// stream history readers.
+func hubSessionGoroutines() int {
+	var b strings.Builder
+	_ = pprof.Lookup("goroutine").WriteTo(&b, 1)
+	n := 0
+	for _, g := range strings.Split(b.String(), "\n\n") {
+		if strings.Contains(g, "chatstream/server.(*session)") || strings.Contains(g, "chatstream/streaming.(*stream).readLoop") {
+			// The first line of a stack group is "N @ addr…".
+			c, _, _ := strings.Cut(g, " ")
+			if v, err := strconv.Atoi(c); err == nil {
+				n += v
+			} else {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+func TestWS_NoGoroutineOutlivesItsSocket(t *testing.T) {
+	// Goroutines of earlier tests are not this test's business.
+	ignore := goleak.IgnoreCurrent()
+	m := app.New(app.Config{HTTPAddr: "127.0.0.1:0", AuthDev: true, AuthSecret: []byte("goleak-secret-goleak-secret-goleak"),
+		RedisURL: testenv.RedisURL(t), DatabaseURL: testenv.NewDatabase(t), KeyPrefix: testenv.Namespace(t),
+		Workers: 2, Provider: llm.NewDemo(llm.DemoConfig{TokensPerSec: 400})})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := m.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	n := &node{Main: m, url: "http://" + m.Addr().String()}
+	tok := n.devToken(t, "alice")
+	conv := n.newConversation(t, tok)
+
+	// Sockets that follow a stream to its end and close.
+	id := hubPost(t, n, tok, conv, hubDemo(40, 200, "leak?"))
+	var clients []*wsClient
+	for range 6 {
+		c := n.dial(t, tok)
+		c.write(map[string]any{"type": "subscribe", "stream_id": id})
+		c.write(map[string]any{"type": "watch", "conversation_id": conv})
+		clients = append(clients, c)
+	}
+	if hubSessionGoroutines() < len(clients) {
+		t.Fatalf("%d session goroutines for %d open sockets", hubSessionGoroutines(), len(clients))
+	}
+	for i, c := range clients {
+		c.follow(id, 0)
+		if i%2 == 0 {
+			c.conn.Close(websocket.StatusNormalClosure, "")
+		} else {
+			c.conn.CloseNow()
+		}
+	}
+	hubEventually(t, 10*time.Second, "no session goroutine once the sockets closed", func() bool {
+		return hubSessionGoroutines() == 0
+	})
+
+	// Sockets still open at shutdown are closed with 1001 (going away).
+	open := []*wsClient{n.dial(t, tok), n.dial(t, tok)}
+	for _, c := range open {
+		c.write(map[string]any{"type": "watch", "conversation_id": conv})
+		c.write(map[string]any{"type": "subscribe", "stream_id": id, "last_index": 30})
+		c.follow(id, 31)
+	}
+	shut := make(chan error, 1)
+	go func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		shut <- m.Shutdown(sctx)
+	}()
+	for _, c := range open {
+		for {
+			_, err := c.tryRead(20 * time.Second)
+			if err != nil {
+				if status := websocket.CloseStatus(err); status != websocket.StatusGoingAway {
+					t.Errorf("socket open at shutdown closed with %d (%v), want 1001", status, err)
+				}
+				break
+			}
+		}
+		c.conn.CloseNow()
+	}
+	if err := <-shut; err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	http.DefaultClient.CloseIdleConnections()
+	goleak.VerifyNone(t, ignore)
+}
+
+func TestWS_ResumeStormSharesHistoryReads(t *testing.T) {
+	nodes := hubCluster(t, app.Config{}, 1)
+	n := nodes[0]
+	tok := n.devToken(t, "alice")
+	conv := n.newConversation(t, tok)
+	const sockets, from = 200, 5
+	conns := make([]*websocket.Conn, sockets)
+	ctx := context.Background()
+	for i := range conns {
+		c, err := hubDial(t, ctx, n, tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns[i] = c
+	}
+	id := hubPost(t, n, tok, conv, hubDemo(150, 50, "storm"))
+	// Wait until the stream is well under way.
+	first := n.dial(t, tok)
+	first.write(map[string]any{"type": "subscribe", "stream_id": id})
+	for {
+		if f := first.read(); f.Type == "chunk" && f.Index >= 2*from {
+			break
+		}
+	}
+	before := hubMetric(t, n, "chatstream_history_reads_total")
+	// Every socket resumes from index `from` at once.
+	start := make(chan struct{})
+	errs := make([]error, sockets)
+	var wg sync.WaitGroup
+	fs := make([]*hubFollower, sockets)
+	for i, c := range conns {
+		fs[i] = &hubFollower{t: t, nodes: nodes, token: tok, stream: id, next: from, rng: rand.New(rand.NewPCG(1, uint64(i)))}
+		wg.Go(func() {
+			<-start
+			if err := hubWrite(ctx, c, map[string]any{"type": "subscribe", "stream_id": id, "last_index": from - 1, "request_id": "1"}); err != nil {
+				errs[i] = err
+				return
+			}
+			fs[i].rid = 1
+			_, errs[i] = fs[i].follow(ctx, c, "1")
+		})
+	}
+	close(start)
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	reads := hubMetric(t, n, "chatstream_history_reads_total") - before
+	stored := n.storedMessage(t, tok, conv, id)
+	for i, f := range fs {
+		if f.next != 150 || f.done.Status != "complete" || !strings.HasSuffix(stored.Content, f.text.String()) {
+			t.Fatalf("socket %d: %d chunks, done %q", i, f.next, f.done.Status)
+		}
+	}
+	// Not 1: a read serves the followers waiting when it starts; those that
+	// arrive during it, or see live chunks beyond it, take the next one.
+	t.Logf("%d resumes took %v history reads", sockets, reads)
+	if reads > 10 {
+		t.Fatalf("%d resumes took %v history reads, want at most 10", sockets, reads)
+	}
+}
+
+func TestWS_WatchIsPrivateAndUnsubscribeStops(t *testing.T) {
+	nodes := hubCluster(t, app.Config{}, 1)
+	n := nodes[0]
+	alice, bob := n.devToken(t, "alice"), n.devToken(t, "bob")
+	conv := n.newConversation(t, alice)
+
+	// Bob's socket can neither watch Alice's conversation nor follow her stream.
+	b := n.dial(t, bob)
+	b.write(map[string]any{"type": "watch", "conversation_id": conv, "request_id": "w"})
+	if f := b.read(); f.Type != "error" || f.Code != "not_found" || string(f.RequestID) != `"w"` {
+		t.Fatalf("bob watches alice's conversation: %+v", f)
+	}
+	id := hubPost(t, n, alice, conv, hubDemo(60, 40, "private"))
+	b.write(map[string]any{"type": "subscribe", "stream_id": id, "request_id": "s"})
+	if f := b.read(); f.Type != "error" || f.Code != "not_found" {
+		t.Fatalf("bob follows alice's stream: %+v", f)
+	}
+
+	// Alice unsubscribes mid-stream: no chunk of it follows the acknowledgement.
+	a := n.dial(t, alice)
+	a.write(map[string]any{"type": "subscribe", "stream_id": id})
+	for {
+		if f := a.read(); f.Type == "chunk" && f.Index >= 3 {
+			break
+		}
+	}
+	a.write(map[string]any{"type": "unsubscribe", "stream_id": id, "request_id": "u"})
+	if f, _ := a.readUntil("unsubscribed"); string(f.RequestID) != `"u"` {
+		t.Fatalf("unsubscribed = %+v", f)
+	}
+	// Let the stream end, seen by another socket, then make sure nothing of
+	// it reached the first one after its acknowledgement.
+	other := n.dial(t, alice)
+	other.write(map[string]any{"type": "subscribe", "stream_id": id})
+	other.follow(id, 0)
+	a.write(map[string]any{"type": "unwatch", "conversation_id": conv, "request_id": "end"})
+	f, before := a.readUntil("unwatched")
+	for _, x := range before {
+		if x.StreamID == id {
+			t.Fatalf("after unsubscribe the socket got %s %d", x.Type, x.Index)
+		}
+	}
+	if string(f.RequestID) != `"end"` {
+		t.Fatalf("unwatched = %+v", f)
+	}
+	// Bob's socket got nothing of Alice's either.
+	b.write(map[string]any{"type": "unwatch", "conversation_id": conv, "request_id": "end"})
+	if _, before := b.readUntil("unwatched"); len(before) != 0 {
+		t.Fatalf("bob's socket got %+v", before)
+	}
+}

@@ -1,0 +1,503 @@
+package streaming_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/rueidis"
+	"go.uber.org/goleak"
+
+	"github.com/chatstream/chatstream/internal/testenv"
+	"github.com/chatstream/chatstream/streaming"
+)
+
+// hubRecorder is a Handler that records, per channel, the messages and the
+// resyncs it got.
+type hubRecorder struct {
+	mu      sync.Mutex
+	msgs    map[string][]string
+	resyncs map[string]int
+	changed chan struct{} // closed and replaced on every call
+}
+
+func newHubRecorder() *hubRecorder {
+	return &hubRecorder{msgs: map[string][]string{}, resyncs: map[string]int{}, changed: make(chan struct{})}
+}
+
+func (r *hubRecorder) OnMessage(channel string, payload []byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.msgs[channel] = append(r.msgs[channel], string(payload))
+	close(r.changed)
+	r.changed = make(chan struct{})
+}
+
+func (r *hubRecorder) OnResync(channel string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.resyncs[channel]++
+	close(r.changed)
+	r.changed = make(chan struct{})
+}
+
+func (r *hubRecorder) messages(channel string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.msgs[channel]...)
+}
+
+// await waits until cond, called under the recorder's lock, holds.
+func (r *hubRecorder) await(tb testing.TB, what string, cond func(r *hubRecorder) bool) {
+	tb.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		r.mu.Lock()
+		ok, changed := cond(r), r.changed
+		r.mu.Unlock()
+		if ok {
+			return
+		}
+		select {
+		case <-changed:
+		case <-deadline:
+			tb.Fatalf("not within 10 s: %s", what)
+		}
+	}
+}
+
+// hubClient connects to the Redis at url; the client is closed when the
+// test ends.
+func hubClient(tb testing.TB, url string) rueidis.Client {
+	tb.Helper()
+	client, err := streaming.NewClient(url, streaming.ClientConfig{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(client.Close)
+	return client
+}
+
+// hubPublish publishes payload on channel and returns the number of
+// subscribers that got it.
+func hubPublish(tb testing.TB, client rueidis.Client, channel, payload string) int64 {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	n, err := client.Do(ctx, client.B().Publish().Channel(channel).Message(payload).Build()).AsInt64()
+	if err != nil {
+		tb.Fatalf("publish on %s: %v", channel, err)
+	}
+	return n
+}
+
+// hubNumsub returns the number of subscribers of channel in Redis.
+func hubNumsub(tb testing.TB, client rueidis.Client, channel string) int64 {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	v, err := client.Do(ctx, client.B().PubsubNumsub().Channel(channel).Build()).ToArray()
+	if err != nil || len(v) != 2 {
+		tb.Fatalf("pubsub numsub %s: %v %v", channel, v, err)
+	}
+	n, err := v[1].AsInt64()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return n
+}
+
+// hubAwaitNumsub polls Redis until channel has want subscribers.
+func hubAwaitNumsub(tb testing.TB, client rueidis.Client, channel string, want int64) {
+	tb.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		n := hubNumsub(tb, client, channel)
+		if n == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("%s has %d subscribers in Redis, want %d", channel, n, want)
+		}
+		time.Sleep(5 * time.Millisecond) // polling Redis, bounded by the deadline
+	}
+}
+
+func hubSubscribe(tb testing.TB, hub *streaming.Hub, channel string, h streaming.Handler) func() {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	unsub, err := hub.Subscribe(ctx, channel, h)
+	if err != nil {
+		tb.Fatalf("subscribe %s: %v", channel, err)
+	}
+	return unsub
+}
+
+func TestHub_SubscribeIsActiveWhenItReturns(t *testing.T) {
+	client := hubClient(t, testenv.RedisURL(t))
+	hub := streaming.NewHub(client, streaming.HubConfig{})
+	defer hub.Close()
+	prefix := testenv.Namespace(t)
+	rec := newHubRecorder()
+
+	// One after another, and many at once: a PUBLISH made right after
+	// Subscribe returns finds the subscription in Redis and reaches the handler.
+	var wg sync.WaitGroup
+	for i := range 60 {
+		ch := fmt.Sprintf("%slive:%d", prefix, i)
+		sub := func() {
+			unsub := hubSubscribe(t, hub, ch, rec)
+			defer unsub()
+			if n := hubPublish(t, client, ch, "first"); n != 1 {
+				t.Errorf("%s: PUBLISH right after Subscribe reached %d subscribers, want 1", ch, n)
+			}
+			rec.await(t, ch+" delivered", func(r *hubRecorder) bool { return len(r.msgs[ch]) == 1 })
+		}
+		if i < 10 {
+			sub()
+		} else {
+			wg.Go(sub)
+		}
+	}
+	wg.Wait()
+}
+
+func TestHub_RefCount(t *testing.T) {
+	client := hubClient(t, testenv.RedisURL(t))
+	hub := streaming.NewHub(client, streaming.HubConfig{})
+	defer hub.Close()
+	ch := testenv.Namespace(t) + "refcount"
+	a, b := newHubRecorder(), newHubRecorder()
+
+	unsubA := hubSubscribe(t, hub, ch, a)
+	unsubB := hubSubscribe(t, hub, ch, b)
+	if n := hubNumsub(t, client, ch); n != 1 {
+		t.Fatalf("two handlers on one node: %d subscriptions in Redis, want 1", n)
+	}
+	hubPublish(t, client, ch, "1")
+	a.await(t, "a got 1", func(r *hubRecorder) bool { return len(r.msgs[ch]) == 1 })
+	b.await(t, "b got 1", func(r *hubRecorder) bool { return len(r.msgs[ch]) == 1 })
+
+	unsubA()
+	unsubA() // safe to call twice
+	if hub.Channels() != 1 {
+		t.Fatalf("Channels() = %d with one handler left", hub.Channels())
+	}
+	hubPublish(t, client, ch, "2")
+	b.await(t, "b got 2", func(r *hubRecorder) bool { return len(r.msgs[ch]) == 2 })
+	if got := a.messages(ch); len(got) != 1 {
+		t.Fatalf("a removed, yet got %q", got)
+	}
+
+	unsubB()
+	if hub.Channels() != 0 {
+		t.Fatalf("Channels() = %d with no handler left", hub.Channels())
+	}
+	hubAwaitNumsub(t, client, ch, 0)
+
+	// The channel can be taken again.
+	unsubA = hubSubscribe(t, hub, ch, a)
+	defer unsubA()
+	if n := hubPublish(t, client, ch, "3"); n != 1 {
+		t.Fatalf("resubscribed channel: PUBLISH reached %d", n)
+	}
+	a.await(t, "a got 3", func(r *hubRecorder) bool { return len(r.msgs[ch]) == 2 })
+}
+
+func TestHub_OrderPerChannel(t *testing.T) {
+	client := hubClient(t, testenv.RedisURL(t))
+	// Fewer shards than channels: channels share dispatch goroutines.
+	hub := streaming.NewHub(client, streaming.HubConfig{Shards: 3})
+	defer hub.Close()
+	prefix := testenv.Namespace(t)
+	rec := newHubRecorder()
+	const channels, msgs = 24, 300
+	for i := range channels {
+		defer hubSubscribe(t, hub, fmt.Sprintf("%sorder:%d", prefix, i), rec)()
+	}
+	var wg sync.WaitGroup
+	for i := range channels {
+		ch := fmt.Sprintf("%sorder:%d", prefix, i)
+		wg.Go(func() {
+			for j := range msgs {
+				hubPublish(t, client, ch, strconv.Itoa(j))
+			}
+		})
+	}
+	wg.Wait()
+	for i := range channels {
+		ch := fmt.Sprintf("%sorder:%d", prefix, i)
+		rec.await(t, ch+" complete", func(r *hubRecorder) bool { return len(r.msgs[ch]) >= msgs })
+		for j, m := range rec.messages(ch) {
+			if m != strconv.Itoa(j) {
+				t.Fatalf("%s: message %d is %q", ch, j, m)
+			}
+		}
+	}
+	if n := len(rec.resyncs); n != 0 {
+		t.Fatalf("resyncs without a reason: %v", rec.resyncs)
+	}
+}
+
+func TestHub_ChurnLeavesNothing(t *testing.T) {
+	ignore := goleak.IgnoreCurrent()
+	client, err := streaming.NewClient(testenv.RedisURL(t), streaming.ClientConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hub := streaming.NewHub(client, streaming.HubConfig{})
+	prefix := testenv.Namespace(t)
+	channels := make([]string, 6)
+	for i := range channels {
+		channels[i] = fmt.Sprintf("%schurn:%d", prefix, i)
+	}
+	// A steady handler on half the channels, through all the churn.
+	steady := newHubRecorder()
+	var steadyUnsubs []func()
+	for _, ch := range channels[:3] {
+		steadyUnsubs = append(steadyUnsubs, hubSubscribe(t, hub, ch, steady))
+	}
+	var wg sync.WaitGroup
+	for g := range 16 {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(g), 1))
+			h := newHubRecorder()
+			for range 150 {
+				ch := channels[rng.IntN(len(channels))]
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				if rng.IntN(8) == 0 {
+					cancel() // a caller that gives up while subscribing
+				}
+				unsub, err := hub.Subscribe(ctx, ch, h)
+				cancel()
+				if err == nil {
+					if rng.IntN(2) == 0 {
+						hubPublish(t, client, ch, "churn")
+					}
+					unsub()
+				}
+			}
+		})
+	}
+	wg.Wait()
+
+	for _, ch := range channels[:3] {
+		if n := hubPublish(t, client, ch, "after"); n != 1 {
+			t.Errorf("%s: PUBLISH after the churn reached %d subscribers, want 1", ch, n)
+		}
+		steady.await(t, ch+": the steady handler got the message after the churn", func(r *hubRecorder) bool {
+			m := r.msgs[ch]
+			return len(m) > 0 && m[len(m)-1] == "after"
+		})
+	}
+	if n := hub.Channels(); n != 3 {
+		t.Errorf("Channels() = %d after the churn, want 3", n)
+	}
+	for _, unsub := range steadyUnsubs {
+		unsub()
+	}
+	if n := hub.Channels(); n != 0 {
+		t.Errorf("Channels() = %d once every handler left", n)
+	}
+	for _, ch := range channels {
+		hubAwaitNumsub(t, client, ch, 0)
+	}
+	hub.Close()
+	client.Close()
+	goleak.VerifyNone(t, ignore)
+}
+
+// hubRedis is a redis-server process of the test's own, with an append-only
+// file synced on every write, so that it restarts with every write it
+// acknowledged.
+type hubRedis struct {
+	tb     testing.TB
+	dir    string
+	port   int
+	cmd    *exec.Cmd
+	exited chan struct{} // closed when the process exited
+}
+
+func startHubRedis(tb testing.TB) *hubRedis {
+	tb.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		tb.Skip("redis-server not installed")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	r := &hubRedis{tb: tb, dir: tb.TempDir(), port: port}
+	r.start()
+	tb.Cleanup(func() {
+		if r.cmd != nil {
+			r.kill()
+		}
+	})
+	return r
+}
+
+func (r *hubRedis) url() string { return fmt.Sprintf("redis://127.0.0.1:%d/0", r.port) }
+
+// start starts the server and waits until it answers PING.
+func (r *hubRedis) start() {
+	r.tb.Helper()
+	cmd := exec.Command("redis-server", "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1", "--save", "",
+		"--appendonly", "yes", "--appendfsync", "always", "--dir", r.dir, "--logfile", r.dir+"/redis.log")
+	if err := cmd.Start(); err != nil {
+		r.tb.Fatalf("start redis-server: %v", err)
+	}
+	r.cmd, r.exited = cmd, make(chan struct{})
+	exited := r.exited
+	// The waiter lives until the process exits.
+	go func() { _ = cmd.Wait(); close(exited) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for !r.ping() {
+		select {
+		case <-exited:
+			log, _ := os.ReadFile(r.dir + "/redis.log")
+			r.tb.Fatalf("redis-server exited at start:\n%s", log)
+		default:
+		}
+		if time.Now().After(deadline) {
+			r.tb.Fatal("redis-server does not answer PING after 10 s")
+		}
+		time.Sleep(10 * time.Millisecond) // polling for PING, bounded above
+	}
+}
+
+func (r *hubRedis) ping() bool {
+	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", r.port), time.Second)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write([]byte("PING\r\n")); err != nil {
+		return false
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	return err == nil && line == "+PONG\r\n"
+}
+
+// kill kills the server with SIGKILL and waits for the process to exit.
+func (r *hubRedis) kill() {
+	r.tb.Helper()
+	_ = r.cmd.Process.Signal(syscall.SIGKILL)
+	select {
+	case <-r.exited:
+	case <-time.After(10 * time.Second):
+		r.tb.Fatal("redis-server did not exit 10 s after SIGKILL")
+	}
+	r.cmd = nil
+}
+
+// hubCounter returns the value of a counter of reg.
+func hubCounter(tb testing.TB, reg *prometheus.Registry, name string) float64 {
+	tb.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	return 0
+}
+
+func TestHub_ReconnectsAfterRedisRestart(t *testing.T) {
+	redis := startHubRedis(t)
+	client := hubClient(t, redis.url())
+	reg := prometheus.NewRegistry()
+	hub := streaming.NewHub(client, streaming.HubConfig{Metrics: streaming.NewMetrics(reg)})
+	defer hub.Close()
+	rec := newHubRecorder()
+	defer hubSubscribe(t, hub, "before", rec)()
+	hubPublish(t, client, "before", "1")
+	rec.await(t, "first message", func(r *hubRecorder) bool { return len(r.msgs["before"]) == 1 })
+
+	redis.kill()
+	// A channel wanted while Redis is down is subscribed once it is back.
+	during := make(chan func(), 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		unsub, err := hub.Subscribe(ctx, "during", rec)
+		if err != nil {
+			t.Errorf("subscribe during the outage: %v", err)
+			unsub = func() {}
+		}
+		during <- unsub
+	}()
+	redis.start()
+
+	// The hub tells its handlers to resync once it is subscribed again.
+	rec.await(t, "resync after the restart", func(r *hubRecorder) bool { return r.resyncs["before"] >= 1 })
+	if !hub.Connected() {
+		t.Fatal("resync before the connection is up")
+	}
+	// The old client's connection died with the server; PUBLISH is not
+	// retried, so a fresh client publishes.
+	pub := hubClient(t, redis.url())
+	if n := hubPublish(t, pub, "before", "2"); n != 1 {
+		t.Fatalf("after the restart PUBLISH reached %d subscribers", n)
+	}
+	rec.await(t, "message after the restart", func(r *hubRecorder) bool { return len(r.msgs["before"]) == 2 })
+	defer (<-during)()
+	if n := hubPublish(t, pub, "during", "x"); n != 1 {
+		t.Fatalf("channel subscribed during the outage: PUBLISH reached %d", n)
+	}
+	rec.await(t, "message on the channel subscribed during the outage", func(r *hubRecorder) bool { return len(r.msgs["during"]) == 1 })
+	if v := hubCounter(t, reg, "chatstream_hub_reconnects_total"); v < 1 {
+		t.Fatalf("chatstream_hub_reconnects_total = %v", v)
+	}
+}
+
+func TestHub_CloseEndsPendingSubscribe(t *testing.T) {
+	redis := startHubRedis(t)
+	client := hubClient(t, redis.url())
+	hub := streaming.NewHub(client, streaming.HubConfig{})
+	defer hubSubscribe(t, hub, "up", newHubRecorder())()
+	redis.kill()
+	// With Redis down the subscription cannot be made; the caller waits
+	// without a deadline of its own, until Close.
+	errc := make(chan error, 1)
+	go func() {
+		_, err := hub.Subscribe(context.Background(), "pending", newHubRecorder())
+		errc <- err
+	}()
+	for deadline := time.Now().Add(10 * time.Second); hub.Channels() < 2; {
+		if time.Now().After(deadline) {
+			t.Fatal("Subscribe did not register its channel")
+		}
+		time.Sleep(time.Millisecond) // polling the hub's state, bounded
+	}
+	hub.Close()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, streaming.ErrHubClosed) {
+			t.Fatalf("pending Subscribe after Close: %v, want ErrHubClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Subscribe still waits 10 s after Close")
+	}
+	if _, err := hub.Subscribe(context.Background(), "late", newHubRecorder()); !errors.Is(err, streaming.ErrHubClosed) {
+		t.Fatalf("Subscribe after Close: %v", err)
+	}
+}
