@@ -279,14 +279,25 @@ func TestWS_LongHistoryFitsSmallQueue(t *testing.T) {
 	n := demoNode(t, cfg)
 	tok := n.devToken(t, "alice")
 	conv := n.newConversation(t, tok)
+	var sent struct {
+		StreamID string `json:"stream_id"`
+	}
+	if code := n.call(t, "POST", "/v1/conversations/"+conv+"/messages", tok, map[string]string{"content": "/demo tokens=600 rate=0\nlong"}, &sent); code != 202 {
+		t.Fatalf("send = %d", code)
+	}
+	// The whole answer is history before anyone follows it: wait for its end
+	// through a watcher of the conversation.
+	w := n.dial(t, tok)
+	w.write(map[string]any{"type": "watch", "conversation_id": conv})
+	w.readUntil("watching")
+	var stored msg
+	for stored = n.storedMessage(t, tok, conv, sent.StreamID); stored.Status == "streaming"; stored = n.storedMessage(t, tok, conv, sent.StreamID) {
+		w.read() // the status-change event (or a read timeout fails the test)
+	}
 	c := n.dial(t, tok)
-	c.write(map[string]any{"type": "send", "conversation_id": conv, "content": "/demo tokens=600 rate=0\nlong"})
-	acc, _ := c.readUntil("accepted")
-	first := c.follow(acc.StreamID, 0)
-	c2 := n.dial(t, tok)
-	c2.write(map[string]any{"type": "subscribe", "stream_id": acc.StreamID, "last_index": -1})
-	again := c2.follow(acc.StreamID, 0)
-	if len(first.indexes) != 600 || len(again.indexes) != 600 || again.text.String() != first.text.String() {
-		t.Fatalf("got %d then %d chunks", len(first.indexes), len(again.indexes))
+	c.write(map[string]any{"type": "subscribe", "stream_id": sent.StreamID, "last_index": -1})
+	r := c.follow(sent.StreamID, 0)
+	if len(r.indexes) != 600 || r.text.String() != stored.Content || r.done.Status != "complete" {
+		t.Fatalf("got %d chunks, done %+v", len(r.indexes), r.done)
 	}
 }

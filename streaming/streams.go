@@ -24,8 +24,12 @@ type Sink interface {
 // roomReserve is the room a catch-up leaves for live frames and answers.
 const roomReserve = 8
 
-// pace is the pause before a catch-up that filled its socket's queue goes on.
-const pace = 2 * time.Millisecond
+// pace is the pause before a catch-up that filled its socket's queue goes
+// on; maxPace the longest, for a socket that takes nothing.
+const (
+	pace    = 2 * time.Millisecond
+	maxPace = 250 * time.Millisecond
+)
 
 // MessageSource finds a stream's message in Postgres: the record that
 // answers a resume after the chunk log expired.
@@ -123,6 +127,7 @@ type Follower struct {
 	seenMax    int64 // highest index seen live while not live
 	ended      bool  // done (or an error) sent, or closed
 	firstError time.Time
+	paceDelay  time.Duration // pause before the next slice of history
 }
 
 // Ended reports whether the follow is over: done was sent, or it was closed.
@@ -281,10 +286,17 @@ func (st *stream) enqueueLocked(f *Follower) {
 	}
 }
 
-// paceLocked reads on for f after a pause, while its socket drains.
-func (st *stream) paceLocked(f *Follower) {
+// paceLocked reads on for f after a pause, while its socket drains. The
+// pause doubles, up to maxPace, while the socket takes nothing: a stuck
+// socket costs a read now and then until its write timeout closes it.
+func (st *stream) paceLocked(f *Follower, progressed bool) {
 	f.live = false
-	time.AfterFunc(pace, func() {
+	if progressed || f.paceDelay == 0 {
+		f.paceDelay = pace
+	} else {
+		f.paceDelay = min(2*f.paceDelay, maxPace)
+	}
+	time.AfterFunc(f.paceDelay, func() {
 		st.mu.Lock()
 		defer st.mu.Unlock()
 		st.enqueueLocked(f)
@@ -431,6 +443,7 @@ func (st *stream) deliver(ctx context.Context, batch []*Follower, hist History) 
 			continue
 		}
 		room := f.sink.Room() - roomReserve
+		from := f.next
 		for i := f.next; i < end && !f.ended && room > 0; i++ {
 			f.next = i + 1
 			room--
@@ -441,7 +454,7 @@ func (st *stream) deliver(ctx context.Context, batch []*Follower, hist History) 
 		}
 		if f.next < end {
 			// The socket's queue is full of history: go on once it drained.
-			st.paceLocked(f)
+			st.paceLocked(f, f.next > from)
 			continue
 		}
 		switch {
