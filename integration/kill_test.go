@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -34,22 +35,29 @@ type processSpec struct {
 	Workers     int
 }
 
-// TestPipeline_NodeProcess is not a test: it is the body of the node
-// processes the kill tests start, by running this test binary again with
-// the node's spec in the environment. It serves like `chatstream serve`
-// (app.Main.Run) until it gets a signal or is killed.
-func TestPipeline_NodeProcess(t *testing.T) {
-	raw := os.Getenv(nodeProcessEnv)
-	if raw == "" {
-		t.Skip("runs only as the node process of a kill test")
+// TestMain runs the test binary as a node process when a kill test starts
+// it with a node's spec in the environment; otherwise it runs the tests.
+func TestMain(m *testing.M) {
+	if raw := os.Getenv(nodeProcessEnv); raw != "" {
+		if err := runNodeProcess(raw); err != nil {
+			fmt.Fprintln(os.Stderr, "node process:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
 	}
+	os.Exit(m.Run())
+}
+
+// runNodeProcess serves like `chatstream serve` (app.Main.Run) until a
+// signal comes or the process is killed.
+func runNodeProcess(raw string) error {
 	var spec processSpec
 	if err := json.Unmarshal([]byte(raw), &spec); err != nil {
-		t.Fatal(err)
+		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	err := app.New(app.Config{
+	return app.New(app.Config{
 		HTTPAddr:     "127.0.0.1:0",
 		RedisURL:     spec.RedisURL,
 		DatabaseURL:  spec.DatabaseURL,
@@ -61,9 +69,6 @@ func TestPipeline_NodeProcess(t *testing.T) {
 		Provider:     llm.NewOpenAI(llm.OpenAIConfig{BaseURL: spec.LLMURL, APIKey: "test", Model: "m", IncludeUsage: true, RetryBase: time.Millisecond}),
 		Worker:       worker.Config{SystemPrompt: systemPrompt},
 	}).Run(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 }
 
 // nodeProcess is a worker node running in a process of its own.
@@ -101,7 +106,7 @@ func (c *cluster) startProcess(t *testing.T, nodeID string) *nodeProcess {
 	spec, _ := json.Marshal(processSpec{DatabaseURL: c.db, RedisURL: os.Getenv("REDIS_URL"), KeyPrefix: c.keys.Prefix,
 		NodeID: nodeID, LLMURL: c.llm.URL(), AuthSecret: c.secret, Workers: 1})
 	p := &nodeProcess{out: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(exe, "-test.run=^TestPipeline_NodeProcess$", "-test.count=1", "-test.v")
+	p.cmd = exec.Command(exe)
 	p.cmd.Env = append(os.Environ(), nodeProcessEnv+"="+string(spec))
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
