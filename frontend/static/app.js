@@ -15,6 +15,7 @@ const state = {
   messages: new Map(), // id → message ({id, role, content, status, error})
   order: [], // message ids of the open conversation, oldest first
   client: null,
+  loading: null, // events held while a conversation loads
 };
 window.chatstream = { state };
 
@@ -136,12 +137,18 @@ $("toggle-sidebar").addEventListener("click", () => document.body.classList.togg
 
 async function openConversation(id) {
   if (state.current && state.current !== id) state.client.unwatch(state.current);
-  for (const mid of state.order) state.client.unfollow(mid);
+  for (const mid of state.order) {
+    state.client.unfollow(mid);
+    const m = state.messages.get(mid);
+    if (m) m.following = false;
+  }
   state.current = id;
   history.replaceState(null, "", "#" + id);
   document.body.classList.remove("sidebar-open");
   renderConversations();
-  // Watch first, so nothing that happens while we load is missed.
+  // Watch first, so nothing that happens while we load is missed; events
+  // that arrive before the conversation is drawn are applied after it.
+  state.loading = [];
   await state.client.watch(id, onMessageEvent);
   if (state.current !== id) return;
   const conv = await api("GET", "/v1/conversations/" + id);
@@ -155,11 +162,18 @@ async function openConversation(id) {
     // no partial text, the chunk log has it all.
     if (m.role === "assistant" && (m.status === "streaming" || m.status === "pending")) followStream(m.id, -1, true);
   }
+  const early = state.loading;
+  state.loading = null;
+  for (const m of early) onMessageEvent(m);
 }
 
 // onMessageEvent applies a message event from any tab.
 function onMessageEvent(m) {
   if (m.conversation_id !== state.current) return;
+  if (state.loading) {
+    state.loading.push(m);
+    return;
+  }
   const known = state.messages.get(m.id);
   if (known && known.following) {
     // The stream itself brings the text; only the status matters here.
@@ -174,7 +188,7 @@ function onMessageEvent(m) {
 
 function followStream(id, last, reset) {
   const m = state.messages.get(id);
-  if (!m) return;
+  if (!m || m.following) return;
   if (reset) m.content = "";
   m.following = true;
   setBusy(id);
