@@ -190,8 +190,15 @@ func TestBrowser_TwoTabsFollowLive(t *testing.T) {
 
 	id := sendFromPage(t, tab1, "second question from tab one")
 	// Tab 2 shows the new user message and follows the answer live.
-	run(t, tab2, "user message in tab 2", poll(
-		`[...document.querySelectorAll("article.user .body")].some(e => e.textContent === "second question from tab one")`))
+	tctx, cancel := context.WithTimeout(tab2, 30*time.Second)
+	defer cancel()
+	if err := chromedp.Do(tctx, poll(
+		`[...document.querySelectorAll("article.user .body")].some(e => e.textContent === "second question from tab one")`)); err != nil {
+		t.Fatalf("user message in tab 2: %v; tab 2 holds %s", err, eval[string](t, tab2,
+			`JSON.stringify({current: window.chatstream.state.current, conn: document.getElementById("conn").dataset.state,
+			  order: window.chatstream.state.order, loading: window.chatstream.state.loading,
+			  watches: [...window.chatstream.state.client.watches.keys()]})`))
+	}
 	waitStatus(t, tab2, id, "streaming")
 	waitStatus(t, tab2, id, "complete")
 	waitStatus(t, tab1, id, "complete")

@@ -16,6 +16,8 @@ const state = {
   order: [], // message ids of the open conversation, oldest first
   client: null,
   loading: null, // events held while a conversation loads
+  loadSeq: 0, // counts conversation loads; only the newest draws
+  loaded: null, // the conversation fully drawn
 };
 window.chatstream = { state };
 
@@ -115,6 +117,8 @@ function renderConversations() {
 
 function showEmpty() {
   state.current = null;
+  state.loaded = null;
+  state.loadSeq++;
   state.order = [];
   $("title").textContent = "New chat";
   const empty = document.createElement("div");
@@ -136,6 +140,10 @@ $("new-chat").addEventListener("click", () => {
 $("toggle-sidebar").addEventListener("click", () => document.body.classList.toggle("sidebar-open"));
 
 async function openConversation(id) {
+  if (id === state.current && state.loaded === id) return; // already open
+  // Only the newest load draws: an older one still awaiting stops.
+  const seq = ++state.loadSeq;
+  state.loaded = null;
   if (state.current && state.current !== id) state.client.unwatch(state.current);
   for (const mid of state.order) {
     state.client.unfollow(mid);
@@ -150,9 +158,9 @@ async function openConversation(id) {
   // that arrive before the conversation is drawn are applied after it.
   state.loading = [];
   await state.client.watch(id, onMessageEvent);
-  if (state.current !== id) return;
+  if (seq !== state.loadSeq) return;
   const conv = await api("GET", "/v1/conversations/" + id);
-  if (state.current !== id) return;
+  if (seq !== state.loadSeq) return;
   $("title").textContent = conv.title || "New chat";
   state.order = [];
   $("messages").replaceChildren();
@@ -164,6 +172,7 @@ async function openConversation(id) {
   }
   const early = state.loading;
   state.loading = null;
+  state.loaded = id;
   for (const m of early) onMessageEvent(m);
 }
 
