@@ -115,9 +115,18 @@ func signIn(t *testing.T, ctx context.Context, n *node, user string) {
 func sendFromPage(t *testing.T, ctx context.Context, text string) string {
 	t.Helper()
 	before := eval[int](t, ctx, `document.querySelectorAll("article.assistant").length`)
+	// Typed keys would send at the first newline (Enter sends): a multi-line
+	// message is put in the box, then Enter is pressed.
+	typed := chromedp.SendKeys(chromedp.CSS("#input"), text)
+	if strings.Contains(text, "\n") {
+		typed = chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+			_, err := chromedp.Evaluate[any](fmt.Sprintf(`document.getElementById("input").value = %q, null`, text))(ctx, t)
+			return err
+		})
+	}
 	run(t, ctx, "send",
 		chromedp.Focus(chromedp.CSS("#input")),
-		chromedp.SendKeys(chromedp.CSS("#input"), text),
+		typed,
 		chromedp.SendKeys(chromedp.CSS("#input"), kb.Enter),
 		chromedp.WaitVisible(chromedp.CSS(fmt.Sprintf(`#messages article.assistant:nth-of-type(%d)`, 2*(before+1)))),
 	)
@@ -197,7 +206,9 @@ func TestBrowser_TwoTabsFollowLive(t *testing.T) {
 		t.Fatalf("user message in tab 2: %v; tab 2 holds %s", err, eval[string](t, tab2,
 			`JSON.stringify({current: window.chatstream.state.current, conn: document.getElementById("conn").dataset.state,
 			  order: window.chatstream.state.order, loading: window.chatstream.state.loading,
-			  watches: [...window.chatstream.state.client.watches.keys()]})`))
+			  watches: [...window.chatstream.state.client.watches.keys()],
+			  dom: [...document.querySelectorAll("#messages article")].map(a => a.className + ":" + a.dataset.status + ":" + a.querySelector(".body").textContent.slice(0, 40)),
+			  model: window.chatstream.state.order.map(id => window.chatstream.state.messages.get(id)).map(m => m.role + ":" + m.status + ":" + m.content.slice(0, 40))})`))
 	}
 	waitStatus(t, tab2, id, "streaming")
 	waitStatus(t, tab2, id, "complete")
