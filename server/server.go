@@ -135,6 +135,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	s := &Server{cfg: cfg, store: deps.Store, gens: deps.Generations, checks: deps.Checks, log: cfg.Logger,
 		streams: deps.Streams, watcher: deps.Watcher}
 	s.sockets.open = make(map[*session]struct{})
+	s.sockets.writeTimeout = cfg.WS.WriteTimeout
 	s.metrics = newHTTPMetrics(cfg.Registry)
 	if err := s.routes(deps.Page); err != nil {
 		return nil, err

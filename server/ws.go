@@ -88,15 +88,59 @@ var (
 	errSlowConsumer = errors.New("socket cannot keep up")
 	errShuttingDown = errors.New("server shutting down")
 	errPeerGone     = errors.New("peer does not answer pings")
+	errWriteTimeout = errors.New("a frame write timed out")
 )
 
 // sockets tracks the open sockets, since http.Server.Shutdown neither closes
 // nor waits for hijacked connections.
 type sockets struct {
-	mu      sync.Mutex
-	open    map[*session]struct{}
-	closing bool
-	wg      sync.WaitGroup // one per open socket, done when its goroutines ended
+	mu       sync.Mutex
+	open     map[*session]struct{}
+	closing  bool
+	watching bool           // the write watchdog runs
+	wg       sync.WaitGroup // one per open socket and one for the watchdog
+	// writeTimeout is how long one frame write may take.
+	writeTimeout time.Duration
+}
+
+// addLocked registers an open socket and starts the write watchdog with the
+// first one. t.mu is held.
+func (t *sockets) addLocked(ss *session) {
+	t.open[ss] = struct{}{}
+	if !t.watching {
+		t.watching = true
+		t.wg.Add(1)
+		// The watchdog lives while sockets are open.
+		go func() { defer t.wg.Done(); t.watchWrites() }()
+	}
+}
+
+// watchWrites closes sockets whose current write has taken longer than the
+// write timeout. One goroutine for all sockets replaces a timer per frame
+// (a context deadline on each write was a tenth of the writers' CPU).
+func (t *sockets) watchWrites() {
+	tick := time.NewTicker(min(time.Second, t.writeTimeout/4))
+	defer tick.Stop()
+	for range tick.C {
+		now := time.Now().UnixNano()
+		t.mu.Lock()
+		if len(t.open) == 0 {
+			t.watching = false
+			t.mu.Unlock()
+			return
+		}
+		var stuck []*session
+		for ss := range t.open {
+			if start := ss.writeStart.Load(); start != 0 && time.Duration(now-start) > t.writeTimeout {
+				stuck = append(stuck, ss)
+			}
+		}
+		t.mu.Unlock()
+		for _, ss := range stuck {
+			ss.stop(errWriteTimeout)
+			ss.conn.CloseNow() // unblocks the write
+		}
+	}
 }
 
 // closeAll closes every socket with 1001 and refuses new ones.
@@ -166,7 +210,7 @@ func (s *Server) handleWS(c *gin.Context) {
 		log:     s.log.With("request_id", c.GetString(ctxRequestID), "user", c.GetString(ctxUser)),
 	}
 	s.sockets.mu.Lock()
-	s.sockets.open[sess] = struct{}{}
+	s.sockets.addLocked(sess)
 	closing := s.sockets.closing
 	s.sockets.mu.Unlock()
 	if closing {
@@ -198,7 +242,10 @@ type session struct {
 	follows map[string]Follow
 	watches map[string]func()
 	pings   sync.WaitGroup // ping goroutines in flight
-	slow    atomic.Bool    // the queue overflowed
+	// writeStart is when the current frame write began (Unix ns), 0 between
+	// writes; the sockets' watchdog reads it.
+	writeStart atomic.Int64
+	slow       atomic.Bool // the queue overflowed
 }
 
 // Send implements Sink.
@@ -287,9 +334,11 @@ func (ss *session) writeLoop() {
 				ss.close(context.Cause(ss.ctx))
 				return
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), cfg.WriteTimeout)
-			err := ss.conn.Write(ctx, websocket.MessageText, frame)
-			cancel()
+			// No deadline of its own: the sockets' watchdog ends a write that
+			// takes longer than WriteTimeout.
+			ss.writeStart.Store(time.Now().UnixNano())
+			err := ss.conn.Write(context.Background(), websocket.MessageText, frame)
+			ss.writeStart.Store(0)
 			if err != nil {
 				// A write that failed or timed out has closed the
 				// connection already; close only records why.
@@ -326,6 +375,9 @@ func (ss *session) close(cause error) {
 		ss.conn.Close(websocket.StatusGoingAway, "server shutting down")
 	case errors.Is(cause, errPeerGone):
 		ss.srv.metrics.wsErrors.WithLabelValues("ping_timeout").Inc()
+		ss.conn.CloseNow()
+	case errors.Is(cause, errWriteTimeout):
+		ss.srv.metrics.wsErrors.WithLabelValues("write_timeout").Inc()
 		ss.conn.CloseNow()
 	default:
 		ss.conn.Close(websocket.StatusNormalClosure, "")

@@ -233,17 +233,18 @@ func (g *generation) pump(ctx context.Context, cancel context.CancelCauseFunc, s
 func (g *generation) append(ctx context.Context, cancel context.CancelCauseFunc, text string) bool {
 	p := g.pool
 	g.frame = streaming.AppendChunkFrame(g.frame[:0], g.job.StreamID, g.n, text, time.Now().UnixMicro())
-	rctx, rcancel := context.WithTimeout(p.finCtx, p.cfg.AppendRetryFor)
-	defer rcancel()
-	var cancelled bool
-	tries := 0
-	err := retry(rctx, "append chunk", g.log, func(ctx context.Context) (err error) {
-		if tries++; tries > 1 {
+	// The first try has no deadline of its own (no timer per chunk); only
+	// a Redis error starts the bounded retries.
+	cancelled, err := p.log.Append(p.finCtx, g.job.StreamID, g.epoch, g.n, g.frame)
+	if err != nil && !isPermanent(err) && p.finCtx.Err() == nil {
+		rctx, rcancel := context.WithTimeout(p.finCtx, p.cfg.AppendRetryFor)
+		err = retry(rctx, "append chunk", g.log, func(ctx context.Context) (err error) {
 			p.metrics.AppendRetry.Inc()
-		}
-		cancelled, err = p.log.Append(ctx, g.job.StreamID, g.epoch, g.n, g.frame)
-		return err
-	})
+			cancelled, err = p.log.Append(ctx, g.job.StreamID, g.epoch, g.n, g.frame)
+			return err
+		})
+		rcancel()
+	}
 	switch {
 	case errors.Is(err, streaming.ErrFenced), errors.Is(err, streaming.ErrEnded), errors.Is(err, streaming.ErrGone):
 		g.log.Warn("lost the job; stopping", "err", err)

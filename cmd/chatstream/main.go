@@ -80,6 +80,14 @@ func serve(ctx context.Context, args []string, e env, log *slog.Logger, stderr i
 		return 2
 	}
 	cfg.Logger = log
+	if addr := e.str("PPROF_ADDR", ""); addr != "" {
+		stop, err := servePprof(addr, log)
+		if err != nil {
+			fmt.Fprintf(stderr, "chatstream: config: PPROF_ADDR: %v\n", err)
+			return 2
+		}
+		defer stop()
+	}
 	if err := app.New(cfg).Run(ctx); err != nil {
 		log.Error("chatstream stopped", "err", err)
 		return 1
