@@ -380,7 +380,10 @@ func (r *run) storm(ctx context.Context) error {
 			s.mu.Lock()
 			r.flush(fs[i])
 			s.mu.Unlock()
-			s.close()
+			// Measuring is over: drop them at once (a close handshake per
+			// socket while the stream still pours in takes long).
+			s.closed.Store(true)
+			s.conn.CloseNow()
 		}
 	}
 	return err

@@ -202,7 +202,7 @@ func (s *Server) handleWS(c *gin.Context) {
 		srv:     s,
 		conn:    conn,
 		user:    c.GetString(ctxUser),
-		out:     make(chan []byte, s.cfg.WS.SendQueue),
+		out:     outQueue{max: s.cfg.WS.SendQueue, wake: make(chan struct{}, 1)},
 		ctx:     ctx,
 		cancel:  cancel,
 		follows: make(map[string]Follow),
@@ -232,9 +232,9 @@ type session struct {
 	user string
 	log  *slog.Logger
 
-	// out is the outbound queue, buffered SendQueue frames; Send never
+	// out is the outbound queue, at most SendQueue frames; Send never
 	// blocks on it, a full queue closes the socket.
-	out    chan []byte
+	out    outQueue
 	ctx    context.Context // ends when the socket is closing
 	cancel context.CancelCauseFunc
 
@@ -253,10 +253,7 @@ func (ss *session) Send(frame []byte) bool {
 	if ss.ctx.Err() != nil {
 		return false
 	}
-	select {
-	case ss.out <- frame:
-		return true
-	default:
+	if !ss.out.push(frame) {
 		// Counted here, not when the socket is closed: the writer may be
 		// stuck in a write to the very client that stopped reading.
 		if ss.slow.CompareAndSwap(false, true) {
@@ -265,10 +262,64 @@ func (ss *session) Send(frame []byte) bool {
 		ss.stop(errSlowConsumer)
 		return false
 	}
+	return true
 }
 
 // Room implements Sink.
-func (ss *session) Room() int { return cap(ss.out) - len(ss.out) }
+func (ss *session) Room() int { return ss.out.room() }
+
+// outQueue is a socket's bounded outbound queue. Unlike a buffered channel
+// it holds memory only for the frames queued, so an idle socket costs
+// nothing here, and the writer takes every queued frame at once.
+type outQueue struct {
+	mu     sync.Mutex
+	frames [][]byte
+	max    int
+	// wake tells the writer that frames are queued; buffered 1, so a push
+	// never blocks and a wake-up is never lost.
+	wake chan struct{}
+}
+
+// push queues frame; false when the queue is full.
+func (q *outQueue) push(frame []byte) bool {
+	q.mu.Lock()
+	if len(q.frames) >= q.max {
+		q.mu.Unlock()
+		return false
+	}
+	q.frames = append(q.frames, frame)
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// take returns every queued frame, reusing buf's storage.
+func (q *outQueue) take(buf [][]byte) [][]byte {
+	q.mu.Lock()
+	buf = append(buf[:0], q.frames...)
+	clear(q.frames)
+	q.frames = q.frames[:0]
+	if cap(q.frames) > 64 && len(buf) < 16 {
+		q.frames = nil // let a burst's storage go once it is over
+	}
+	q.mu.Unlock()
+	return buf
+}
+
+func (q *outQueue) room() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.max - len(q.frames)
+}
+
+func (q *outQueue) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.frames)
+}
 
 // stop begins closing the socket for cause; the writer does the closing.
 func (ss *session) stop(cause error) { ss.cancel(cause) }
@@ -326,25 +377,33 @@ func (ss *session) writeLoop() {
 	cfg := ss.srv.cfg.WS
 	ping := time.NewTicker(cfg.PingInterval)
 	defer ping.Stop()
+	var batch [][]byte
 	for {
 		select {
-		case frame := <-ss.out:
-			if ss.ctx.Err() != nil {
-				// Stopped: the close frame goes before anything queued.
-				ss.close(context.Cause(ss.ctx))
-				return
+		case <-ss.out.wake:
+			batch = ss.out.take(batch)
+			for i, frame := range batch {
+				if ss.ctx.Err() != nil {
+					// Stopped: the close frame goes before anything queued.
+					ss.close(context.Cause(ss.ctx))
+					return
+				}
+				// No deadline of its own: the sockets' watchdog ends a write
+				// that takes longer than WriteTimeout.
+				ss.writeStart.Store(time.Now().UnixNano())
+				err := ss.conn.Write(context.Background(), websocket.MessageText, frame)
+				ss.writeStart.Store(0)
+				batch[i] = nil
+				if err != nil {
+					// A write that failed or timed out has closed the
+					// connection already; close only records why.
+					ss.stop(err)
+					ss.close(context.Cause(ss.ctx))
+					return
+				}
 			}
-			// No deadline of its own: the sockets' watchdog ends a write that
-			// takes longer than WriteTimeout.
-			ss.writeStart.Store(time.Now().UnixNano())
-			err := ss.conn.Write(context.Background(), websocket.MessageText, frame)
-			ss.writeStart.Store(0)
-			if err != nil {
-				// A write that failed or timed out has closed the
-				// connection already; close only records why.
-				ss.stop(err)
-				ss.close(context.Cause(ss.ctx))
-				return
+			if cap(batch) > 64 {
+				batch = nil
 			}
 		case <-ping.C:
 			ss.pings.Add(1)
@@ -369,7 +428,7 @@ func (ss *session) writeLoop() {
 func (ss *session) close(cause error) {
 	switch {
 	case errors.Is(cause, errSlowConsumer):
-		ss.log.Info("closing slow socket", "queued", len(ss.out))
+		ss.log.Info("closing slow socket", "queued", ss.out.len())
 		ss.conn.Close(websocket.StatusTryAgainLater, "cannot keep up; resume from your last index")
 	case errors.Is(cause, errShuttingDown):
 		ss.conn.Close(websocket.StatusGoingAway, "server shutting down")
