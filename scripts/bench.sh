@@ -32,7 +32,7 @@ stop_server() {
 trap stop_server EXIT
 
 start_server() { # name
-	REDIS_KEY_PREFIX="bench-$1-$$:" WORKERS=${BENCH_WORKERS:-2500} HTTP_ADDR=127.0.0.1:$port LOG_LEVEL=warn \
+	GOGC=${BENCH_GOGC:-100} REDIS_KEY_PREFIX="bench-$1-$$:" WORKERS=${BENCH_WORKERS:-2500} HTTP_ADDR=127.0.0.1:$port LOG_LEVEL=warn \
 		./bin/chatstream serve >"$out/$1.server.log" 2>&1 &
 	server=$!
 	for _ in $(seq 100); do curl -sf "$url/readyz" >/dev/null && return 0; sleep 0.1; done

@@ -185,13 +185,13 @@ func (s *Server) handleWS(c *gin.Context) {
 	}
 	s.sockets.wg.Add(1)
 	s.sockets.mu.Unlock()
-	defer s.sockets.wg.Done()
 
 	conn, err := websocket.Accept(c.Writer, c.Request, &websocket.AcceptOptions{
 		OriginPatterns: s.cfg.WS.OriginPatterns,
 	})
 	if err != nil {
 		// Accept has answered the client already.
+		s.sockets.wg.Done()
 		return
 	}
 	conn.SetReadLimit(s.cfg.WS.ReadLimit)
@@ -217,15 +217,23 @@ func (s *Server) handleWS(c *gin.Context) {
 		sess.stop(errShuttingDown)
 	}
 	s.metrics.socketsOpen.Inc()
-	sess.run()
-	s.metrics.socketsOpen.Dec()
-	s.sockets.mu.Lock()
-	delete(s.sockets.open, sess)
-	s.sockets.mu.Unlock()
+	// The socket runs on a goroutine of its own and the handler returns:
+	// the connection is hijacked, and the handler's deep stack (net/http,
+	// Gin, middleware) would otherwise stay allocated for the socket's life —
+	// most of an idle socket's memory. The goroutine lives until the socket
+	// closes; sockets.wg tracks it.
+	go func() {
+		defer s.sockets.wg.Done()
+		sess.run()
+		s.metrics.socketsOpen.Dec()
+		s.sockets.mu.Lock()
+		delete(s.sockets.open, sess)
+		s.sockets.mu.Unlock()
+	}()
 }
 
-// session is one WebSocket. Its handler goroutine reads; one writer
-// goroutine owns all writes; Send only queues.
+// session is one WebSocket. Its goroutine reads; one writer goroutine owns
+// all writes; Send only queues.
 type session struct {
 	srv  *Server
 	conn *websocket.Conn
