@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -45,19 +46,55 @@ func (db *DB) ListMessages(ctx context.Context, userID, convID string) ([]*chats
 
 // History returns the messages of conversation convID written before message
 // beforeID, the newest limit of them, oldest first: the prompt of the
-// generation that writes beforeID.
+// generation that writes beforeID. A beforeID that is not (yet) a message of
+// convID gives a not_found error.
 func (db *DB) History(ctx context.Context, convID, beforeID string, limit int) ([]*chatstream.Message, error) {
-	rows, err := db.pool.Query(ctx, `SELECT id, conversation_id, role, content, status, error_code, error_message, created_at, last_index
-		FROM (SELECT `+messageColumns+`, m.seq FROM messages m
-			WHERE m.conversation_id = $1 AND m.seq < (SELECT seq FROM messages WHERE id = $2)
-			ORDER BY m.seq DESC LIMIT $3) h
-		ORDER BY seq`, convID, beforeID, limit)
+	if !validID(convID) || !validID(beforeID) {
+		return nil, notFound("Message")
+	}
+	// One statement: the target row decides between "no history" (one row
+	// of NULLs) and "no such message" (no row).
+	rows, err := db.pool.Query(ctx, `WITH target AS (
+			SELECT seq FROM messages WHERE id = $2 AND conversation_id = $1)
+		SELECT h.id, h.conversation_id, h.role, h.content, h.status, h.error_code, h.error_message, h.created_at, h.last_index
+		FROM target LEFT JOIN LATERAL (
+			SELECT `+messageColumns+`, m.seq FROM messages m
+			WHERE m.conversation_id = $1 AND m.seq < target.seq
+			ORDER BY m.seq DESC LIMIT $3) h ON true
+		ORDER BY h.seq`, convID, beforeID, limit)
 	if err != nil {
 		return nil, fmt.Errorf("history of %s: %w", beforeID, err)
 	}
-	list, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*chatstream.Message, error) { return scanMessage(row) })
-	if err != nil {
+	found := false
+	var list []*chatstream.Message
+	for rows.Next() {
+		found = true
+		var id, conv, role, content, status *string
+		var code, msg *string
+		var created *time.Time
+		var last *int64
+		if err := rows.Scan(&id, &conv, &role, &content, &status, &code, &msg, &created, &last); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("history of %s: %w", beforeID, err)
+		}
+		if id == nil {
+			continue // the target exists and has no history
+		}
+		m := &chatstream.Message{ID: *id, ConversationID: *conv, Role: chatstream.Role(*role), Content: *content,
+			Status: chatstream.Status(*status), CreatedAt: *created, LastIndex: *last}
+		if code != nil {
+			m.Error = &chatstream.Failure{Code: *code}
+			if msg != nil {
+				m.Error.Message = *msg
+			}
+		}
+		list = append(list, m)
+	}
+	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("history of %s: %w", beforeID, err)
+	}
+	if !found {
+		return nil, notFound("Message")
 	}
 	return list, nil
 }
@@ -86,6 +123,16 @@ var errBusy = chatstream.Errorf(chatstream.ECONFLICT, "An answer is still being 
 // conversation runs one generation at a time: while one is open it returns a
 // conflict error.
 func (db *DB) CreateExchange(ctx context.Context, userID, convID, content string) (user, assistant *chatstream.Message, err error) {
+	return db.CreateExchangeThen(ctx, userID, convID, content, nil)
+}
+
+// CreateExchangeThen is CreateExchange that calls then, if not nil, inside
+// the transaction once both messages are written, and commits only if it
+// succeeds. The generation queues its job there: a message is never stored
+// without its job, and a job whose transaction did not commit finds no
+// message and ends.
+func (db *DB) CreateExchangeThen(ctx context.Context, userID, convID, content string,
+	then func(user, assistant *chatstream.Message) error) (user, assistant *chatstream.Message, err error) {
 	if !validID(convID) {
 		return nil, nil, notFound("Conversation")
 	}
@@ -110,8 +157,13 @@ func (db *DB) CreateExchange(ctx context.Context, userID, convID, content string
 		} else if err != nil {
 			return fmt.Errorf("insert assistant message: %w", err)
 		}
-		_, err = tx.Exec(ctx, `UPDATE conversations SET updated_at = now() WHERE id = $1`, convID)
-		return err
+		if _, err = tx.Exec(ctx, `UPDATE conversations SET updated_at = now() WHERE id = $1`, convID); err != nil {
+			return err
+		}
+		if then != nil {
+			return then(user, assistant)
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, nil, err

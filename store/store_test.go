@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 
@@ -224,6 +225,44 @@ func TestDB_Messages(t *testing.T) {
 			t.Fatalf("history = %v, want the 2 messages before %s", hist, a2.ID)
 		}
 	})
+}
+
+func TestDB_CreateExchangeThen(t *testing.T) {
+	ctx := context.Background()
+	db := newDB(t)
+	conv, err := db.CreateConversation(ctx, "alice", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The hook fails (Redis down): nothing is stored.
+	boom := errors.New("redis down")
+	var seen *chatstream.Message
+	_, _, err = db.CreateExchangeThen(ctx, "alice", conv.ID, "hi", func(_, a *chatstream.Message) error {
+		seen = a
+		return boom
+	})
+	if !errors.Is(err, boom) || seen == nil {
+		t.Fatalf("err = %v, hook saw %v", err, seen)
+	}
+	if msgs, _ := db.ListMessages(ctx, "alice", conv.ID); len(msgs) != 0 {
+		t.Fatalf("a failed hook left %d messages", len(msgs))
+	}
+	if _, err := db.History(ctx, conv.ID, seen.ID, 10); chatstream.ErrorCode(err) != chatstream.ENOTFOUND {
+		t.Fatalf("history of a rolled back message: %v, want not_found", err)
+	}
+	// The hook succeeds: both are stored, and the history of the answer is
+	// the question.
+	u, a, err := db.CreateExchangeThen(ctx, "alice", conv.ID, "hi", func(_, _ *chatstream.Message) error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	hist, err := db.History(ctx, conv.ID, a.ID, 10)
+	if err != nil || len(hist) != 1 || hist[0].ID != u.ID {
+		t.Fatalf("history = %v, %v; want the question", hist, err)
+	}
+	if hist, err := db.History(ctx, conv.ID, u.ID, 10); err != nil || len(hist) != 0 {
+		t.Fatalf("history of the first message = %v, %v; want none", hist, err)
+	}
 }
 
 func TestDB_CreateExchangeRace(t *testing.T) {

@@ -108,6 +108,9 @@ func (g *generation) run(cancelled bool) (o outcome, ok bool) {
 		return o, true
 	}
 	f := llm.Failure(recvErr)
+	if code := chatstream.ErrorCode(recvErr); code != chatstream.EINTERNAL {
+		f = chatstream.Failure{Code: code, Message: chatstream.ErrorMessage(recvErr)}
+	}
 	return g.outcome(chatstream.StatusFailed, &f), true
 }
 
@@ -129,12 +132,27 @@ func (g *generation) outcome(status chatstream.Status, failure *chatstream.Failu
 func (g *generation) open(ctx context.Context, cancel context.CancelCauseFunc) (llm.Stream, error) {
 	p := g.pool
 	var hist []*chatstream.Message
-	err := retry(ctx, "read history", g.log, func(ctx context.Context) (err error) {
-		hist, err = p.store.History(ctx, g.job.ConversationID, g.job.StreamID, p.cfg.HistoryMessages)
-		return err
-	})
-	if err != nil {
-		return nil, err
+	// The job is queued inside the transaction that writes its message, so
+	// a worker can be faster than the commit: a missing message is waited
+	// for a moment, then the job ends (its transaction did not commit).
+	wait := time.Now().Add(p.cfg.CommitWait)
+	for {
+		err := retry(ctx, "read history", g.log, func(ctx context.Context) (err error) {
+			hist, err = p.store.History(ctx, g.job.ConversationID, g.job.StreamID, p.cfg.HistoryMessages)
+			return err
+		})
+		if chatstream.ErrorCode(err) == chatstream.ENOTFOUND && time.Now().Before(wait) {
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(50 * time.Millisecond):
+			}
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		break
 	}
 	req := llm.Request{Messages: buildPrompt(p.cfg.SystemPrompt, hist, p.cfg.HistoryBytes), MaxTokens: p.cfg.MaxTokens}
 	stall := time.AfterFunc(p.cfg.StallTimeout, func() { cancel(errStalled) })

@@ -41,6 +41,9 @@ type Config struct {
 	// AppendRetryFor is how long a chunk append is retried through Redis
 	// errors before the generation fails. Default 30s.
 	AppendRetryFor time.Duration
+	// CommitWait bounds how long a worker waits for its message's
+	// transaction to commit before it takes the message for gone. Default 5s.
+	CommitWait time.Duration
 	// HandBackWait bounds the work of handing jobs back once the grace
 	// period of Shutdown is over. Default 5s.
 	HandBackWait time.Duration
@@ -72,6 +75,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.AppendRetryFor <= 0 {
 		c.AppendRetryFor = 30 * time.Second
+	}
+	if c.CommitWait <= 0 {
+		c.CommitWait = 5 * time.Second
 	}
 	if c.HandBackWait <= 0 {
 		c.HandBackWait = 5 * time.Second

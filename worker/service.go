@@ -18,7 +18,8 @@ import (
 
 // Store is what generations need of Postgres.
 type Store interface {
-	CreateExchange(ctx context.Context, userID, convID, content string) (user, assistant *chatstream.Message, err error)
+	CreateExchangeThen(ctx context.Context, userID, convID, content string,
+		then func(user, assistant *chatstream.Message) error) (user, assistant *chatstream.Message, err error)
 	FindMessage(ctx context.Context, userID, id string) (*chatstream.Message, error)
 	History(ctx context.Context, convID, beforeID string, limit int) ([]*chatstream.Message, error)
 	FinishMessage(ctx context.Context, id string, f chatstream.Final) (*chatstream.Message, bool, error)
@@ -51,21 +52,20 @@ func NewService(store Store, log *streaming.Log, queue *streaming.Queue, events 
 // Send stores a user message with the assistant message that will answer it
 // and queues the generation. The assistant message's id is the stream id.
 func (s *Service) Send(ctx context.Context, userID, convID, content string) (user, assistant *chatstream.Message, err error) {
-	user, assistant, err = s.store.CreateExchange(ctx, userID, convID, content)
-	if err != nil {
-		return nil, nil, err
-	}
-	job := chatstream.Job{StreamID: assistant.ID, ConversationID: convID, UserID: userID, EnqueuedAt: time.Now().UnixMicro()}
-	if err := s.enqueue(ctx, job); err != nil {
-		// Without a job nothing would ever end the message: end it now.
-		s.slog.Error("enqueue generation", "stream_id", job.StreamID, "err", err)
-		fail := &chatstream.Failure{Code: chatstream.EUNAVAILABLE, Message: "The answer could not be started; please retry."}
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		if _, _, ferr := s.store.FinishMessage(fctx, assistant.ID, chatstream.Final{Status: chatstream.StatusFailed, Failure: fail, LastIndex: -1}); ferr != nil {
-			s.slog.Error("fail unqueued message", "stream_id", job.StreamID, "err", ferr)
-		}
+	// The job is queued inside the messages' transaction: if Redis fails,
+	// nothing is stored; if the commit fails after, the job finds no
+	// message and ends (see generation.open).
+	var redisErr error
+	user, assistant, err = s.store.CreateExchangeThen(ctx, userID, convID, content, func(_, a *chatstream.Message) error {
+		job := chatstream.Job{StreamID: a.ID, ConversationID: convID, UserID: userID, EnqueuedAt: time.Now().UnixMicro()}
+		redisErr = s.enqueue(ctx, job)
+		return redisErr
+	})
+	if redisErr != nil {
+		s.slog.Error("enqueue generation", "err", redisErr)
 		return nil, nil, chatstream.Errorf(chatstream.EUNAVAILABLE, "The answer could not be started; please retry.")
+	} else if err != nil {
+		return nil, nil, err
 	}
 	s.metrics.Enqueued.Inc()
 	s.events.Publish(ctx, user)
