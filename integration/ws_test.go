@@ -2,6 +2,10 @@ package integration
 
 import (
 	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -299,5 +303,54 @@ func TestWS_LongHistoryFitsSmallQueue(t *testing.T) {
 	r := c.follow(sent.StreamID, 0)
 	if len(r.indexes) != 600 || r.text.String() != stored.Content || r.done.Status != "complete" {
 		t.Fatalf("got %d chunks, done %+v", len(r.indexes), r.done)
+	}
+}
+
+// openSockets reads the node's open-socket gauge.
+func (n *node) openSockets(t *testing.T) int {
+	t.Helper()
+	res, err := http.Get(n.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "chatstream_websockets_open "); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return int(f)
+		}
+	}
+	return -1
+}
+
+func TestWS_DeadPeerDropped(t *testing.T) {
+	// The node pings every socket; one that does not answer (a client that
+	// never reads cannot) is dropped, one that reads stays.
+	cfg := app.Config{}
+	cfg.WS.PingInterval = 200 * time.Millisecond
+	cfg.WS.PingTimeout = 200 * time.Millisecond
+	n := demoNode(t, cfg)
+	tok := n.devToken(t, "alice")
+	live := n.dial(t, tok)
+	readErr := make(chan error, 1)
+	go func() { _, err := live.tryRead(time.Minute); readErr <- err }()
+	dead := n.dial(t, tok)
+	_ = dead // never read from
+	waitFor := func(want int) {
+		deadline := time.Now().Add(15 * time.Second)
+		for n.openSockets(t) != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("open sockets = %d, want %d", n.openSockets(t), want)
+			}
+			time.Sleep(20 * time.Millisecond) // polling a gauge, bounded above
+		}
+	}
+	waitFor(2)
+	waitFor(1) // the dead peer is gone
+	select {
+	case err := <-readErr:
+		t.Fatalf("the live socket was closed: %v", err)
+	default:
 	}
 }

@@ -136,6 +136,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		streams: deps.Streams, watcher: deps.Watcher}
 	s.sockets.open = make(map[*session]struct{})
 	s.sockets.writeTimeout = cfg.WS.WriteTimeout
+	s.sockets.pingInterval = cfg.WS.PingInterval
 	s.metrics = newHTTPMetrics(cfg.Registry)
 	if err := s.routes(deps.Page); err != nil {
 		return nil, err

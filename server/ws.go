@@ -99,8 +99,9 @@ type sockets struct {
 	closing  bool
 	watching bool           // the write watchdog runs
 	wg       sync.WaitGroup // one per open socket and one for the watchdog
-	// writeTimeout is how long one frame write may take.
-	writeTimeout time.Duration
+	// writeTimeout is how long one frame write may take; pingInterval how
+	// often each socket is pinged.
+	writeTimeout, pingInterval time.Duration
 }
 
 // addLocked registers an open socket and starts the write watchdog with the
@@ -116,10 +117,11 @@ func (t *sockets) addLocked(ss *session) {
 }
 
 // watchWrites closes sockets whose current write has taken longer than the
-// write timeout. One goroutine for all sockets replaces a timer per frame
-// (a context deadline on each write was a tenth of the writers' CPU).
+// write timeout, and pings each socket every ping interval. One goroutine for
+// all sockets replaces a timer per frame (a context deadline on each write
+// was a tenth of the writers' CPU) and a ticker per socket.
 func (t *sockets) watchWrites() {
-	tick := time.NewTicker(min(time.Second, t.writeTimeout/4))
+	tick := time.NewTicker(min(time.Second, t.writeTimeout/4, t.pingInterval/4))
 	defer tick.Stop()
 	for range tick.C {
 		now := time.Now().UnixNano()
@@ -129,16 +131,22 @@ func (t *sockets) watchWrites() {
 			t.mu.Unlock()
 			return
 		}
-		var stuck []*session
+		var stuck, due []*session
 		for ss := range t.open {
 			if start := ss.writeStart.Load(); start != 0 && time.Duration(now-start) > t.writeTimeout {
 				stuck = append(stuck, ss)
+			} else if time.Duration(now-ss.lastPing.Load()) >= t.pingInterval {
+				ss.lastPing.Store(now)
+				due = append(due, ss)
 			}
 		}
 		t.mu.Unlock()
 		for _, ss := range stuck {
 			ss.stop(errWriteTimeout)
 			ss.conn.CloseNow() // unblocks the write
+		}
+		for _, ss := range due {
+			ss.ping()
 		}
 	}
 }
@@ -202,13 +210,21 @@ func (s *Server) handleWS(c *gin.Context) {
 		srv:     s,
 		conn:    conn,
 		user:    c.GetString(ctxUser),
-		out:     outQueue{max: s.cfg.WS.SendQueue, wake: make(chan struct{}, 1)},
+		closed:  make(chan struct{}),
 		ctx:     ctx,
 		cancel:  cancel,
 		follows: make(map[string]Follow),
 		watches: make(map[string]func()),
 		log:     s.log.With("request_id", c.GetString(ctxRequestID), "user", c.GetString(ctxUser)),
 	}
+	sess.out = outQueue{max: s.cfg.WS.SendQueue, writers: &sess.writers}
+	sess.lastPing.Store(time.Now().UnixNano())
+	// When the session stops, for whatever cause, the connection is closed
+	// with the status that says why. AfterFunc holds no goroutine meanwhile.
+	context.AfterFunc(ctx, func() {
+		defer close(sess.closed)
+		sess.close(context.Cause(ctx))
+	})
 	s.sockets.mu.Lock()
 	s.sockets.addLocked(sess)
 	closing := s.sockets.closing
@@ -250,6 +266,12 @@ type session struct {
 	follows map[string]Follow
 	watches map[string]func()
 	pings   sync.WaitGroup // ping goroutines in flight
+	writers sync.WaitGroup // the writer goroutine, while it runs
+	ended   bool           // guarded by mu: run is winding up, no new ping
+	// closed is closed once the connection has been closed (by closeOnStop).
+	closed chan struct{}
+	// lastPing is when the node's watchdog last pinged the socket (Unix ns).
+	lastPing atomic.Int64
 	// writeStart is when the current frame write began (Unix ns), 0 between
 	// writes; the sockets' watchdog reads it.
 	writeStart atomic.Int64
@@ -261,60 +283,92 @@ func (ss *session) Send(frame []byte) bool {
 	if ss.ctx.Err() != nil {
 		return false
 	}
-	if !ss.out.push(frame) {
+	switch ss.out.push(frame) {
+	case pushed:
+		return true
+	case pushedStart:
+		// The writer lives until the queue is empty or the socket closes.
+		go func() { defer ss.writers.Done(); ss.writeLoop() }()
+		return true
+	case queueFull:
 		// Counted here, not when the socket is closed: the writer may be
 		// stuck in a write to the very client that stopped reading.
 		if ss.slow.CompareAndSwap(false, true) {
 			ss.srv.metrics.wsErrors.WithLabelValues("slow_consumer").Inc()
 		}
 		ss.stop(errSlowConsumer)
-		return false
 	}
-	return true
+	return false
 }
 
 // Room implements Sink.
 func (ss *session) Room() int { return ss.out.room() }
 
 // outQueue is a socket's bounded outbound queue. Unlike a buffered channel
-// it holds memory only for the frames queued, so an idle socket costs
-// nothing here, and the writer takes every queued frame at once.
+// it holds memory only for the frames queued, and its writer goroutine runs
+// only while there is something to write: an idle socket costs neither.
 type outQueue struct {
-	mu     sync.Mutex
-	frames [][]byte
-	max    int
-	// wake tells the writer that frames are queued; buffered 1, so a push
-	// never blocks and a wake-up is never lost.
-	wake chan struct{}
+	mu      sync.Mutex
+	frames  [][]byte
+	max     int
+	writing bool            // a writer goroutine runs
+	closed  bool            // the socket is closing: nothing more is queued
+	writers *sync.WaitGroup // the writer goroutines, for the session to wait on
 }
 
-// push queues frame; false when the queue is full.
-func (q *outQueue) push(frame []byte) bool {
+// pushResult says what push did.
+type pushResult int
+
+const (
+	pushed      pushResult = iota
+	pushedStart            // queued; the caller must start the writer
+	queueFull
+	queueClosed
+)
+
+// push queues frame.
+func (q *outQueue) push(frame []byte) pushResult {
 	q.mu.Lock()
-	if len(q.frames) >= q.max {
-		q.mu.Unlock()
-		return false
+	defer q.mu.Unlock()
+	switch {
+	case q.closed:
+		return queueClosed
+	case len(q.frames) >= q.max:
+		return queueFull
 	}
 	q.frames = append(q.frames, frame)
-	q.mu.Unlock()
-	select {
-	case q.wake <- struct{}{}:
-	default:
+	if q.writing {
+		return pushed
 	}
-	return true
+	q.writing = true
+	q.writers.Add(1) // under q.mu, so never after the session's Wait
+	return pushedStart
 }
 
-// take returns every queued frame, reusing buf's storage.
-func (q *outQueue) take(buf [][]byte) [][]byte {
+// take returns every queued frame, reusing buf's storage; with none queued it
+// returns false and the writer must end.
+func (q *outQueue) take(buf [][]byte) ([][]byte, bool) {
 	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.frames) == 0 || q.closed {
+		q.writing = false
+		return buf[:0], false
+	}
 	buf = append(buf[:0], q.frames...)
 	clear(q.frames)
 	q.frames = q.frames[:0]
 	if cap(q.frames) > 64 && len(buf) < 16 {
 		q.frames = nil // let a burst's storage go once it is over
 	}
+	return buf, true
+}
+
+// close refuses further frames and drops the queued ones.
+func (q *outQueue) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.frames = nil
 	q.mu.Unlock()
-	return buf
 }
 
 func (q *outQueue) room() int {
@@ -334,20 +388,17 @@ func (ss *session) stop(cause error) { ss.cancel(cause) }
 
 // run serves the socket until it closes, then releases everything it held.
 func (ss *session) run() {
-	writerDone := make(chan struct{})
-	// The writer lives until the session's context ends and it has closed
-	// the connection.
-	go func() { defer close(writerDone); ss.writeLoop() }()
-
 	ss.readLoop()
 	ss.stop(context.Canceled)
-	<-writerDone
-	ss.pings.Wait()
-
+	ss.out.close()
+	<-ss.closed
+	ss.writers.Wait()
 	ss.mu.Lock()
+	ss.ended = true
 	follows, watches := ss.follows, ss.watches
 	ss.follows, ss.watches = nil, nil
 	ss.mu.Unlock()
+	ss.pings.Wait()
 	for _, f := range follows {
 		f.Close()
 	}
@@ -381,55 +432,59 @@ func (ss *session) readLoop() {
 	}
 }
 
+// writeLoop writes the queued frames until the queue is empty (then it ends;
+// the next Send starts another) or the socket stops (then the closing is
+// closeOnStop's, and the close frame goes before anything still queued).
 func (ss *session) writeLoop() {
-	cfg := ss.srv.cfg.WS
-	ping := time.NewTicker(cfg.PingInterval)
-	defer ping.Stop()
 	var batch [][]byte
 	for {
-		select {
-		case <-ss.out.wake:
-			batch = ss.out.take(batch)
-			for i, frame := range batch {
-				if ss.ctx.Err() != nil {
-					// Stopped: the close frame goes before anything queued.
-					ss.close(context.Cause(ss.ctx))
-					return
-				}
-				// No deadline of its own: the sockets' watchdog ends a write
-				// that takes longer than WriteTimeout.
-				ss.writeStart.Store(time.Now().UnixNano())
-				err := ss.conn.Write(context.Background(), websocket.MessageText, frame)
-				ss.writeStart.Store(0)
-				batch[i] = nil
-				if err != nil {
-					// A write that failed or timed out has closed the
-					// connection already; close only records why.
-					ss.stop(err)
-					ss.close(context.Cause(ss.ctx))
-					return
-				}
-			}
-			if cap(batch) > 64 {
-				batch = nil
-			}
-		case <-ping.C:
-			ss.pings.Add(1)
-			// The ping waits for its pong while the writer goes on; it ends
-			// within PingTimeout.
-			go func() {
-				defer ss.pings.Done()
-				ctx, cancel := context.WithTimeout(ss.ctx, cfg.PingTimeout)
-				defer cancel()
-				if err := ss.conn.Ping(ctx); err != nil && ss.ctx.Err() == nil {
-					ss.stop(errPeerGone)
-				}
-			}()
-		case <-ss.ctx.Done():
-			ss.close(context.Cause(ss.ctx))
+		var ok bool
+		if batch, ok = ss.out.take(batch); !ok {
 			return
 		}
+		for i, frame := range batch {
+			if ss.ctx.Err() != nil {
+				return
+			}
+			// No deadline of its own: the sockets' watchdog ends a write
+			// that takes longer than WriteTimeout.
+			ss.writeStart.Store(time.Now().UnixNano())
+			err := ss.conn.Write(context.Background(), websocket.MessageText, frame)
+			ss.writeStart.Store(0)
+			batch[i] = nil
+			if err != nil {
+				// A write that failed or timed out has closed the
+				// connection already; the stop records why.
+				ss.stop(err)
+				return
+			}
+		}
+		if cap(batch) > 64 {
+			batch = nil
+		}
 	}
+}
+
+// ping pings the socket once from a goroutine of its own, unless the
+// session is ending; a peer that does not answer within PingTimeout is
+// dropped.
+func (ss *session) ping() {
+	ss.mu.Lock()
+	if ss.ended {
+		ss.mu.Unlock()
+		return
+	}
+	ss.pings.Add(1)
+	ss.mu.Unlock()
+	// The ping waits for its pong; it ends within PingTimeout.
+	go func() {
+		defer ss.pings.Done()
+		ctx, cancel := context.WithTimeout(ss.ctx, ss.srv.cfg.WS.PingTimeout)
+		defer cancel()
+		if err := ss.conn.Ping(ctx); err != nil && ss.ctx.Err() == nil {
+			ss.stop(errPeerGone)
+		}
+	}()
 }
 
 // close closes the connection with the status that says why.
