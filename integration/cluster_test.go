@@ -2,11 +2,7 @@ package integration
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 	"net/http"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +11,7 @@ import (
 
 	"github.com/chatstream/chatstream"
 	"github.com/chatstream/chatstream/app"
+	"github.com/chatstream/chatstream/internal/streamtest"
 	"github.com/chatstream/chatstream/internal/testenv"
 	"github.com/chatstream/chatstream/llm"
 	"github.com/chatstream/chatstream/llm/llmtest"
@@ -33,7 +30,7 @@ type cluster struct {
 	secret []byte
 	llm    *llmtest.Server
 	redis  rueidis.Client
-	frames *recorder
+	frames *streamtest.Recorder
 }
 
 func newCluster(t *testing.T) *cluster {
@@ -49,7 +46,7 @@ func newCluster(t *testing.T) *cluster {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.redis.Close)
-	c.frames = record(t, c.redis, c.keys.Prefix+"stream:{*}")
+	c.frames = streamtest.Record(t, c.redis, c.keys.Prefix+"stream:{*}")
 	return c
 }
 
@@ -157,54 +154,12 @@ func (c *cluster) llen(t *testing.T, id string) int64 {
 	return n
 }
 
-// checkStream checks the contract on an ended stream: the chunk log holds
-// chunks 0..n-1 whose text joined is the stored content, and a subscriber
-// of the stream's channel saw the same chunks in order, then one done frame
-// with the stored status. It returns the chunk texts.
+// checkStream checks the contract's guarantees on an ended stream (see
+// streamtest.CheckStream).
 func (c *cluster) checkStream(t *testing.T, m apiMessage) []string {
 	t.Helper()
-	// The done frame goes out after Postgres is written: wait for it.
-	got := c.frames.waitDone(t, c.keys.Channel(m.ID))
-	hist, err := streaming.NewLog(c.redis, c.keys, time.Hour).Read(testCtx(t), m.ID, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var texts []string
-	for i, f := range hist.Frames {
-		var ch streaming.Chunk
-		if err := json.Unmarshal(f, &ch); err != nil {
-			t.Fatal(err)
-		}
-		if ch.Index != int64(i) || ch.StreamID != m.ID {
-			t.Fatalf("chunk %d of the log is %s", i, f)
-		}
-		texts = append(texts, ch.Content)
-	}
-	if got := strings.Join(texts, ""); got != m.Content {
-		t.Fatalf("chunks joined = %q, stored content = %q", got, m.Content)
-	}
-	if hist.Meta.Status != m.Status {
-		t.Fatalf("redis says %s, postgres %s", hist.Meta.Status, m.Status)
-	}
-	if len(got) != len(hist.Frames)+1 {
-		t.Fatalf("subscriber got %d frames, want %d chunks and done: %q", len(got), len(hist.Frames), got)
-	}
-	for i, f := range hist.Frames {
-		if got[i] != string(f) {
-			t.Fatalf("published frame %d = %s, the log holds %s", i, got[i], f)
-		}
-	}
-	var done streaming.Done
-	if err := json.Unmarshal([]byte(got[len(got)-1]), &done); err != nil {
-		t.Fatal(err)
-	}
-	if done.Type != "done" || done.Status != m.Status || done.LastIndex != int64(len(texts))-1 || done.StreamID != m.ID {
-		t.Fatalf("done = %+v, message %+v", done, m)
-	}
-	if (done.Error == nil) != (m.Error == nil) || (done.Error != nil && *done.Error != *m.Error) {
-		t.Fatalf("done error %+v, stored error %+v", done.Error, m.Error)
-	}
-	return texts
+	return streamtest.CheckStream(t, c.redis, c.keys, c.frames,
+		&chatstream.Message{ID: m.ID, ConversationID: m.ConversationID, Content: m.Content, Status: m.Status, Error: m.Error})
 }
 
 // usage reads the token counts stored with message id.
@@ -222,64 +177,9 @@ func (c *cluster) usage(t *testing.T, id string) (prompt, completion *int) {
 	return prompt, completion
 }
 
-// recorder records every message of the channels that match a pattern,
-// from a pub/sub connection of its own.
-type recorder struct {
-	mu      sync.Mutex
-	msgs    map[string][]string
-	changed chan struct{} // closed and replaced on every message
-}
-
-func record(t *testing.T, client rueidis.Client, pattern string) *recorder {
-	t.Helper()
-	r := &recorder{msgs: map[string][]string{}, changed: make(chan struct{})}
-	dc, release := client.Dedicate()
-	t.Cleanup(func() { dc.Close(); release() })
-	dc.SetPubSubHooks(rueidis.PubSubHooks{OnMessage: func(m rueidis.PubSubMessage) {
-		r.mu.Lock()
-		r.msgs[m.Channel] = append(r.msgs[m.Channel], m.Message)
-		close(r.changed)
-		r.changed = make(chan struct{})
-		r.mu.Unlock()
-	}})
-	if err := dc.Do(testCtx(t), dc.B().Psubscribe().Pattern(pattern).Build()).Error(); err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
-
-// waitDone waits until channel carried a done frame and returns every
-// message it carried.
-func (r *recorder) waitDone(t *testing.T, channel string) []string {
-	t.Helper()
-	deadline := time.After(10 * time.Second)
-	for {
-		r.mu.Lock()
-		msgs, changed := append([]string(nil), r.msgs[channel]...), r.changed
-		r.mu.Unlock()
-		for _, m := range msgs {
-			if strings.HasPrefix(m, `{"type":"done"`) {
-				return msgs
-			}
-		}
-		select {
-		case <-changed:
-		case <-deadline:
-			t.Fatalf("%s carried no done frame: %q", channel, msgs)
-		}
-	}
-}
-
-// eventually polls cond with a short tick until it holds or timeout passes.
 func eventually(t *testing.T, timeout time.Duration, cond func() bool, format string, args ...any) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %s", timeout, fmt.Sprintf(format, args...))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	streamtest.Eventually(t, timeout, cond, format, args...)
 }
 
 func testCtx(t *testing.T) context.Context {
@@ -288,13 +188,7 @@ func testCtx(t *testing.T) context.Context {
 	return ctx
 }
 
-func tokens(n int) []string {
-	out := make([]string, n)
-	for i := range out {
-		out[i] = fmt.Sprintf(" t%d", i)
-	}
-	return out
-}
+func tokens(n int) []string { return streamtest.Tokens(n) }
 
 func deref(p *int) any {
 	if p == nil {

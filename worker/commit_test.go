@@ -51,7 +51,7 @@ func TestPool_JobWithoutMessageEnds(t *testing.T) {
 	if err := n.queue.Enqueue(ctx, chatstream.Job{StreamID: id, ConversationID: conv, UserID: "alice"}); err != nil {
 		t.Fatal(err)
 	}
-	frames := e.frames.waitDone(t, e.keys.Channel(id))
+	frames := e.frames.WaitDone(t, e.keys.Channel(id))
 	var done streaming.Done
 	if err := json.Unmarshal([]byte(frames[len(frames)-1]), &done); err != nil {
 		t.Fatal(err)

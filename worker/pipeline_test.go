@@ -2,9 +2,6 @@ package worker_test
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -13,6 +10,7 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/chatstream/chatstream"
+	"github.com/chatstream/chatstream/internal/streamtest"
 	"github.com/chatstream/chatstream/internal/testenv"
 	"github.com/chatstream/chatstream/llm"
 	"github.com/chatstream/chatstream/llm/llmtest"
@@ -31,7 +29,7 @@ type env struct {
 	redis  rueidis.Client
 	keys   streaming.Keys
 	llm    *llmtest.Server
-	frames *recorder
+	frames *streamtest.Recorder
 }
 
 func newEnv(t *testing.T) *env {
@@ -51,7 +49,7 @@ func newEnv(t *testing.T) *env {
 	}
 	t.Cleanup(e.redis.Close)
 	e.keys = streaming.Keys{Prefix: testenv.Namespace(t)}
-	e.frames = record(t, e.redis, e.keys.Prefix+"stream:{*}")
+	e.frames = streamtest.Record(t, e.redis, e.keys.Prefix+"stream:{*}")
 	return e
 }
 
@@ -178,56 +176,13 @@ func (e *env) llen(t *testing.T, id string) int64 {
 	return n
 }
 
-// checkStream checks the contract's guarantees on an ended stream: the
-// chunk log holds chunks 0..n-1 whose text joined is the stored content,
-// Redis says the stored status, and a subscriber of the stream's channel saw
-// the same chunks in order, then one done frame. It returns the chunk texts.
+// checkStream checks the contract's guarantees on an ended stream (see
+// streamtest.CheckStream) and the last index stored with the message.
 func (e *env) checkStream(t *testing.T, m *chatstream.Message) []string {
 	t.Helper()
-	// The done frame goes out after Postgres is written: wait for it.
-	got := e.frames.waitDone(t, e.keys.Channel(m.ID))
-	hist, err := streaming.NewLog(e.redis, e.keys, time.Minute).Read(testCtx(t), m.ID, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var texts []string
-	for i, f := range hist.Frames {
-		var c streaming.Chunk
-		if err := json.Unmarshal(f, &c); err != nil {
-			t.Fatal(err)
-		}
-		if c.Index != int64(i) || c.StreamID != m.ID {
-			t.Fatalf("chunk %d of the log is %s", i, f)
-		}
-		texts = append(texts, c.Content)
-	}
-	if got := strings.Join(texts, ""); got != m.Content {
-		t.Fatalf("chunks joined = %q, stored content = %q", got, m.Content)
-	}
-	if hist.Meta.Status != m.Status || hist.Meta.N != int64(len(texts)) {
-		t.Fatalf("meta = %+v, stored status %s, %d chunks", hist.Meta, m.Status, len(texts))
-	}
+	texts := streamtest.CheckStream(t, e.redis, e.keys, e.frames, m)
 	if m.LastIndex != int64(len(texts))-1 {
 		t.Fatalf("stored last index %d, %d chunks", m.LastIndex, len(texts))
-	}
-
-	if len(got) != len(hist.Frames)+1 {
-		t.Fatalf("subscriber got %d frames, want %d chunks and done: %q", len(got), len(hist.Frames), got)
-	}
-	for i, f := range hist.Frames {
-		if got[i] != string(f) {
-			t.Fatalf("published frame %d = %s, the log holds %s", i, got[i], f)
-		}
-	}
-	var done streaming.Done
-	if err := json.Unmarshal([]byte(got[len(got)-1]), &done); err != nil {
-		t.Fatal(err)
-	}
-	if done.Type != "done" || done.Status != m.Status || done.LastIndex != int64(len(texts))-1 || done.MessageID != m.ID {
-		t.Fatalf("done = %+v, message %+v", done, m)
-	}
-	if (done.Error == nil) != (m.Error == nil) || (done.Error != nil && *done.Error != *m.Error) {
-		t.Fatalf("done error %+v, stored error %+v", done.Error, m.Error)
 	}
 	return texts
 }
@@ -247,64 +202,9 @@ func (e *env) usage(t *testing.T, id string) (prompt, completion *int) {
 	return prompt, completion
 }
 
-// recorder records every message of the channels that match a pattern,
-// from a pub/sub connection of its own.
-type recorder struct {
-	mu      sync.Mutex
-	msgs    map[string][]string
-	changed chan struct{} // closed and replaced on every message
-}
-
-func record(t *testing.T, client rueidis.Client, pattern string) *recorder {
-	t.Helper()
-	r := &recorder{msgs: map[string][]string{}, changed: make(chan struct{})}
-	dc, release := client.Dedicate()
-	t.Cleanup(func() { dc.Close(); release() })
-	dc.SetPubSubHooks(rueidis.PubSubHooks{OnMessage: func(m rueidis.PubSubMessage) {
-		r.mu.Lock()
-		r.msgs[m.Channel] = append(r.msgs[m.Channel], m.Message)
-		close(r.changed)
-		r.changed = make(chan struct{})
-		r.mu.Unlock()
-	}})
-	if err := dc.Do(testCtx(t), dc.B().Psubscribe().Pattern(pattern).Build()).Error(); err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
-
-// waitDone waits until channel carried a done frame and returns every
-// message it carried.
-func (r *recorder) waitDone(t *testing.T, channel string) []string {
-	t.Helper()
-	deadline := time.After(10 * time.Second)
-	for {
-		r.mu.Lock()
-		msgs, changed := append([]string(nil), r.msgs[channel]...), r.changed
-		r.mu.Unlock()
-		for _, m := range msgs {
-			if strings.HasPrefix(m, `{"type":"done"`) {
-				return msgs
-			}
-		}
-		select {
-		case <-changed:
-		case <-deadline:
-			t.Fatalf("%s carried no done frame: %q", channel, msgs)
-		}
-	}
-}
-
-// eventually polls cond with a short tick until it holds or timeout passes.
 func eventually(t *testing.T, timeout time.Duration, cond func() bool, format string, args ...any) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %s", timeout, fmt.Sprintf(format, args...))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	streamtest.Eventually(t, timeout, cond, format, args...)
 }
 
 func testCtx(t *testing.T) context.Context {
@@ -313,13 +213,7 @@ func testCtx(t *testing.T) context.Context {
 	return ctx
 }
 
-func tokens(n int) []string {
-	out := make([]string, n)
-	for i := range out {
-		out[i] = fmt.Sprintf(" t%d", i)
-	}
-	return out
-}
+func tokens(n int) []string { return streamtest.Tokens(n) }
 
 func deref(p *int) any {
 	if p == nil {
