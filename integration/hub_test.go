@@ -16,7 +16,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -370,163 +369,15 @@ func TestWS_RandomizedResume(t *testing.T) {
 	}
 }
 
-// hubRedis is a redis-server process owned by a test, with an append-only
-// file synced on every write, so that a killed server restarts with every
-// acknowledged write.
-type hubRedis struct {
-	t      *testing.T
-	bin    string
-	dir    string
-	port   int
-	cmd    *exec.Cmd
-	exited chan struct{} // closed when the process exited
-}
-
-// startHubRedis starts a private redis-server on a free port; it is killed
-// when the test ends.
-func startHubRedis(t *testing.T) *hubRedis {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Fatal("redis-server not found: `make test` installs it")
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	r := &hubRedis{t: t, bin: bin, dir: t.TempDir(), port: port}
-	r.start()
-	t.Cleanup(func() {
-		if r.cmd != nil {
-			r.kill()
-		}
-	})
-	return r
-}
-
-func (r *hubRedis) url() string { return fmt.Sprintf("redis://127.0.0.1:%d/0", r.port) }
-
-// start starts the server and waits until it answers PING.
-func (r *hubRedis) start() {
-	r.t.Helper()
-	logf, err := os.OpenFile(r.dir+"/redis.log", os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	defer logf.Close()
-	cmd := exec.Command(r.bin, "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1", "--save", "",
-		"--appendonly", "yes", "--appendfsync", "always", "--dir", r.dir)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		r.t.Fatalf("start redis-server: %v", err)
-	}
-	r.cmd, r.exited = cmd, make(chan struct{})
-	exited := r.exited
-	// The waiter lives until the process exits.
-	go func() { _ = cmd.Wait(); close(exited) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for !r.ping() {
-		select {
-		case <-exited:
-			log, _ := os.ReadFile(r.dir + "/redis.log")
-			r.t.Fatalf("redis-server exited at start:\n%s", log)
-		default:
-		}
-		if time.Now().After(deadline) {
-			r.t.Fatal("redis-server does not answer PING after 10 s")
-		}
-		time.Sleep(10 * time.Millisecond) // polling for PING, bounded above
-	}
-}
-
-// ping reports whether the server answers PING.
-func (r *hubRedis) ping() bool {
-	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", r.port), time.Second)
-	if err != nil {
-		return false
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write([]byte("PING\r\n")); err != nil {
-		return false
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	return err == nil && line == "+PONG\r\n"
-}
-
-// kill kills the server with SIGKILL and waits for the process to exit.
-func (r *hubRedis) kill() {
-	r.t.Helper()
-	_ = r.cmd.Process.Signal(syscall.SIGKILL)
-	select {
-	case <-r.exited:
-	case <-time.After(10 * time.Second):
-		r.t.Fatal("redis-server did not exit 10 s after SIGKILL")
-	}
-	r.cmd = nil
-}
-
-// do runs one command on the server and returns its raw RESP answer lines.
-func (r *hubRedis) do(args ...string) []string {
-	r.t.Helper()
-	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", r.port), time.Second)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	var b strings.Builder
-	fmt.Fprintf(&b, "*%d\r\n", len(args))
-	for _, a := range args {
-		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
-	}
-	if _, err := c.Write([]byte(b.String())); err != nil {
-		r.t.Fatal(err)
-	}
-	br := bufio.NewReader(c)
-	var lines []string
-	var readValue func()
-	readValue = func() {
-		line, err := br.ReadString('\n')
-		if err != nil {
-			r.t.Fatalf("%v: %v", args, err)
-		}
-		line = strings.TrimSuffix(line, "\r\n")
-		switch line[0] {
-		case '*':
-			n, _ := strconv.Atoi(line[1:])
-			for range n {
-				readValue()
-			}
-		case '$':
-			n, _ := strconv.Atoi(line[1:])
-			if n < 0 {
-				lines = append(lines, "")
-				return
-			}
-			buf := make([]byte, n+2)
-			if _, err := io.ReadFull(br, buf); err != nil {
-				r.t.Fatal(err)
-			}
-			lines = append(lines, string(buf[:n]))
-		case '-':
-			r.t.Fatalf("%v: %s", args, line)
-		default: // +simple string, :integer
-			lines = append(lines, line[1:])
-		}
-	}
-	readValue()
-	return lines
-}
+// startHubRedis starts a redis-server of the test's own.
+func startHubRedis(tb testing.TB) *testenv.RedisServer { return testenv.StartRedisServer(tb) }
 
 func TestWS_RedisRestart(t *testing.T) {
 	seed := hubSeed(t)
 	rng := rand.New(rand.NewPCG(seed, 0))
 	redis := startHubRedis(t)
 	keys := streaming.Keys{Prefix: testenv.Namespace(t)}
-	nodes := hubCluster(t, app.Config{RedisURL: redis.url(), KeyPrefix: keys.Prefix}, 2, 2)
+	nodes := hubCluster(t, app.Config{RedisURL: redis.URL(), KeyPrefix: keys.Prefix}, 2, 2)
 	tok := nodes[0].devToken(t, "alice")
 	const streams, followers, chunks = 4, 3, 80
 	type streamRun struct{ conv, id string }
@@ -565,15 +416,15 @@ func TestWS_RedisRestart(t *testing.T) {
 		})
 	}
 	started.Wait()
-	redis.kill()
+	redis.Kill()
 	t.Log("redis-server killed; starting it again")
-	redis.start()
+	redis.Start()
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		for _, s := range sr {
-			t.Logf("%s: meta %v, %v chunks", s.id, redis.do("HGETALL", keys.Meta(s.id)), redis.do("LLEN", keys.Chunks(s.id)))
+			t.Logf("%s: meta %v, %v chunks", s.id, redis.Do("HGETALL", keys.Meta(s.id)), redis.Do("LLEN", keys.Chunks(s.id)))
 		}
-		log, _ := os.ReadFile(redis.dir + "/redis.log")
+		log := redis.Log()
 		t.Logf("redis log:\n%s", log)
 		t.Fatal(err)
 	}
@@ -595,7 +446,7 @@ func TestWS_OnePubSubConnectionPerNode(t *testing.T) {
 	keys := streaming.Keys{Prefix: testenv.Namespace(t)}
 	// Node 0 runs generations too: their cancel channels share the hub's
 	// connection.
-	nodes := hubCluster(t, app.Config{RedisURL: redis.url(), KeyPrefix: keys.Prefix}, 2, 0)
+	nodes := hubCluster(t, app.Config{RedisURL: redis.URL(), KeyPrefix: keys.Prefix}, 2, 0)
 	tok := nodes[0].devToken(t, "alice")
 	const streams = 50
 	ids := make([]string, streams)
@@ -626,7 +477,7 @@ func TestWS_OnePubSubConnectionPerNode(t *testing.T) {
 		for _, id := range ids {
 			args = append(args, keys.Channel(id))
 		}
-		res := redis.do(args...)
+		res := redis.Do(args...)
 		for i := 1; i < len(res); i += 2 {
 			if res[i] != "2" {
 				return false
@@ -634,7 +485,7 @@ func TestWS_OnePubSubConnectionPerNode(t *testing.T) {
 		}
 		return true
 	})
-	list := strings.TrimSpace(redis.do("CLIENT", "LIST", "TYPE", "pubsub")[0])
+	list := strings.TrimSpace(redis.Do("CLIENT", "LIST", "TYPE", "pubsub")[0])
 	conns := strings.Split(list, "\n")
 	if len(conns) != 2 {
 		t.Fatalf("CLIENT LIST TYPE pubsub shows %d connections, want 2 (one per node):\n%s", len(conns), list)
@@ -714,7 +565,7 @@ func TestWS_SlowReaderClosed1013(t *testing.T) {
 	redis := startHubRedis(t)
 	const chunks = 200
 	nodes := hubCluster(t, app.Config{
-		RedisURL: redis.url(),
+		RedisURL: redis.URL(),
 		Provider: hubFlood{n: chunks, size: 64 << 10, every: 2 * time.Millisecond},
 		WS:       server.WSConfig{SendQueue: 64, WriteTimeout: 5 * time.Second},
 	}, 1)

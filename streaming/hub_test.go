@@ -1,17 +1,12 @@
 package streaming_test
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
-	"os"
-	"os/exec"
 	"strconv"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -319,92 +314,8 @@ func TestHub_ChurnLeavesNothing(t *testing.T) {
 	goleak.VerifyNone(t, ignore)
 }
 
-// hubRedis is a redis-server process of the test's own, with an append-only
-// file synced on every write, so that it restarts with every write it
-// acknowledged.
-type hubRedis struct {
-	tb     testing.TB
-	dir    string
-	port   int
-	cmd    *exec.Cmd
-	exited chan struct{} // closed when the process exited
-}
-
-func startHubRedis(tb testing.TB) *hubRedis {
-	tb.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		tb.Skip("redis-server not installed")
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	r := &hubRedis{tb: tb, dir: tb.TempDir(), port: port}
-	r.start()
-	tb.Cleanup(func() {
-		if r.cmd != nil {
-			r.kill()
-		}
-	})
-	return r
-}
-
-func (r *hubRedis) url() string { return fmt.Sprintf("redis://127.0.0.1:%d/0", r.port) }
-
-// start starts the server and waits until it answers PING.
-func (r *hubRedis) start() {
-	r.tb.Helper()
-	cmd := exec.Command("redis-server", "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1", "--save", "",
-		"--appendonly", "yes", "--appendfsync", "always", "--dir", r.dir, "--logfile", r.dir+"/redis.log")
-	if err := cmd.Start(); err != nil {
-		r.tb.Fatalf("start redis-server: %v", err)
-	}
-	r.cmd, r.exited = cmd, make(chan struct{})
-	exited := r.exited
-	// The waiter lives until the process exits.
-	go func() { _ = cmd.Wait(); close(exited) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for !r.ping() {
-		select {
-		case <-exited:
-			log, _ := os.ReadFile(r.dir + "/redis.log")
-			r.tb.Fatalf("redis-server exited at start:\n%s", log)
-		default:
-		}
-		if time.Now().After(deadline) {
-			r.tb.Fatal("redis-server does not answer PING after 10 s")
-		}
-		time.Sleep(10 * time.Millisecond) // polling for PING, bounded above
-	}
-}
-
-func (r *hubRedis) ping() bool {
-	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", r.port), time.Second)
-	if err != nil {
-		return false
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write([]byte("PING\r\n")); err != nil {
-		return false
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	return err == nil && line == "+PONG\r\n"
-}
-
-// kill kills the server with SIGKILL and waits for the process to exit.
-func (r *hubRedis) kill() {
-	r.tb.Helper()
-	_ = r.cmd.Process.Signal(syscall.SIGKILL)
-	select {
-	case <-r.exited:
-	case <-time.After(10 * time.Second):
-		r.tb.Fatal("redis-server did not exit 10 s after SIGKILL")
-	}
-	r.cmd = nil
-}
+// startHubRedis starts a redis-server of the test's own.
+func startHubRedis(tb testing.TB) *testenv.RedisServer { return testenv.StartRedisServer(tb) }
 
 // hubCounter returns the value of a counter of reg.
 func hubCounter(tb testing.TB, reg *prometheus.Registry, name string) float64 {
@@ -423,7 +334,7 @@ func hubCounter(tb testing.TB, reg *prometheus.Registry, name string) float64 {
 
 func TestHub_ReconnectsAfterRedisRestart(t *testing.T) {
 	redis := startHubRedis(t)
-	client := hubClient(t, redis.url())
+	client := hubClient(t, redis.URL())
 	reg := prometheus.NewRegistry()
 	hub := streaming.NewHub(client, streaming.HubConfig{Metrics: streaming.NewMetrics(reg)})
 	defer hub.Close()
@@ -432,7 +343,7 @@ func TestHub_ReconnectsAfterRedisRestart(t *testing.T) {
 	hubPublish(t, client, "before", "1")
 	rec.await(t, "first message", func(r *hubRecorder) bool { return len(r.msgs["before"]) == 1 })
 
-	redis.kill()
+	redis.Kill()
 	// A channel wanted while Redis is down is subscribed once it is back.
 	during := make(chan func(), 1)
 	go func() {
@@ -445,7 +356,7 @@ func TestHub_ReconnectsAfterRedisRestart(t *testing.T) {
 		}
 		during <- unsub
 	}()
-	redis.start()
+	redis.Start()
 
 	// The hub tells its handlers to resync once it is subscribed again.
 	rec.await(t, "resync after the restart", func(r *hubRecorder) bool { return r.resyncs["before"] >= 1 })
@@ -454,7 +365,7 @@ func TestHub_ReconnectsAfterRedisRestart(t *testing.T) {
 	}
 	// The old client's connection died with the server; PUBLISH is not
 	// retried, so a fresh client publishes.
-	pub := hubClient(t, redis.url())
+	pub := hubClient(t, redis.URL())
 	if n := hubPublish(t, pub, "before", "2"); n != 1 {
 		t.Fatalf("after the restart PUBLISH reached %d subscribers", n)
 	}
@@ -471,10 +382,10 @@ func TestHub_ReconnectsAfterRedisRestart(t *testing.T) {
 
 func TestHub_CloseEndsPendingSubscribe(t *testing.T) {
 	redis := startHubRedis(t)
-	client := hubClient(t, redis.url())
+	client := hubClient(t, redis.URL())
 	hub := streaming.NewHub(client, streaming.HubConfig{})
 	defer hubSubscribe(t, hub, "up", newHubRecorder())()
-	redis.kill()
+	redis.Kill()
 	// With Redis down the subscription cannot be made; the caller waits
 	// without a deadline of its own, until Close.
 	errc := make(chan error, 1)
