@@ -43,6 +43,7 @@ bench: services
 	@eval "$$($(SERVICES) env)"; \
 	set -e; \
 	$(GO) test -run '^$$' -bench . -benchmem ./streaming ./llm; \
+	$(GO) test -run '^$$' -bench CancelAcrossNodes -benchtime 30x ./integration; \
 	scripts/bench.sh quick
 
 ## bench-full: the full-size load scenarios of BENCHMARKS.md (several minutes).

@@ -23,7 +23,7 @@ type node struct {
 }
 
 // startNode runs a node on a free port and shuts it down when the test ends.
-func startNode(t *testing.T, cfg app.Config) *node {
+func startNode(t testing.TB, cfg app.Config) *node {
 	t.Helper()
 	if cfg.HTTPAddr == "" {
 		cfg.HTTPAddr = "127.0.0.1:0"
@@ -56,7 +56,7 @@ func startNode(t *testing.T, cfg app.Config) *node {
 }
 
 // call sends a JSON request and decodes a JSON answer into out (if non-nil).
-func (n *node) call(t *testing.T, method, path, token string, in, out any) int {
+func (n *node) call(t testing.TB, method, path, token string, in, out any) int {
 	t.Helper()
 	var body io.Reader
 	if in != nil {
@@ -87,7 +87,7 @@ func (n *node) call(t *testing.T, method, path, token string, in, out any) int {
 }
 
 // devToken gets an access token for user from a node with AuthDev.
-func (n *node) devToken(t *testing.T, user string) string {
+func (n *node) devToken(t testing.TB, user string) string {
 	t.Helper()
 	var out struct{ Token string }
 	if code := n.call(t, "POST", "/v1/auth/dev-token", "", map[string]string{"user": user}, &out); code != 200 {

@@ -36,12 +36,12 @@ type msg struct {
 
 // wsClient is a test WebSocket client.
 type wsClient struct {
-	t    *testing.T
+	t    testing.TB
 	conn *websocket.Conn
 }
 
 // dial opens a socket to node n as the holder of token.
-func (n *node) dial(t *testing.T, token string) *wsClient {
+func (n *node) dial(t testing.TB, token string) *wsClient {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

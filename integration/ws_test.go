@@ -16,7 +16,7 @@ import (
 )
 
 // demoNode starts a node with workers on the demo model at a fast pace.
-func demoNode(t *testing.T, cfg app.Config) *node {
+func demoNode(t testing.TB, cfg app.Config) *node {
 	t.Helper()
 	cfg.AuthDev = true
 	if cfg.AuthSecret == nil {
@@ -29,7 +29,7 @@ func demoNode(t *testing.T, cfg app.Config) *node {
 }
 
 // newConversation creates a conversation for the token's user.
-func (n *node) newConversation(t *testing.T, token string) string {
+func (n *node) newConversation(t testing.TB, token string) string {
 	t.Helper()
 	var conv struct{ ID string }
 	if code := n.call(t, "POST", "/v1/conversations", token, map[string]string{"title": "t"}, &conv); code != 201 {
