@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -9,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 
 	"github.com/chatstream/chatstream/app"
 	"github.com/chatstream/chatstream/internal/testenv"
@@ -352,5 +355,37 @@ func TestWS_DeadPeerDropped(t *testing.T) {
 	case err := <-readErr:
 		t.Fatalf("the live socket was closed: %v", err)
 	default:
+	}
+}
+
+func TestWS_CrossOriginUpgrade(t *testing.T) {
+	dialFrom := func(n *node, tok, origin string) (int, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		conn, res, err := websocket.Dial(ctx, strings.Replace(n.url, "http://", "ws://", 1)+"/v1/ws", &websocket.DialOptions{
+			HTTPHeader: http.Header{"Authorization": {"Bearer " + tok}, "Origin": {origin}},
+		})
+		if err == nil {
+			conn.CloseNow()
+		}
+		if res == nil {
+			return 0, err
+		}
+		return res.StatusCode, err
+	}
+	n := demoNode(t, app.Config{})
+	tok := n.devToken(t, "alice")
+	if code, err := dialFrom(n, tok, "http://evil.example"); err == nil || code != http.StatusForbidden {
+		t.Fatalf("a foreign page opened a socket: status %d, err %v", code, err)
+	}
+	if code, err := dialFrom(n, tok, n.url); err != nil || code != http.StatusSwitchingProtocols {
+		t.Fatalf("same-origin upgrade: status %d, err %v", code, err)
+	}
+	cfg := app.Config{}
+	cfg.WS.OriginPatterns = []string{"chat.example.com"}
+	allowed := demoNode(t, cfg)
+	tok = allowed.devToken(t, "alice")
+	if code, err := dialFrom(allowed, tok, "https://chat.example.com"); err != nil || code != http.StatusSwitchingProtocols {
+		t.Fatalf("listed origin: status %d, err %v", code, err)
 	}
 }

@@ -126,6 +126,15 @@ func loadConfig(e env) (app.Config, error) {
 	}
 	c.NodeID = e.str("NODE_ID", "")
 	c.KeyPrefix = e.str("REDIS_KEY_PREFIX", "")
+	if v := e.str("WS_ORIGINS", ""); v != "" {
+		for _, o := range strings.Split(v, ",") {
+			if o = strings.TrimSpace(o); o == "*" {
+				return c, &configError{"WS_ORIGINS", `"*" would let any site open sockets with a user's token; list the hosts`}
+			} else if o != "" {
+				c.WS.OriginPatterns = append(c.WS.OriginPatterns, o)
+			}
+		}
+	}
 	c.OpenAIAPIKey = e.str("OPENAI_API_KEY", "")
 	if c.OpenAIBaseURL, err = e.url("OPENAI_BASE_URL", "https://api.openai.com/v1", "http", "https"); err != nil {
 		return c, err

@@ -44,6 +44,7 @@ func TestLoadConfig_Errors(t *testing.T) {
 		{"BadRate", map[string]string{"AUTH_SECRET": secret, "DEMO_TOKENS_PER_SEC": "fast"}, "DEMO_TOKENS_PER_SEC"},
 		{"BadStall", map[string]string{"AUTH_SECRET": secret, "LLM_STALL_TIMEOUT": "1ns"}, "LLM_STALL_TIMEOUT"},
 		{"BadFlush", map[string]string{"AUTH_SECRET": secret, "CHUNK_FLUSH_INTERVAL": "soon"}, "CHUNK_FLUSH_INTERVAL"},
+		{"AnyOrigin", map[string]string{"AUTH_SECRET": secret, "WS_ORIGINS": "chat.example.com, *"}, "WS_ORIGINS"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -52,6 +53,16 @@ func TestLoadConfig_Errors(t *testing.T) {
 				t.Fatalf("error = %v, want one naming %s", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestLoadConfig_Origins(t *testing.T) {
+	c, err := loadConfig(mapEnv(map[string]string{"AUTH_DEV": "true", "WS_ORIGINS": "chat.example.com, *.example.org"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.WS.OriginPatterns) != 2 || c.WS.OriginPatterns[0] != "chat.example.com" || c.WS.OriginPatterns[1] != "*.example.org" {
+		t.Fatalf("origin patterns = %q", c.WS.OriginPatterns)
 	}
 }
 
