@@ -217,7 +217,7 @@ func (s *Server) handleWS(c *gin.Context) {
 		watches: make(map[string]func()),
 		log:     s.log.With("request_id", c.GetString(ctxRequestID), "user", c.GetString(ctxUser)),
 	}
-	sess.out = outQueue{max: s.cfg.WS.SendQueue, writers: &sess.writers}
+	sess.out = outQueue{max: s.cfg.WS.SendQueue, writers: &sess.writers, wake: make(chan struct{}, 1)}
 	sess.lastPing.Store(time.Now().UnixNano())
 	// When the session stops, for whatever cause, the connection is closed
 	// with the status that says why. AfterFunc holds no goroutine meanwhile.
@@ -306,7 +306,8 @@ func (ss *session) Room() int { return ss.out.room() }
 
 // outQueue is a socket's bounded outbound queue. Unlike a buffered channel
 // it holds memory only for the frames queued, and its writer goroutine runs
-// only while there is something to write: an idle socket costs neither.
+// only while frames come (it lingers writerLinger after the last): an idle
+// socket costs neither.
 type outQueue struct {
 	mu      sync.Mutex
 	frames  [][]byte
@@ -314,7 +315,15 @@ type outQueue struct {
 	writing bool            // a writer goroutine runs
 	closed  bool            // the socket is closing: nothing more is queued
 	writers *sync.WaitGroup // the writer goroutines, for the session to wait on
+	// wake tells a lingering writer that frames are queued; buffered 1, so
+	// a push never blocks and a wake-up is never lost.
+	wake chan struct{}
 }
+
+// writerLinger is how long a writer waits for more frames before it ends:
+// long enough that a streaming socket keeps one writer, short enough that
+// an idle socket soon holds none.
+const writerLinger = time.Second
 
 // pushResult says what push did.
 type pushResult int
@@ -338,6 +347,10 @@ func (q *outQueue) push(frame []byte) pushResult {
 	}
 	q.frames = append(q.frames, frame)
 	if q.writing {
+		select {
+		case q.wake <- struct{}{}:
+		default:
+		}
 		return pushed
 	}
 	q.writing = true
@@ -345,22 +358,29 @@ func (q *outQueue) push(frame []byte) pushResult {
 	return pushedStart
 }
 
-// take returns every queued frame, reusing buf's storage; with none queued it
-// returns false and the writer must end.
-func (q *outQueue) take(buf [][]byte) ([][]byte, bool) {
+// take returns every queued frame, reusing buf's storage.
+func (q *outQueue) take(buf [][]byte) [][]byte {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if len(q.frames) == 0 || q.closed {
-		q.writing = false
-		return buf[:0], false
-	}
 	buf = append(buf[:0], q.frames...)
 	clear(q.frames)
 	q.frames = q.frames[:0]
 	if cap(q.frames) > 64 && len(buf) < 16 {
 		q.frames = nil // let a burst's storage go once it is over
 	}
-	return buf, true
+	return buf
+}
+
+// retire ends the writer if nothing is queued: it reports whether the
+// writer must return. A push after it starts a new writer.
+func (q *outQueue) retire() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.frames) > 0 && !q.closed {
+		return false
+	}
+	q.writing = false
+	return true
 }
 
 // close refuses further frames and drops the queued ones.
@@ -432,35 +452,47 @@ func (ss *session) readLoop() {
 	}
 }
 
-// writeLoop writes the queued frames until the queue is empty (then it ends;
-// the next Send starts another) or the socket stops (then the closing is
-// closeOnStop's, and the close frame goes before anything still queued).
+// writeLoop writes the queued frames; when none has come for writerLinger
+// it ends (the next Send starts another), and when the socket stops it ends
+// at once (the closing is closeOnStop's, and the close frame goes before
+// anything still queued).
 func (ss *session) writeLoop() {
 	var batch [][]byte
+	linger := time.NewTimer(writerLinger)
+	defer linger.Stop()
 	for {
-		var ok bool
-		if batch, ok = ss.out.take(batch); !ok {
+		if batch = ss.out.take(batch); len(batch) > 0 {
+			for i, frame := range batch {
+				if ss.ctx.Err() != nil {
+					return
+				}
+				// No deadline of its own: the sockets' watchdog ends a
+				// write that takes longer than WriteTimeout.
+				ss.writeStart.Store(time.Now().UnixNano())
+				err := ss.conn.Write(context.Background(), websocket.MessageText, frame)
+				ss.writeStart.Store(0)
+				batch[i] = nil
+				if err != nil {
+					// A write that failed or timed out has closed the
+					// connection already; the stop records why.
+					ss.stop(err)
+					return
+				}
+			}
+			if cap(batch) > 64 {
+				batch = nil
+			}
+			continue
+		}
+		linger.Reset(writerLinger)
+		select {
+		case <-ss.out.wake:
+		case <-linger.C:
+			if ss.out.retire() {
+				return
+			}
+		case <-ss.ctx.Done():
 			return
-		}
-		for i, frame := range batch {
-			if ss.ctx.Err() != nil {
-				return
-			}
-			// No deadline of its own: the sockets' watchdog ends a write
-			// that takes longer than WriteTimeout.
-			ss.writeStart.Store(time.Now().UnixNano())
-			err := ss.conn.Write(context.Background(), websocket.MessageText, frame)
-			ss.writeStart.Store(0)
-			batch[i] = nil
-			if err != nil {
-				// A write that failed or timed out has closed the
-				// connection already; the stop records why.
-				ss.stop(err)
-				return
-			}
-		}
-		if cap(batch) > 64 {
-			batch = nil
 		}
 	}
 }
