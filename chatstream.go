@@ -34,15 +34,6 @@ func (s Status) Final() bool {
 	return s == StatusComplete || s == StatusCancelled || s == StatusFailed
 }
 
-// Valid reports whether s is one of the known statuses.
-func (s Status) Valid() bool {
-	switch s {
-	case StatusPending, StatusStreaming, StatusComplete, StatusCancelled, StatusFailed:
-		return true
-	}
-	return false
-}
-
 // Conversation is a user's chat thread.
 type Conversation struct {
 	ID        string    `json:"id"`

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/redis/rueidis"
 
 	"github.com/chatstream/chatstream"
@@ -165,16 +164,7 @@ func (c *cluster) checkStream(t *testing.T, m apiMessage) []string {
 // usage reads the token counts stored with message id.
 func (c *cluster) usage(t *testing.T, id string) (prompt, completion *int) {
 	t.Helper()
-	ctx := testCtx(t)
-	conn, err := pgx.Connect(ctx, c.db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	if err := conn.QueryRow(ctx, `SELECT prompt_tokens, completion_tokens FROM messages WHERE id = $1`, id).Scan(&prompt, &completion); err != nil {
-		t.Fatal(err)
-	}
-	return prompt, completion
+	return streamtest.Usage(t, c.db, id)
 }
 
 func eventually(t *testing.T, timeout time.Duration, cond func() bool, format string, args ...any) {
@@ -182,17 +172,8 @@ func eventually(t *testing.T, timeout time.Duration, cond func() bool, format st
 	streamtest.Eventually(t, timeout, cond, format, args...)
 }
 
-func testCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
+func testCtx(t *testing.T) context.Context { return streamtest.Ctx(t) }
 
 func tokens(n int) []string { return streamtest.Tokens(n) }
 
-func deref(p *int) any {
-	if p == nil {
-		return nil
-	}
-	return *p
-}
+func deref(p *int) any { return streamtest.Deref(p) }

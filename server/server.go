@@ -172,13 +172,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return errors.Join(err, s.sockets.wait(ctx))
 }
 
-// CloseSockets closes every WebSocket with 1001 (going away) and refuses new
-// ones; clients reconnect to another node and resume.
-func (s *Server) CloseSockets() { s.sockets.closeAll() }
-
-// Sockets returns the number of open WebSockets.
-func (s *Server) Sockets() int { return s.sockets.count() }
-
 func (s *Server) routes(page fs.FS) error {
 	gin.SetMode(gin.ReleaseMode)
 	e := gin.New()

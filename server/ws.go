@@ -177,13 +177,6 @@ func (t *sockets) wait(ctx context.Context) error {
 	}
 }
 
-// Count returns the number of open sockets.
-func (t *sockets) count() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return len(t.open)
-}
-
 func (s *Server) handleWS(c *gin.Context) {
 	s.sockets.mu.Lock()
 	if s.sockets.closing {

@@ -125,12 +125,8 @@ func isCode(err error, code string) bool {
 	return errors.As(err, &pgErr) && pgErr.Code == code
 }
 
-// SQLSTATE codes the store maps.
-const (
-	codeUniqueViolation     = "23505"
-	codeForeignKeyViolation = "23503"
-	codeInvalidText         = "22P02"
-)
+// codeUniqueViolation is the SQLSTATE of a unique index refusing a row.
+const codeUniqueViolation = "23505"
 
 // notFound is the error for a row that does not exist or belongs to someone
 // else: both answer the same, so ids of other users' rows leak nothing.

@@ -65,7 +65,11 @@ func BenchmarkStreams_FanOut(b *testing.B) {
 		defer f.Close()
 	}
 	st := streams.streams[id]
-	for { // wait until every follower is live (its history read done)
+	deadline := time.Now().Add(30 * time.Second)
+	for { // wait until every follower is live (its history read done), bounded
+		if time.Now().After(deadline) {
+			b.Fatal("followers not live after 30 s")
+		}
 		st.mu.Lock()
 		live := 0
 		for f := range st.followers {

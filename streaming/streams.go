@@ -258,13 +258,6 @@ func (s *Streams) release(st *stream) {
 	}
 }
 
-// Followed returns the number of streams followed on this node.
-func (s *Streams) Followed() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.streams)
-}
-
 // enqueueLocked puts f in line for a history read and starts the reader.
 func (st *stream) enqueueLocked(f *Follower) {
 	f.live = false

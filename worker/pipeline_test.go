@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/redis/rueidis"
 
 	"github.com/chatstream/chatstream"
@@ -190,16 +189,7 @@ func (e *env) checkStream(t *testing.T, m *chatstream.Message) []string {
 // usage reads the token counts stored with message id.
 func (e *env) usage(t *testing.T, id string) (prompt, completion *int) {
 	t.Helper()
-	ctx := testCtx(t)
-	conn, err := pgx.Connect(ctx, e.dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	if err := conn.QueryRow(ctx, `SELECT prompt_tokens, completion_tokens FROM messages WHERE id = $1`, id).Scan(&prompt, &completion); err != nil {
-		t.Fatal(err)
-	}
-	return prompt, completion
+	return streamtest.Usage(t, e.dbURL, id)
 }
 
 func eventually(t *testing.T, timeout time.Duration, cond func() bool, format string, args ...any) {
@@ -207,17 +197,8 @@ func eventually(t *testing.T, timeout time.Duration, cond func() bool, format st
 	streamtest.Eventually(t, timeout, cond, format, args...)
 }
 
-func testCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
+func testCtx(t *testing.T) context.Context { return streamtest.Ctx(t) }
 
 func tokens(n int) []string { return streamtest.Tokens(n) }
 
-func deref(p *int) any {
-	if p == nil {
-		return nil
-	}
-	return *p
-}
+func deref(p *int) any { return streamtest.Deref(p) }

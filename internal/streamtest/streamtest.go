@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/redis/rueidis"
 
 	"github.com/chatstream/chatstream"
@@ -142,4 +143,35 @@ func Tokens(n int) []string {
 		out[i] = fmt.Sprintf(" t%d", i)
 	}
 	return out
+}
+
+// Ctx returns a context that ends with the test, after 30 s at most.
+func Ctx(tb testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	tb.Cleanup(cancel)
+	return ctx
+}
+
+// Usage reads the token counts stored with message id in the database at
+// databaseURL.
+func Usage(tb testing.TB, databaseURL, id string) (prompt, completion *int) {
+	tb.Helper()
+	ctx := Ctx(tb)
+	conn, err := pgx.Connect(ctx, databaseURL)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if err := conn.QueryRow(ctx, `SELECT prompt_tokens, completion_tokens FROM messages WHERE id = $1`, id).Scan(&prompt, &completion); err != nil {
+		tb.Fatal(err)
+	}
+	return prompt, completion
+}
+
+// Deref returns *p, or nil for a nil p, for printing.
+func Deref(p *int) any {
+	if p == nil {
+		return nil
+	}
+	return *p
 }
