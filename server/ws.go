@@ -187,7 +187,7 @@ func (s *Server) handleWS(c *gin.Context) {
 	s.sockets.wg.Add(1)
 	s.sockets.mu.Unlock()
 
-	conn, err := websocket.Accept(c.Writer, c.Request, &websocket.AcceptOptions{
+	conn, err := websocket.Accept(smallBuffers{c.Writer}, c.Request, &websocket.AcceptOptions{
 		OriginPatterns: s.cfg.WS.OriginPatterns,
 	})
 	if err != nil {
