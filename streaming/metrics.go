@@ -7,6 +7,7 @@ type Metrics struct {
 	HubReconnects prometheus.Counter
 	HubDropped    prometheus.Counter
 	HistoryReads  prometheus.Counter
+	HistoryCached prometheus.Counter
 }
 
 // NewMetrics creates the metrics and registers them with reg (if non-nil).
@@ -24,9 +25,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "chatstream_history_reads_total",
 			Help: "Chunk log reads made to catch followers up (one serves every follower waiting).",
 		}),
+		HistoryCached: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chatstream_history_cached_total",
+			Help: "Catch-ups served from the node's copy of a stream's log instead of a read.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.HubReconnects, m.HubDropped, m.HistoryReads)
+		reg.MustRegister(m.HubReconnects, m.HubDropped, m.HistoryReads, m.HistoryCached)
 	}
 	return m
 }

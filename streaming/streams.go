@@ -163,6 +163,12 @@ type stream struct {
 	waiting   []*Follower // followers that need a history read
 	reading   bool        // a reader goroutine runs
 	released  bool        // removed from Streams; no follower may join
+	cache     logCache    // the node's copy of the log; see logCache
+	// recording collects live frames while a history read that may rebuild
+	// the cache is in flight (nil otherwise): chunks published after the
+	// read reach the node live, possibly before the read's answer.
+	recording *[][]byte
+	resyncs   uint64 // resyncs so far; a read that spans one fills nothing
 }
 
 // Follow starts delivering stream streamID to sink from index lastIndex+1.
@@ -304,6 +310,10 @@ func (st *stream) OnMessage(_ string, payload []byte) {
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	st.cache.observe(typ, idx, payload)
+	if st.recording != nil {
+		*st.recording = append(*st.recording, payload)
+	}
 	for f := range st.followers {
 		if f.ended {
 			continue
@@ -347,6 +357,8 @@ func (st *stream) OnMessage(_ string, payload []byte) {
 func (st *stream) OnResync(string) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	st.cache.invalidate()
+	st.resyncs++
 	for f := range st.followers {
 		switch {
 		case f.ended:
@@ -369,8 +381,10 @@ func (st *stream) sendLocked(f *Follower, frame []byte) {
 // endLocked marks f over; it stays in followers until its owner closes it.
 func (st *stream) endLocked(f *Follower) { f.ended = true }
 
-// readLoop reads history for the waiting followers until none waits. Each
-// read serves every follower that was waiting when it started.
+// readLoop reads history for the waiting followers until none waits. The
+// node's copy of the log serves them when it covers their next index;
+// otherwise a read serves every follower waiting when it started, and
+// rebuilds the copy.
 func (st *stream) readLoop(ctx context.Context) {
 	s := st.owner
 	for {
@@ -390,15 +404,32 @@ func (st *stream) readLoop(ctx context.Context) {
 				from = f.next
 			}
 		}
-		st.mu.Unlock()
 		if from < 0 {
+			st.mu.Unlock()
 			continue
 		}
+		if st.cache.covers(from) {
+			hist, done := st.cache.history(from)
+			st.mu.Unlock()
+			s.cfg.Metrics.HistoryCached.Inc()
+			st.deliver(ctx, batch, hist, done)
+			continue
+		}
+		var live [][]byte
+		st.recording = &live
+		resyncs := st.resyncs
+		st.mu.Unlock()
 
 		rctx, cancel := context.WithTimeout(ctx, s.cfg.ReadTimeout)
 		hist, err := s.log.Read(rctx, st.id, from)
 		cancel()
 		s.cfg.Metrics.HistoryReads.Inc()
+		st.mu.Lock()
+		st.recording = nil
+		if err == nil && hist.Meta.Exists && hist.From+int64(len(hist.Frames)) == hist.Meta.N && st.resyncs == resyncs {
+			st.cache.fill(st.id, hist, live)
+		}
+		st.mu.Unlock()
 		if err == nil && !hist.Meta.Exists {
 			err = st.fromRecord(ctx, batch)
 			if err == nil {
@@ -415,12 +446,17 @@ func (st *stream) readLoop(ctx context.Context) {
 			st.retryLater(ctx, batch, err)
 			continue
 		}
-		st.deliver(ctx, batch, hist)
+		var done []byte
+		if hist.Meta.Status.Final() {
+			done = DoneFrame(st.id, hist.Meta.Status, hist.Meta.N-1, hist.Meta.Failure)
+		}
+		st.deliver(ctx, batch, hist, done)
 	}
 }
 
-// deliver serves a history read to the followers of batch.
-func (st *stream) deliver(ctx context.Context, batch []*Follower, hist History) {
+// deliver serves a history read to the followers of batch; done is the
+// stream's done frame when the read found it over.
+func (st *stream) deliver(ctx context.Context, batch []*Follower, hist History, done []byte) {
 	end := hist.From + int64(len(hist.Frames)) // one past the last index read
 	var ahead []*Follower
 	st.mu.Lock()
@@ -451,8 +487,8 @@ func (st *stream) deliver(ctx context.Context, batch []*Follower, hist History) 
 			continue
 		}
 		switch {
-		case hist.Meta.Status.Final() && f.next == hist.Meta.N:
-			st.sendLocked(f, DoneFrame(st.id, hist.Meta.Status, hist.Meta.N-1, hist.Meta.Failure))
+		case done != nil && f.next == hist.Meta.N:
+			st.sendLocked(f, done)
 			st.endLocked(f)
 		case f.seenMax >= f.next || f.resync:
 			st.enqueueLocked(f) // more was published than this read saw

@@ -1,0 +1,285 @@
+package streaming
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/chatstream/chatstream"
+	"github.com/chatstream/chatstream/internal/testenv"
+)
+
+func chunkFrames(id string, from, to int64) [][]byte {
+	var out [][]byte
+	for i := from; i < to; i++ {
+		out = append(out, AppendChunkFrame(nil, id, i, fmt.Sprintf(" t%d", i), 1))
+	}
+	return out
+}
+
+func TestLogCache(t *testing.T) {
+	const id = "s"
+	frames := chunkFrames(id, 0, 10)
+	observe := func(c *logCache, fr []byte) {
+		typ, idx, ok := ScanFrame(fr)
+		if !ok {
+			t.Fatalf("not a frame: %s", fr)
+		}
+		c.observe(typ, idx, fr)
+	}
+	wantRange := func(c *logCache, from, end int64) {
+		t.Helper()
+		if !c.valid || c.from != from || c.end() != end {
+			t.Fatalf("cache valid=%v [%d, %d), want [%d, %d)", c.valid, c.from, c.end(), from, end)
+		}
+		for i, fr := range c.frames {
+			if !slices.Equal(fr, frames[c.from+int64(i)]) {
+				t.Fatalf("frame %d is %s", c.from+int64(i), fr)
+			}
+		}
+	}
+
+	// A read of [2, 5) while 3, 4 (published before it) and 5, 6 (after)
+	// arrived live: the cache is [2, 7).
+	var c logCache
+	c.fill(id, History{Meta: Meta{Exists: true, Status: chatstream.StatusStreaming, N: 5}, From: 2, Frames: frames[2:5]}, frames[3:7])
+	wantRange(&c, 2, 7)
+	if h, done := c.history(4); h.From != 4 || len(h.Frames) != 3 || h.Meta.N != 7 || done != nil {
+		t.Fatalf("history(4) = from %d, %d frames, n %d, done %s", h.From, len(h.Frames), h.Meta.N, done)
+	}
+	if !c.covers(2) || c.covers(1) {
+		t.Fatal("covers: want from 2 on only")
+	}
+	// Live: a duplicate changes nothing, the next chunk extends it.
+	observe(&c, frames[6])
+	observe(&c, frames[7])
+	wantRange(&c, 2, 8)
+	// The done frame for the last chunk completes it.
+	done := DoneFrame(id, chatstream.StatusComplete, 7, nil)
+	observe(&c, done)
+	if _, d := c.history(8); !slices.Equal(d, done) {
+		t.Fatalf("done %s", d)
+	}
+	// A gap invalidates it.
+	c.fill(id, History{Meta: Meta{Exists: true, Status: chatstream.StatusStreaming, N: 5}, From: 0, Frames: frames[0:5]}, nil)
+	observe(&c, frames[6])
+	if c.valid || c.covers(0) {
+		t.Fatal("a gap left the cache valid")
+	}
+	// So does a done frame that is not for the last chunk.
+	c.fill(id, History{Meta: Meta{Exists: true, Status: chatstream.StatusStreaming, N: 5}, From: 0, Frames: frames[0:5]}, nil)
+	observe(&c, DoneFrame(id, chatstream.StatusComplete, 7, nil))
+	if c.valid {
+		t.Fatal("a done frame beyond the cache left it valid")
+	}
+	// A read that found the stream over carries its done frame.
+	c.fill(id, History{Meta: Meta{Exists: true, Status: chatstream.StatusFailed, N: 3, Failure: &chatstream.Failure{Code: "x", Message: "y"}}, From: 0, Frames: frames[0:3]}, nil)
+	if _, d := c.history(3); !slices.Equal(d, DoneFrame(id, chatstream.StatusFailed, 2, &chatstream.Failure{Code: "x", Message: "y"})) {
+		t.Fatalf("done %s", d)
+	}
+	// Old frames give way beyond cacheMaxBytes; the newest stay.
+	big := chunkFrames(id, 0, 2000)
+	frames = big
+	c.fill(id, History{Meta: Meta{Exists: true, Status: chatstream.StatusStreaming, N: 1}, From: 0, Frames: big[:1]}, nil)
+	for _, fr := range big[1:] {
+		observe(&c, fr)
+	}
+	if c.size > cacheMaxBytes || c.end() != 2000 || c.from == 0 {
+		t.Fatalf("after 2,000 frames: [%d, %d), %d bytes", c.from, c.end(), c.size)
+	}
+	wantRange(&c, c.from, 2000)
+}
+
+// sinkLog records what a follower receives.
+type sinkLog struct {
+	mu     sync.Mutex
+	frames [][]byte
+	wake   chan struct{}
+}
+
+func newSinkLog() *sinkLog { return &sinkLog{wake: make(chan struct{}, 1)} }
+
+func (s *sinkLog) Send(fr []byte) bool {
+	s.mu.Lock()
+	s.frames = append(s.frames, fr)
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+	return true
+}
+func (s *sinkLog) Room() int { return 1 << 20 }
+
+// await waits until the sink holds a frame with type typ and index idx.
+func (s *sinkLog) await(t *testing.T, typ string, idx int64) {
+	t.Helper()
+	timeout := time.After(20 * time.Second)
+	for {
+		s.mu.Lock()
+		n := len(s.frames)
+		var last []byte
+		if n > 0 {
+			last = s.frames[n-1]
+		}
+		s.mu.Unlock()
+		if ty, i, ok := ScanFrame(last); ok && ty == typ && i == idx {
+			return
+		}
+		select {
+		case <-s.wake:
+		case <-timeout:
+			t.Fatalf("no %s %d after 20 s; last frame %s", typ, idx, last)
+		}
+	}
+}
+
+// indexes checks that the sink got chunks from..to-1 once each, in order,
+// then (if done) the done frame, and nothing else.
+func (s *sinkLog) check(t *testing.T, from, to int64, done bool) {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	want := to - from
+	if done {
+		want++
+	}
+	if int64(len(s.frames)) != want {
+		t.Fatalf("%d frames, want %d", len(s.frames), want)
+	}
+	for i, fr := range s.frames {
+		typ, idx, _ := ScanFrame(fr)
+		if int64(i) == to-from {
+			if typ != FrameDone || idx != to-1 {
+				t.Fatalf("frame %d: %s", i, fr)
+			}
+			continue
+		}
+		if typ != FrameChunk || idx != from+int64(i) {
+			t.Fatalf("frame %d: %s, want chunk %d", i, fr, from+int64(i))
+		}
+	}
+}
+
+// While a stream is followed on a node, followers that join or resume from
+// an index the node's copy holds catch up from it: one history read serves
+// them all. A resync throws the copy away.
+func TestStreams_CatchUpFromNodeCopy(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	client, err := NewClient(testenv.RedisURL(t), ClientConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	log := NewLog(client, Keys{Prefix: testenv.Namespace(t)}, time.Minute)
+	hub := NewHub(client, HubConfig{})
+	defer hub.Close()
+	metrics := NewMetrics(nil)
+	streams := NewStreams(hub, log, nil, StreamsConfig{Metrics: metrics})
+	defer streams.Close()
+	const id = "0b7c9e1a-5d1f-4c7e-9b0e-3f6c2d8a4e11"
+	if err := log.Create(ctx, id, "u", "c"); err != nil {
+		t.Fatal(err)
+	}
+	meta, err := log.Claim(ctx, id, "w")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	appendN := func(k int) {
+		for range k {
+			if _, err := log.Append(ctx, id, meta.Epoch, n, chunkFrames(id, n, n+1)[0]); err != nil {
+				t.Fatal(err)
+			}
+			n++
+		}
+	}
+	reads := func() float64 { return testutil.ToFloat64(metrics.HistoryReads) }
+
+	appendN(20)
+	first := newSinkLog()
+	f, err := streams.Follow(ctx, id, -1, first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	first.await(t, FrameChunk, 19)
+	if got := reads(); got != 1 {
+		t.Fatalf("%v reads for the first follower, want 1", got)
+	}
+	appendN(10) // live: the node's copy grows with them
+	first.await(t, FrameChunk, 29)
+
+	// 50 followers resume from every index the copy holds: no read.
+	sinks := make([]*sinkLog, 50)
+	for i := range sinks {
+		sinks[i] = newSinkLog()
+		fi, err := streams.Follow(ctx, id, int64(i%30)-1, sinks[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer fi.Close()
+	}
+	for _, s := range sinks {
+		s.await(t, FrameChunk, 29)
+	}
+	appendN(5)
+	for _, s := range sinks {
+		s.await(t, FrameChunk, 34)
+	}
+	if got := reads(); got != 1 {
+		t.Fatalf("%v reads after 50 resumes, want 1 (the copy serves them)", got)
+	}
+	if got := testutil.ToFloat64(metrics.HistoryCached); got == 0 {
+		t.Fatal("no catch-up counted as served from the copy")
+	}
+
+	// A resync: live messages may have been lost, so the copy is not
+	// trusted; the next catch-up reads (and the live follower re-reads).
+	streams.mu.Lock()
+	st := streams.streams[id]
+	streams.mu.Unlock()
+	st.OnResync("")
+	late := newSinkLog()
+	fl, err := streams.Follow(ctx, id, 9, late)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fl.Close()
+	late.await(t, FrameChunk, 34)
+	if got := reads(); got < 2 {
+		t.Fatalf("%v reads after a resync, want a new one", got)
+	}
+
+	// The end: every follower gets done once, and one that resumes after it
+	// gets done from the copy.
+	if err := log.Finish(ctx, id, meta.Epoch, chatstream.StatusComplete, n, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range append(sinks, first, late) {
+		s.await(t, FrameDone, n-1)
+	}
+	before := reads()
+	end := newSinkLog()
+	fe, err := streams.Follow(ctx, id, n-3, end)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fe.Close()
+	end.await(t, FrameDone, n-1)
+	if got := reads(); got != before {
+		t.Fatalf("a resume after done read history (%v reads, was %v)", got, before)
+	}
+	first.check(t, 0, n, true)
+	for i, s := range sinks {
+		s.check(t, int64(i%30), n, true)
+	}
+	late.check(t, 10, n, true)
+	end.check(t, n-2, n, true)
+}
