@@ -45,6 +45,10 @@ func TestLoadgen_Scenarios(t *testing.T) {
 		if rep.CatchUp.N != 30 {
 			t.Fatalf("%d sockets caught up, want 30", rep.CatchUp.N)
 		}
+		// The node's copy of the stream's log serves the resumes.
+		if rep.ResumeReads == nil || *rep.ResumeReads > 1 {
+			t.Fatalf("history reads while resuming: %v, want at most 1", rep.ResumeReads)
+		}
 	})
 	t.Run("Churn", func(t *testing.T) {
 		rep, err := loadgen.Run(ctx, loadgen.Config{BaseURL: n.url, Scenario: loadgen.Churn,

@@ -190,6 +190,7 @@ type follower struct {
 	// published after it count toward delivery latency — older ones come
 	// from history by design.
 	since    int64
+	live     bool // a chunk published after since arrived: caught up
 	done     bool
 	firstAt  time.Time
 	sentAt   time.Time // when the generation was asked for (ttfb), if this socket sent it
@@ -203,6 +204,7 @@ func (r *run) onChunk(f *follower, b []byte, now time.Time) {
 	idx, _ := intAfter(b, keyIndex)
 	if ts, ok := intAfterLast(b, keyTS); ok && ts >= f.since {
 		f.lat = append(f.lat, int32(min(now.UnixMicro()-ts, 1<<31-1)))
+		f.live = true
 	}
 	switch {
 	case idx == f.next:

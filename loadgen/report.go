@@ -64,6 +64,9 @@ type Report struct {
 	DeliveriesPerCPU float64      `json:"deliveries_per_cpu_second,omitempty"`
 	IdleBytesPerSock float64      `json:"idle_bytes_per_socket,omitempty"`
 	HistoryReads     int64        `json:"history_reads,omitempty"`
+	// ResumeReads are the history reads from the moment a storm's sockets
+	// resume until all caught up (the target: one per stream per node).
+	ResumeReads *int64 `json:"resume_history_reads,omitempty"`
 
 	latencies []int32
 }
@@ -114,6 +117,9 @@ func (r *Report) Print(w io.Writer) {
 	}
 	if r.HistoryReads > 0 {
 		fmt.Fprintf(tw, "history reads\t%d\n", r.HistoryReads)
+	}
+	if r.ResumeReads != nil {
+		fmt.Fprintf(tw, "history reads while resuming\t%d\n", *r.ResumeReads)
 	}
 	tw.Flush()
 }

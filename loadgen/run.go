@@ -47,7 +47,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		err = r.idle(ctx, rep)
 	case Storm:
 		rep.Followers, rep.Tokens, rep.Rate = cfg.Sockets, cfg.Tokens, cfg.Rate
-		err = r.storm(ctx)
+		err = r.storm(ctx, rep)
 	case Churn:
 		err = r.churn(ctx)
 	default:
@@ -274,7 +274,7 @@ func (r *run) idle(ctx context.Context, rep *Report) error {
 
 // storm makes Sockets sockets follow one running stream, drops them all at
 // once, and resumes them all at once from the last index each holds.
-func (r *run) storm(ctx context.Context) error {
+func (r *run) storm(ctx context.Context, rep *Report) error {
 	cfg := r.cfg
 	user := "storm"
 	sender, err := r.open(ctx, user)
@@ -310,7 +310,8 @@ func (r *run) storm(ctx context.Context) error {
 		s.mu.Unlock()
 		return s, s.follow(ctx, id, f.next-1)
 	}
-	// Phase 1: everyone follows and catches up.
+	// Phase 1: everyone follows and catches up: the storm hits followers
+	// that were live, as when a node or a network path fails.
 	socks := make([]*socket, n)
 	var wg sync.WaitGroup
 	for i := range n {
@@ -330,9 +331,9 @@ func (r *run) storm(ctx context.Context) error {
 				continue
 			}
 			s.mu.Lock()
-			got := fs[i].next
+			live := fs[i].live || fs[i].done
 			s.mu.Unlock()
-			if got < 5 {
+			if !live {
 				return false
 			}
 		}
@@ -347,6 +348,7 @@ func (r *run) storm(ctx context.Context) error {
 			s.conn.CloseNow()
 		}
 	}
+	reads0 := r.historyReads()
 	start := make(chan struct{})
 	for i := range n {
 		wg.Go(func() {
@@ -375,6 +377,10 @@ func (r *run) storm(ctx context.Context) error {
 		}
 		return true
 	})
+	if reads := r.historyReads(); reads >= 0 && reads0 >= 0 {
+		reads -= reads0
+		rep.ResumeReads = &reads
+	}
 	for i, s := range socks {
 		if s != nil {
 			s.mu.Lock()
