@@ -167,6 +167,28 @@ func TestLog_Append(t *testing.T) {
 			}
 		}
 	})
+	t.Run("a long stream keeps its keys alive", func(t *testing.T) {
+		m := created(t, l, "long")
+		for i := range int64(256) {
+			if _, err := l.Append(ctx, "long", m.Epoch, i, chunkFrame("long", i, "a")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// The TTL is refreshed every 256th chunk, not on each: shorten it,
+		// and the next refresh (chunk 256) puts it back.
+		for _, key := range []string{keys.Meta("long"), keys.Chunks("long")} {
+			l.redis(t, "PEXPIRE", key, "60000")
+		}
+		if _, err := l.Append(ctx, "long", m.Epoch, 256, chunkFrame("long", 256, "a")); err != nil {
+			t.Fatal(err)
+		}
+		for _, key := range []string{keys.Meta("long"), keys.Chunks("long")} {
+			pttl, _ := strconv.ParseInt(l.redis(t, "PTTL", key), 10, 64)
+			if pttl < int64((testTTL+23*time.Hour)/time.Millisecond) {
+				t.Errorf("PTTL %s = %dms after chunk 256", key, pttl)
+			}
+		}
+	})
 	t.Run("retry of the same index is applied once", func(t *testing.T) {
 		m := created(t, l, "retry")
 		sub := subscribe(t, l.client, keys.Channel("retry"))
