@@ -29,13 +29,16 @@ import (
 // Config is a node's configuration. See the README's table for the
 // environment variables behind each field.
 type Config struct {
-	HTTPAddr        string
-	RedisURL        string
-	DatabaseURL     string
-	AuthSecret      []byte
-	AuthDev         bool
-	MaxContentBytes int
-	StreamTTL       time.Duration
+	HTTPAddr    string
+	RedisURL    string
+	DatabaseURL string
+	// DatabaseMaxConns caps the Postgres pool; 0: the URL's pool_max_conns,
+	// else store.DefaultMaxConns.
+	DatabaseMaxConns int32
+	AuthSecret       []byte
+	AuthDev          bool
+	MaxContentBytes  int
+	StreamTTL        time.Duration
 	// ShutdownGrace bounds the graceful part of Shutdown. Default 10s.
 	ShutdownGrace time.Duration
 	Logger        *slog.Logger
@@ -149,7 +152,7 @@ func (m *Main) Start(ctx context.Context) (err error) {
 		_, _ = rand.Read(secret)
 		m.log.Warn("AUTH_SECRET unset: signing dev tokens with a random key; they stop working when this process exits")
 	}
-	if m.db, err = store.Open(ctx, m.cfg.DatabaseURL, store.Config{Logger: m.log}); err != nil {
+	if m.db, err = store.Open(ctx, m.cfg.DatabaseURL, store.Config{Logger: m.log, MaxConns: m.cfg.DatabaseMaxConns}); err != nil {
 		return err
 	}
 	if err = m.db.Migrate(ctx); err != nil {

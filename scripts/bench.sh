@@ -11,6 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-quick}
 eval "$(scripts/services.sh env)"
+DATABASE_URL+=${BENCH_DB_PARAMS:-}
 out=${BENCH_OUT:-bench-results/$mode}
 mkdir -p "$out"
 go build -o bin/chatstream ./cmd/chatstream

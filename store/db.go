@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -26,12 +27,18 @@ var migrations embed.FS
 
 // Config tunes the pool. Zero values take the defaults.
 type Config struct {
-	// MaxConns caps the pool; 0 keeps pgx's default (max(4, NumCPU)) unless
-	// the URL sets pool_max_conns.
+	// MaxConns caps the pool; 0 takes the URL's pool_max_conns if it sets
+	// one, else DefaultMaxConns.
 	MaxConns int32
 	// Logger receives migration progress; nil discards it.
 	Logger *slog.Logger
 }
+
+// DefaultMaxConns is the pool size when neither Config nor the URL set one.
+// pgx's own default, max(4, NumCPU), queued sends behind each other at a few
+// hundred generations a second (TTFB p90 1.6 s in the steady load run; 0.5 s
+// with 16-20 connections).
+const DefaultMaxConns = 16
 
 // DB is the Postgres store.
 type DB struct {
@@ -45,8 +52,11 @@ func Open(ctx context.Context, url string, cfg Config) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse database url: %w", err)
 	}
-	if cfg.MaxConns > 0 {
+	switch {
+	case cfg.MaxConns > 0:
 		pcfg.MaxConns = cfg.MaxConns
+	case !strings.Contains(url, "pool_max_conns"):
+		pcfg.MaxConns = DefaultMaxConns
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {

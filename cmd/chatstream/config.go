@@ -102,6 +102,11 @@ func loadConfig(e env) (app.Config, error) {
 	if c.DatabaseURL, err = e.url("DATABASE_URL", "postgres://localhost:5432/chatstream?sslmode=disable", "postgres", "postgresql"); err != nil {
 		return c, err
 	}
+	maxConns, err := e.integer("DATABASE_MAX_CONNS", 0, 0, 10000)
+	if err != nil {
+		return c, err
+	}
+	c.DatabaseMaxConns = int32(maxConns)
 	if c.AuthDev, err = e.boolean("AUTH_DEV", false); err != nil {
 		return c, err
 	}
