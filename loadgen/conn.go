@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -130,18 +131,40 @@ func parseInt(b []byte) (int64, bool) {
 	return v, err == nil
 }
 
-// streamIDOf returns the stream_id of a frame.
-func streamIDOf(b []byte) string {
+// streamIDOf returns the stream_id of a frame (a slice of it).
+func streamIDOf(b []byte) []byte {
 	i := bytes.Index(b, keySID)
 	if i < 0 {
-		return ""
+		return nil
 	}
 	rest := b[i+len(keySID):]
 	j := bytes.IndexByte(rest, '"')
 	if j < 0 {
-		return ""
+		return nil
 	}
-	return string(rest[:j])
+	return rest[:j]
+}
+
+// readFrame reads the next message of c into buf, grown as needed, and
+// returns it; the bytes are valid until the next call with the same buffer.
+func readFrame(c *websocket.Conn, buf []byte) ([]byte, error) {
+	_, r, err := c.Reader(context.Background())
+	if err != nil {
+		return buf, err
+	}
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
 }
 
 func writeJSON(ctx context.Context, c *websocket.Conn, v any) error {

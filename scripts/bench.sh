@@ -47,7 +47,7 @@ lg() { # name, then loadgen flags
 	start_server "$name"
 	echo "== $name: chatstream loadgen $*"
 	local rc=0
-	./bin/chatstream loadgen -url "$url" -server-pid "$server" -svg "$out/$name.svg" "$@" \
+	./bin/chatstream loadgen -url "$url" -server-pid "$server" -svg "$out/$name.svg" ${BENCH_LOADGEN_FLAGS:-} "$@" \
 		>"$out/$name.txt" 2>"$out/$name.progress" || rc=$?
 	cat "$out/$name.txt"
 	[[ $rc -eq 0 ]] || tail -3 "$out/$name.progress"

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -35,8 +36,20 @@ func loadgenCmd(ctx context.Context, args []string, e env, stdout, stderr io.Wri
 	jsonOut := fs.Bool("json", false, "print the report as JSON")
 	svg := fs.String("svg", "", "write the delivery latency CDF to this SVG file")
 	noProbe := fs.Bool("no-probe", false, "do not measure the server's processes")
+	cpuProfile := fs.String("cpuprofile", "", "write the load generator's own CPU profile to this file")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "chatstream loadgen: cpuprofile: %v\n", err)
+			return 1
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
 	cfg.Secret = []byte(e.str("AUTH_SECRET", ""))
 	cfg.Progress = stderr
