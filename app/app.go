@@ -35,10 +35,13 @@ type Config struct {
 	// DatabaseMaxConns caps the Postgres pool; 0: the URL's pool_max_conns,
 	// else store.DefaultMaxConns.
 	DatabaseMaxConns int32
-	AuthSecret       []byte
-	AuthDev          bool
-	MaxContentBytes  int
-	StreamTTL        time.Duration
+	// RedisFlushDelay lets rueidis wait this long to batch commands into one
+	// write; 0 writes at once.
+	RedisFlushDelay time.Duration
+	AuthSecret      []byte
+	AuthDev         bool
+	MaxContentBytes int
+	StreamTTL       time.Duration
 	// ShutdownGrace bounds the graceful part of Shutdown. Default 10s.
 	ShutdownGrace time.Duration
 	Logger        *slog.Logger
@@ -159,7 +162,7 @@ func (m *Main) Start(ctx context.Context) (err error) {
 		return err
 	}
 	// Blocking connections: the job takers' BLMOVE and the hub's pub/sub.
-	if m.redis, err = streaming.NewClient(m.cfg.RedisURL, streaming.ClientConfig{BlockingPoolSize: 16}); err != nil {
+	if m.redis, err = streaming.NewClient(m.cfg.RedisURL, streaming.ClientConfig{BlockingPoolSize: 16, MaxFlushDelay: m.cfg.RedisFlushDelay}); err != nil {
 		return err
 	}
 	if m.redis.Mode() == rueidis.ClientModeCluster {

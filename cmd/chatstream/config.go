@@ -107,6 +107,9 @@ func loadConfig(e env) (app.Config, error) {
 		return c, err
 	}
 	c.DatabaseMaxConns = int32(maxConns)
+	if c.RedisFlushDelay, err = e.duration("REDIS_FLUSH_DELAY", 0, 0); err != nil {
+		return c, err
+	}
 	if c.AuthDev, err = e.boolean("AUTH_DEV", false); err != nil {
 		return c, err
 	}

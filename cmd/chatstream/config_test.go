@@ -19,7 +19,7 @@ func TestLoadConfig_Defaults(t *testing.T) {
 	if c.HTTPAddr != ":8080" || c.RedisURL != "redis://127.0.0.1:6379/0" ||
 		c.DatabaseURL != "postgres://localhost:5432/chatstream?sslmode=disable" ||
 		c.StreamTTL != time.Hour || c.MaxContentBytes != 32768 || !c.AuthDev || c.Workers != 64 ||
-		c.OpenAIAPIKey != "" || c.DemoTokensPerSec != 30 || c.Worker.StallTimeout != time.Minute || c.Worker.FlushInterval != 0 || c.DatabaseMaxConns != 0 {
+		c.OpenAIAPIKey != "" || c.DemoTokensPerSec != 30 || c.Worker.StallTimeout != time.Minute || c.Worker.FlushInterval != 0 || c.DatabaseMaxConns != 0 || c.RedisFlushDelay != 0 {
 		t.Fatalf("defaults = %+v", c)
 	}
 }
@@ -41,6 +41,7 @@ func TestLoadConfig_Errors(t *testing.T) {
 		{"BadDatabase", map[string]string{"AUTH_SECRET": secret, "DATABASE_URL": "::nope"}, "DATABASE_URL"},
 		{"BadWorkers", map[string]string{"AUTH_SECRET": secret, "WORKERS": "many"}, "WORKERS"},
 		{"BadMaxConns", map[string]string{"AUTH_SECRET": secret, "DATABASE_MAX_CONNS": "-3"}, "DATABASE_MAX_CONNS"},
+		{"BadFlushDelay", map[string]string{"AUTH_SECRET": secret, "REDIS_FLUSH_DELAY": "-1ms"}, "REDIS_FLUSH_DELAY"},
 		{"BadBaseURL", map[string]string{"AUTH_SECRET": secret, "OPENAI_BASE_URL": "localhost:11434"}, "OPENAI_BASE_URL"},
 		{"BadRate", map[string]string{"AUTH_SECRET": secret, "DEMO_TOKENS_PER_SEC": "fast"}, "DEMO_TOKENS_PER_SEC"},
 		{"BadStall", map[string]string{"AUTH_SECRET": secret, "LLM_STALL_TIMEOUT": "1ns"}, "LLM_STALL_TIMEOUT"},
