@@ -165,12 +165,6 @@ func (m *Main) Start(ctx context.Context) (err error) {
 	if m.redis, err = streaming.NewClient(m.cfg.RedisURL, streaming.ClientConfig{BlockingPoolSize: 16, MaxFlushDelay: m.cfg.RedisFlushDelay}); err != nil {
 		return err
 	}
-	if m.redis.Mode() == rueidis.ClientModeCluster {
-		// The hub's one dedicated pub/sub connection would need one per
-		// slot on a cluster (sharded SUBSCRIBE); refuse plainly rather
-		// than fail on the first cross-slot subscription.
-		return errors.New("REDIS_URL is a Redis Cluster: not supported yet (the hub needs one pub/sub connection per shard)")
-	}
 	m.reg = server.NewRegistry()
 	smetrics := streaming.NewMetrics(m.reg)
 	wmetrics := worker.NewMetrics(m.reg)

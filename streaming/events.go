@@ -44,8 +44,12 @@ func MessageFrame(m *chatstream.Message) []byte {
 // convenience for live views, not a record: a failure is logged, not
 // returned, and a watcher that misses one sees the state on its next load.
 func (e *Events) Publish(ctx context.Context, m *chatstream.Message) {
-	err := e.client.Do(ctx, e.client.B().Publish().Channel(e.keys.ConversationChannel(m.ConversationID)).
-		Message(rueidis.BinaryString(MessageFrame(m))).Build()).Error()
+	channel, frame := e.keys.ConversationChannel(m.ConversationID), rueidis.BinaryString(MessageFrame(m))
+	cmd := e.client.B().Publish().Channel(channel).Message(frame).Build()
+	if e.client.Mode() == rueidis.ClientModeCluster {
+		cmd = e.client.B().Spublish().Channel(channel).Message(frame).Build()
+	}
+	err := e.client.Do(ctx, cmd).Error()
 	if err != nil {
 		e.log.Warn("publish message event", "message_id", m.ID, "err", err)
 	}

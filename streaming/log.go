@@ -29,15 +29,26 @@ var (
 // epoch inside the same script, so a worker that lost its job can write
 // nothing more.
 type Log struct {
-	client rueidis.Client
-	keys   Keys
-	ttl    time.Duration
+	client  rueidis.Client
+	keys    Keys
+	ttl     time.Duration
+	publish string // PUBLISH, or SPUBLISH on a Redis Cluster
 }
 
 // NewLog returns the chunk log; ttl is how long a stream's keys live after it
 // ends (STREAM_TTL).
 func NewLog(client rueidis.Client, keys Keys, ttl time.Duration) *Log {
-	return &Log{client: client, keys: keys, ttl: ttl}
+	return &Log{client: client, keys: keys, ttl: ttl, publish: publishCommand(client)}
+}
+
+// publishCommand is how the scripts publish: a Redis Cluster's hub listens
+// with sharded pub/sub, which only SPUBLISH reaches (and a stream's channel
+// shares its keys' slot, as a script needs).
+func publishCommand(client rueidis.Client) string {
+	if client.Mode() == rueidis.ClientModeCluster {
+		return "SPUBLISH"
+	}
+	return "PUBLISH"
 }
 
 // Keys returns the key names the log uses.
@@ -169,8 +180,8 @@ func (l *Log) Claim(ctx context.Context, streamID, owner string) (Meta, error) {
 // reach Redis is recognised and not applied twice. The open stream's TTL
 // (a day past STREAM_TTL) is set on the first chunk and refreshed every
 // 256th: a PEXPIRE pair on every append was a quarter of the script's cost.
-// KEYS: meta, chunks. ARGV: epoch, index, frame, channel, ttl ms.
-// Returns {0, cancel} appended, {1, cancel} already appended, {-1} gone,
+// KEYS: meta, chunks. ARGV: epoch, index, frame, channel, ttl ms, publish
+// command. Returns {0, cancel} appended, {1, cancel} already appended, {-1} gone,
 // {-2} fenced, {-3} ended, {-4, n} the index does not follow.
 var appendScript = rueidis.NewLuaScript(`
 local m = redis.call('HMGET', KEYS[1], 'epoch', 'n', 'status', 'cancel')
@@ -188,7 +199,7 @@ if n % 256 == 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[5])
   redis.call('PEXPIRE', KEYS[2], ARGV[5])
 end
-redis.call('PUBLISH', ARGV[4], ARGV[3])
+redis.call(ARGV[6], ARGV[4], ARGV[3])
 return {0, cancel}
 `)
 
@@ -198,7 +209,7 @@ func (l *Log) Append(ctx context.Context, streamID string, epoch, index int64, f
 	v, err := appendScript.Exec(ctx, l.client,
 		[]string{l.keys.Meta(streamID), l.keys.Chunks(streamID)},
 		[]string{strconv.FormatInt(epoch, 10), strconv.FormatInt(index, 10), rueidis.BinaryString(frame),
-			l.keys.Channel(streamID), ms(l.openTTL())}).AsIntSlice()
+			l.keys.Channel(streamID), ms(l.openTTL()), l.publish}).AsIntSlice()
 	if err != nil {
 		return false, fmt.Errorf("append chunk %d to %s: %w", index, streamID, err)
 	}
@@ -239,7 +250,7 @@ func (l *Log) MarkFinal(ctx context.Context, streamID string, epoch int64, statu
 
 // finishScript ends the stream: status, done frame published, keys set to
 // expire. KEYS: meta, chunks. ARGV: epoch, status, error json, done frame,
-// channel, ttl ms.
+// channel, ttl ms, publish command.
 var finishScript = rueidis.NewLuaScript(`
 local m = redis.call('HMGET', KEYS[1], 'epoch', 'status')
 if not m[1] then return -1 end
@@ -248,7 +259,7 @@ if m[2] ~= 'streaming' then return -3 end
 redis.call('HSET', KEYS[1], 'status', ARGV[2], 'final', ARGV[2], 'error', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
-redis.call('PUBLISH', ARGV[5], ARGV[4])
+redis.call(ARGV[7], ARGV[5], ARGV[4])
 return 0
 `)
 
@@ -259,7 +270,7 @@ func (l *Log) Finish(ctx context.Context, streamID string, epoch int64, status c
 	v, err := finishScript.Exec(ctx, l.client,
 		[]string{l.keys.Meta(streamID), l.keys.Chunks(streamID)},
 		[]string{strconv.FormatInt(epoch, 10), string(status), failureJSON(failure), rueidis.BinaryString(done),
-			l.keys.Channel(streamID), ms(l.ttl)}).AsInt64()
+			l.keys.Channel(streamID), ms(l.ttl), l.publish}).AsInt64()
 	if err != nil {
 		return fmt.Errorf("finish stream %s: %w", streamID, err)
 	}
@@ -267,14 +278,14 @@ func (l *Log) Finish(ctx context.Context, streamID string, epoch int64, status c
 }
 
 // cancelScript flags a stream as cancelled and tells its worker.
-// KEYS: meta. ARGV: cancel channel. Returns {1} while a writer holds the
+// KEYS: meta. ARGV: cancel channel, publish command. Returns {1} while a writer holds the
 // stream, {0} while none does, {-1} gone, {-3} ended.
 var cancelScript = rueidis.NewLuaScript(`
 local m = redis.call('HMGET', KEYS[1], 'status', 'owner')
 if not m[1] then return {-1} end
 if m[1] ~= 'streaming' then return {-3} end
 redis.call('HSET', KEYS[1], 'cancel', '1')
-redis.call('PUBLISH', ARGV[1], 'cancel')
+redis.call(ARGV[2], ARGV[1], 'cancel')
 return {m[2] and 1 or 0}
 `)
 
@@ -284,7 +295,7 @@ return {m[2] and 1 or 0}
 // when there is nothing to stop.
 func (l *Log) Cancel(ctx context.Context, streamID string) (held bool, err error) {
 	v, err := cancelScript.Exec(ctx, l.client, []string{l.keys.Meta(streamID)},
-		[]string{l.keys.CancelChannel(streamID)}).AsIntSlice()
+		[]string{l.keys.CancelChannel(streamID), l.publish}).AsIntSlice()
 	if err != nil {
 		return false, fmt.Errorf("cancel stream %s: %w", streamID, err)
 	}

@@ -23,12 +23,18 @@ type RedisServer struct {
 	bin    string
 	dir    string
 	port   int
+	args   []string // extra arguments of redis-server
 	cmd    *exec.Cmd
 	exited chan struct{} // closed when the process exited
 }
 
 // StartRedisServer starts a private redis-server on a free loopback port.
 func StartRedisServer(tb testing.TB) *RedisServer {
+	tb.Helper()
+	return startRedisServer(tb)
+}
+
+func startRedisServer(tb testing.TB, args ...string) *RedisServer {
 	tb.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -40,7 +46,7 @@ func StartRedisServer(tb testing.TB) *RedisServer {
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
-	r := &RedisServer{tb: tb, bin: bin, dir: tb.TempDir(), port: port}
+	r := &RedisServer{tb: tb, bin: bin, dir: tb.TempDir(), port: port, args: args}
 	r.Start()
 	tb.Cleanup(func() {
 		if r.cmd != nil {
@@ -49,6 +55,9 @@ func StartRedisServer(tb testing.TB) *RedisServer {
 	})
 	return r
 }
+
+// Addr is the server's host:port.
+func (r *RedisServer) Addr() string { return fmt.Sprintf("127.0.0.1:%d", r.port) }
 
 // URL is the server's redis:// URL.
 func (r *RedisServer) URL() string { return fmt.Sprintf("redis://127.0.0.1:%d/0", r.port) }
@@ -63,8 +72,9 @@ func (r *RedisServer) Log() string {
 // until it answers PING.
 func (r *RedisServer) Start() {
 	r.tb.Helper()
-	cmd := exec.Command(r.bin, "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1", "--save", "",
-		"--appendonly", "yes", "--appendfsync", "always", "--dir", r.dir, "--logfile", filepath.Join(r.dir, "redis.log"))
+	args := append([]string{"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1", "--save", "",
+		"--appendonly", "yes", "--appendfsync", "always", "--dir", r.dir, "--logfile", filepath.Join(r.dir, "redis.log")}, r.args...)
+	cmd := exec.Command(r.bin, args...)
 	if err := cmd.Start(); err != nil {
 		r.tb.Fatalf("start redis-server: %v", err)
 	}

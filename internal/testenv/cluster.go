@@ -1,0 +1,136 @@
+package testenv
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// RedisCluster is a Redis Cluster of private redis-server processes, one
+// master per node and no replicas, owned by a test.
+type RedisCluster struct {
+	tb    testing.TB
+	Nodes []*RedisServer
+}
+
+// StartRedisCluster starts a cluster of n masters with the slots split
+// evenly, and waits until every node sees it whole.
+func StartRedisCluster(tb testing.TB, n int) *RedisCluster {
+	tb.Helper()
+	c := &RedisCluster{tb: tb}
+	for range n {
+		c.Nodes = append(c.Nodes, startRedisServer(tb, "--cluster-enabled", "yes",
+			"--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "3000"))
+	}
+	for i, r := range c.Nodes {
+		from, to := i*16384/n, (i+1)*16384/n-1
+		r.Do("CLUSTER", "ADDSLOTSRANGE", strconv.Itoa(from), strconv.Itoa(to))
+	}
+	for _, r := range c.Nodes[1:] {
+		c.Nodes[0].Do("CLUSTER", "MEET", "127.0.0.1", strconv.Itoa(r.port))
+	}
+	c.AwaitConsistent()
+	return c
+}
+
+// URL is a redis:// URL of one node; clients discover the others.
+func (c *RedisCluster) URL() string { return c.Nodes[0].URL() }
+
+// ID is the cluster node id of node i.
+func (c *RedisCluster) ID(i int) string { return c.Nodes[i].Do("CLUSTER", "MYID")[0] }
+
+// Owner is the index of the node that serves slot.
+func (c *RedisCluster) Owner(slot int) int {
+	c.tb.Helper()
+	for i := range c.Nodes {
+		id := c.ID(i)
+		lines := c.Nodes[i].Do("CLUSTER", "NODES")
+		for _, l := range strings.Split(lines[0], "\n") {
+			f := strings.Fields(l)
+			if len(f) < 8 || f[0] != id {
+				continue
+			}
+			for _, r := range f[8:] {
+				lo, hi, ok := strings.Cut(r, "-")
+				if !ok {
+					hi = lo
+				}
+				a, err1 := strconv.Atoi(lo)
+				b, err2 := strconv.Atoi(hi)
+				if err1 == nil && err2 == nil && slot >= a && slot <= b {
+					return i
+				}
+			}
+		}
+	}
+	c.tb.Fatalf("no node serves slot %d", slot)
+	return -1
+}
+
+// MoveSlot makes node to serve slot instead of node from (the slot holds
+// no keys), and tells every node.
+func (c *RedisCluster) MoveSlot(slot, from, to int) {
+	c.tb.Helper()
+	s := strconv.Itoa(slot)
+	c.Nodes[to].Do("CLUSTER", "SETSLOT", s, "IMPORTING", c.ID(from))
+	c.Nodes[from].Do("CLUSTER", "SETSLOT", s, "MIGRATING", c.ID(to))
+	for _, i := range []int{to, from} {
+		c.Nodes[i].Do("CLUSTER", "SETSLOT", s, "NODE", c.ID(to))
+	}
+	for i := range c.Nodes {
+		if i != to && i != from {
+			c.Nodes[i].Do("CLUSTER", "SETSLOT", s, "NODE", c.ID(to))
+		}
+	}
+	c.AwaitConsistent()
+}
+
+// AwaitConsistent waits until every node reports the cluster ok with all
+// slots assigned and every node agrees on the epoch-free slot map.
+func (c *RedisCluster) AwaitConsistent() {
+	c.tb.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ok := true
+		var want string
+		for i, r := range c.Nodes {
+			info := r.Do("CLUSTER", "INFO")[0]
+			if !strings.Contains(info, "cluster_state:ok") || !strings.Contains(info, "cluster_slots_assigned:16384") ||
+				!strings.Contains(info, fmt.Sprintf("cluster_known_nodes:%d", len(c.Nodes))) {
+				ok = false
+				break
+			}
+			m := slotMap(r.Do("CLUSTER", "NODES")[0])
+			if i == 0 {
+				want = m
+			} else if m != want {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.tb.Fatalf("redis cluster not consistent after 20 s:\n%s", c.Nodes[0].Do("CLUSTER", "NODES")[0])
+		}
+		time.Sleep(20 * time.Millisecond) // polling the nodes' gossip, bounded above
+	}
+}
+
+// slotMap is CLUSTER NODES reduced to node id → slots, sorted by id.
+func slotMap(nodes string) string {
+	var rows []string
+	for _, l := range strings.Split(nodes, "\n") {
+		f := strings.Fields(l)
+		if len(f) < 8 {
+			continue
+		}
+		rows = append(rows, f[0]+" "+strings.Join(f[8:], " "))
+	}
+	slices.Sort(rows)
+	return strings.Join(rows, "\n")
+}
