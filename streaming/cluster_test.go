@@ -90,7 +90,7 @@ func TestHub_Cluster(t *testing.T) {
 	slot := streaming.Slot(moved)
 	from := cluster.Owner(slot)
 	to := (from + 1) % 3
-	cluster.MoveSlot(slot, from, to)
+	cluster.MigrateSlot(slot, from, to)
 	rec.await(t, moved+" resynced", func(r *hubRecorder) bool { return r.resyncs[moved] == 1 })
 	deadline := time.Now().Add(20 * time.Second)
 	for spublish(moved, "2") != 1 { // subscribed on the new owner: bounded wait
@@ -122,8 +122,8 @@ func TestHub_Cluster(t *testing.T) {
 	}
 }
 
-// The chunk log's scripts run on a cluster and publish with SPUBLISH, which
-// the hub's sharded subscriptions receive.
+// The chunk log's scripts and the conversation events run on a cluster and
+// publish with SPUBLISH, which the hub's sharded subscriptions receive.
 func TestLog_Cluster(t *testing.T) {
 	cluster := testenv.StartRedisCluster(t, 3)
 	client := hubClient(t, cluster.URL())
@@ -160,5 +160,13 @@ func TestLog_Cluster(t *testing.T) {
 		if err != nil || len(hist.Frames) != 1 || hist.Meta.Status != chatstream.StatusCancelled {
 			t.Fatalf("read: %+v, %v", hist, err)
 		}
+	}
+	events := streaming.NewEvents(client, log.Keys(), nil)
+	for i := range 6 {
+		conv := fmt.Sprintf("c%d", i)
+		ch := log.Keys().ConversationChannel(conv)
+		defer hubSubscribe(t, hub, ch, rec)()
+		events.Publish(ctx, &chatstream.Message{ID: "m", ConversationID: conv, Status: chatstream.StatusComplete})
+		rec.await(t, conv+" event", func(r *hubRecorder) bool { return len(r.msgs[ch]) == 1 })
 	}
 }

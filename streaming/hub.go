@@ -498,7 +498,9 @@ func (l *link) reconcile(ctx context.Context, dc rueidis.DedicatedClient) error 
 		}
 		delete(l.subscribed, name)
 		if ch := h.channels[name]; ch != nil && ch.link == l {
-			ch.live = false
+			// Its slot is served elsewhere now: it waits for the slot map
+			// rather than being subscribed here again.
+			ch.live, ch.link = false, nil
 		}
 		h.refreshTopology()
 	}
@@ -533,6 +535,9 @@ func (l *link) reconcile(ctx context.Context, dc rueidis.DedicatedClient) error 
 	h.mu.Lock()
 	for i, ch := range add {
 		if !ok[i] {
+			if ch.link == l {
+				ch.link = nil // not served here (MOVED): wait for the slot map
+			}
 			continue
 		}
 		l.subscribed[ch.name] = struct{}{}

@@ -70,13 +70,22 @@ func (c *RedisCluster) Owner(slot int) int {
 	return -1
 }
 
-// MoveSlot makes node to serve slot instead of node from (the slot holds
-// no keys), and tells every node.
-func (c *RedisCluster) MoveSlot(slot, from, to int) {
+// MigrateSlot moves slot and its keys from node from to node to, as a
+// resharding does: the slot is marked migrating and importing, its keys are
+// moved with MIGRATE (meanwhile commands on moved keys are redirected with
+// ASK), then every node is told the new owner.
+func (c *RedisCluster) MigrateSlot(slot, from, to int) {
 	c.tb.Helper()
 	s := strconv.Itoa(slot)
 	c.Nodes[to].Do("CLUSTER", "SETSLOT", s, "IMPORTING", c.ID(from))
 	c.Nodes[from].Do("CLUSTER", "SETSLOT", s, "MIGRATING", c.ID(to))
+	for {
+		keys := c.Nodes[from].Do("CLUSTER", "GETKEYSINSLOT", s, "100")
+		if len(keys) == 0 {
+			break
+		}
+		c.Nodes[from].Do(append([]string{"MIGRATE", "127.0.0.1", strconv.Itoa(c.Nodes[to].port), "", "0", "5000", "KEYS"}, keys...)...)
+	}
 	for _, i := range []int{to, from} {
 		c.Nodes[i].Do("CLUSTER", "SETSLOT", s, "NODE", c.ID(to))
 	}
