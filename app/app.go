@@ -165,6 +165,9 @@ func (m *Main) Start(ctx context.Context) (err error) {
 	if m.redis, err = streaming.NewClient(m.cfg.RedisURL, streaming.ClientConfig{BlockingPoolSize: 16, MaxFlushDelay: m.cfg.RedisFlushDelay}); err != nil {
 		return err
 	}
+	if err = streaming.CheckCluster(ctx, m.redis); err != nil {
+		return err
+	}
 	m.reg = server.NewRegistry()
 	smetrics := streaming.NewMetrics(m.reg)
 	wmetrics := worker.NewMetrics(m.reg)

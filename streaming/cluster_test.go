@@ -31,6 +31,16 @@ func TestSlot_MatchesRedis(t *testing.T) {
 	}
 }
 
+func TestCheckCluster(t *testing.T) {
+	ctx := context.Background()
+	if err := streaming.CheckCluster(ctx, hubClient(t, testenv.StartRedisCluster(t, 1).URL())); err != nil {
+		t.Fatalf("a Redis 7 cluster: %v", err)
+	}
+	if err := streaming.CheckCluster(ctx, hubClient(t, testenv.RedisURL(t))); err != nil {
+		t.Fatalf("a single Redis: %v", err)
+	}
+}
+
 // pubsubClients counts the pub/sub connections a Redis node holds.
 func pubsubClients(t *testing.T, r *testenv.RedisServer) int {
 	t.Helper()

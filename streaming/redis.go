@@ -5,7 +5,10 @@ package streaming
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -47,4 +50,27 @@ type Pinger struct{ Client rueidis.Client }
 // Ping sends PING.
 func (p Pinger) Ping(ctx context.Context) error {
 	return p.Client.Do(ctx, p.Client.B().Ping().Build()).Error()
+}
+
+// CheckCluster refuses a Redis Cluster that cannot carry the streams: the
+// hub needs sharded pub/sub (SSUBSCRIBE, SPUBLISH) and CLUSTER SHARDS, both
+// Redis 7.0. A single Redis of any supported version passes.
+func CheckCluster(ctx context.Context, client rueidis.Client) error {
+	if client.Mode() != rueidis.ClientModeCluster {
+		return nil
+	}
+	info, err := client.Do(ctx, client.B().Info().Section("server").Build()).ToString()
+	if err != nil {
+		return fmt.Errorf("redis cluster: read the server version: %w", err)
+	}
+	for line := range strings.SplitSeq(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "redis_version:"); ok {
+			major, _, _ := strings.Cut(v, ".")
+			if n, err := strconv.Atoi(major); err != nil || n < 7 {
+				return fmt.Errorf("REDIS_URL is a Redis Cluster of version %s: a cluster needs Redis 7.0 or later (sharded pub/sub)", v)
+			}
+			return nil
+		}
+	}
+	return errors.New("redis cluster: INFO server gave no redis_version")
 }

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"fmt"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,6 +21,7 @@ type RedisCluster struct {
 // evenly, and waits until every node sees it whole.
 func StartRedisCluster(tb testing.TB, n int) *RedisCluster {
 	tb.Helper()
+	requireRedis7(tb)
 	c := &RedisCluster{tb: tb}
 	for range n {
 		c.Nodes = append(c.Nodes, startRedisServer(tb, "--cluster-enabled", "yes",
@@ -142,4 +144,19 @@ func slotMap(nodes string) string {
 	}
 	slices.Sort(rows)
 	return strings.Join(rows, "\n")
+}
+
+// requireRedis7 fails the test plainly when redis-server is older than 7.0,
+// which has no sharded pub/sub.
+func requireRedis7(tb testing.TB) {
+	tb.Helper()
+	out, err := exec.Command("redis-server", "--version").Output()
+	if err != nil {
+		tb.Fatalf("redis-server --version: %v", err)
+	}
+	_, v, _ := strings.Cut(string(out), "v=")
+	major, _, _ := strings.Cut(v, ".")
+	if n, err := strconv.Atoi(major); err != nil || n < 7 {
+		tb.Fatalf("Redis Cluster tests need redis-server 7.0 or later (sharded pub/sub); found %q", strings.TrimSpace(string(out)))
+	}
 }
