@@ -35,6 +35,7 @@ type Service struct {
 	fin     *finisher
 	slog    *slog.Logger
 	metrics *Metrics
+	owners  *owners
 }
 
 // NewService returns the request side of generations.
@@ -46,7 +47,8 @@ func NewService(store Store, log *streaming.Log, queue *streaming.Queue, events 
 		metrics = NewMetrics(nil)
 	}
 	return &Service{store: store, log: log, queue: queue, events: events, slog: logger, metrics: metrics,
-		fin: &finisher{store: store, log: log, events: events, slog: logger, metrics: metrics}}
+		fin:    &finisher{store: store, log: log, events: events, slog: logger, metrics: metrics},
+		owners: newOwners(ownersSize)}
 }
 
 // Send stores a user message with the assistant message that will answer it
@@ -154,13 +156,22 @@ func isPermanent(err error) bool {
 }
 
 // Authorize returns nil if userID may follow stream streamID: the owner in
-// the stream's meta, or in Postgres once the meta expired.
+// the stream's meta, or in Postgres once the meta expired. An owner once
+// read is remembered (it never changes), so the sockets of a resume storm
+// are authorised without a read each.
 func (s *Service) Authorize(ctx context.Context, userID, streamID string) error {
+	if owner, ok := s.owners.get(streamID); ok {
+		if owner != userID {
+			return chatstream.Errorf(chatstream.ENOTFOUND, "Stream not found.")
+		}
+		return nil
+	}
 	meta, err := s.log.Meta(ctx, streamID)
 	if err != nil {
 		return err
 	}
 	if meta.Exists {
+		s.owners.put(streamID, meta.User)
 		if meta.User != userID {
 			return chatstream.Errorf(chatstream.ENOTFOUND, "Stream not found.")
 		}
@@ -173,5 +184,6 @@ func (s *Service) Authorize(ctx context.Context, userID, streamID string) error 
 	if m.Role != chatstream.RoleAssistant {
 		return chatstream.Errorf(chatstream.ENOTFOUND, "Stream not found.")
 	}
+	s.owners.put(streamID, userID)
 	return nil
 }
