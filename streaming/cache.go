@@ -30,15 +30,17 @@ func (c *logCache) end() int64 { return c.from + int64(len(c.frames)) }
 
 func (c *logCache) invalidate() { *c = logCache{} }
 
-// covers reports whether the cache can serve a catch-up from index from.
-func (c *logCache) covers(from int64) bool { return c.valid && from >= c.from }
+// covers reports whether the cache can serve followers whose next indexes
+// lie between lo and hi. One whose next lies beyond the cache's end has
+// chunks this node has not seen yet (received through another node, say):
+// only Redis can tell whether they exist, so the cache does not answer.
+func (c *logCache) covers(lo, hi int64) bool { return c.valid && lo >= c.from && hi <= c.end() }
 
 // history is the cache as a history read from index from would return it.
 // The frames are shared, not copied: trimming only reslices, and appends
 // never write to an index already handed out.
 func (c *logCache) history(from int64) (History, []byte) {
 	end := c.end()
-	from = min(from, end)
 	return History{Meta: Meta{Exists: true, N: end}, From: from, Frames: c.frames[from-c.from:]}, c.done
 }
 

@@ -52,8 +52,14 @@ func TestLogCache(t *testing.T) {
 	if h, done := c.history(4); h.From != 4 || len(h.Frames) != 3 || h.Meta.N != 7 || done != nil {
 		t.Fatalf("history(4) = from %d, %d frames, n %d, done %s", h.From, len(h.Frames), h.Meta.N, done)
 	}
-	if !c.covers(2) || c.covers(1) {
+	if !c.covers(2, 7) || c.covers(1, 5) {
 		t.Fatal("covers: want from 2 on only")
+	}
+	// A follower that holds chunks the node has not seen yet (it got them
+	// through another node) is not answered from the cache: only Redis can
+	// say whether chunk 7 exists, and "ahead of the log" would be wrong.
+	if c.covers(3, 8) {
+		t.Fatal("covers a follower whose next index is beyond the cache")
 	}
 	// Live: a duplicate changes nothing, the next chunk extends it.
 	observe(&c, frames[6])
@@ -68,7 +74,7 @@ func TestLogCache(t *testing.T) {
 	// A gap invalidates it.
 	c.fill(id, History{Meta: Meta{Exists: true, Status: chatstream.StatusStreaming, N: 5}, From: 0, Frames: frames[0:5]}, nil)
 	observe(&c, frames[6])
-	if c.valid || c.covers(0) {
+	if c.valid || c.covers(0, 0) {
 		t.Fatal("a gap left the cache valid")
 	}
 	// So does a done frame that is not for the last chunk.
@@ -282,4 +288,66 @@ func TestStreams_CatchUpFromNodeCopy(t *testing.T) {
 	}
 	late.check(t, 10, n, true)
 	end.check(t, n-2, n, true)
+}
+
+// A client that resumes on this node with chunks the node has not received
+// yet (it got them live through another node) continues from Redis: no
+// snapshot, nothing lost, nothing twice.
+func TestStreams_FollowerAheadOfNodeCopy(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	client, err := NewClient(testenv.RedisURL(t), ClientConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	keys := Keys{Prefix: testenv.Namespace(t)}
+	log := NewLog(client, keys, time.Minute)
+	hub := NewHub(client, HubConfig{})
+	defer hub.Close()
+	streams := NewStreams(hub, log, nil, StreamsConfig{})
+	defer streams.Close()
+	const id = "7a1c2e3f-0b4d-4e5f-8a9b-0c1d2e3f4a5b"
+	if err := log.Create(ctx, id, "u", "c"); err != nil {
+		t.Fatal(err)
+	}
+	meta, err := log.Claim(ctx, id, "w")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range int64(5) {
+		if _, err := log.Append(ctx, id, meta.Epoch, i, chunkFrames(id, i, i+1)[0]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := newSinkLog()
+	f, err := streams.Follow(ctx, id, -1, first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	first.await(t, FrameChunk, 4) // the node's copy holds 0..4
+	// Chunk 5 is in Redis but its publish has not reached this node (written
+	// here without one), as when another node's client got it first.
+	fr := chunkFrames(id, 5, 6)[0]
+	if err := client.Do(ctx, client.B().Rpush().Key(keys.Chunks(id)).Element(string(fr)).Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	if err := client.Do(ctx, client.B().Hset().Key(keys.Meta(id)).FieldValue().FieldValue("n", "6").Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	ahead := newSinkLog()
+	fa, err := streams.Follow(ctx, id, 5, ahead) // holds 0..5
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fa.Close()
+	if _, err := log.Append(ctx, id, meta.Epoch, 6, chunkFrames(id, 6, 7)[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := log.Finish(ctx, id, meta.Epoch, chatstream.StatusComplete, 7, nil); err != nil {
+		t.Fatal(err)
+	}
+	ahead.await(t, FrameDone, 6)
+	ahead.check(t, 6, 7, true) // chunk 6, then done: no snapshot
 }

@@ -396,19 +396,22 @@ func (st *stream) readLoop(ctx context.Context) {
 			st.mu.Unlock()
 			return
 		}
-		from := int64(-1)
+		from, upTo := int64(-1), int64(-1)
 		for _, f := range batch {
 			f.waiting = false
 			f.resync = false // this read starts after the resync: it covers the loss
 			if !f.ended && (from < 0 || f.next < from) {
 				from = f.next
 			}
+			if !f.ended {
+				upTo = max(upTo, f.next)
+			}
 		}
 		if from < 0 {
 			st.mu.Unlock()
 			continue
 		}
-		if st.cache.covers(from) {
+		if st.cache.covers(from, upTo) {
 			hist, done := st.cache.history(from)
 			st.mu.Unlock()
 			s.cfg.Metrics.HistoryCached.Inc()
