@@ -127,3 +127,82 @@ func conns(t *testing.T, cluster *testenv.RedisCluster, nodes int, when string) 
 	}
 	return total
 }
+
+// Two nodes on a three-master Redis Cluster with a replica each: every
+// master fails over to its replica (CLUSTER FAILOVER) while followers on
+// both nodes drop and resume at random. Every follower still gets every
+// chunk once; afterwards the nodes listen on the new masters.
+func TestRedisCluster_StreamsSurviveFailover(t *testing.T) {
+	seed := hubSeed(t)
+	rng := rand.New(rand.NewPCG(seed, 0))
+	cluster := testenv.StartRedisCluster(t, 3)
+	cluster.AddReplicas()
+	nodes := hubCluster(t, app.Config{RedisURL: cluster.URL()}, 2, 2)
+	tok := nodes[0].devToken(t, "alice")
+	const streams, followers, chunks = 4, 3, 60
+	type streamRun struct{ conv, id string }
+	sr := make([]streamRun, streams)
+	for i := range sr {
+		sr[i].conv = nodes[0].newConversation(t, tok)
+		sr[i].id = hubPost(t, nodes[i%2], tok, sr[i].conv, hubDemo(chunks, 15, fmt.Sprintf("failover %d", i)))
+	}
+	var started sync.WaitGroup
+	started.Add(streams * followers)
+	fs := make([]*hubFollower, 0, streams*followers)
+	releases := make([]func(), 0, streams*followers)
+	for i := range sr {
+		for range followers {
+			release := sync.OnceFunc(started.Done)
+			releases = append(releases, release)
+			frng := rand.New(rand.NewPCG(seed, rng.Uint64()))
+			fs = append(fs, &hubFollower{t: t, nodes: nodes, token: tok, stream: sr[i].id, rng: frng,
+				drops: []int64{frng.Int64N(chunks) - 1},
+				progress: func(index int64) {
+					if index >= 10 {
+						release()
+					}
+				}})
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	errs := make([]error, len(fs))
+	var wg sync.WaitGroup
+	for i, f := range fs {
+		wg.Go(func() {
+			errs[i] = f.run(ctx)
+			releases[i]()
+		})
+	}
+	started.Wait()
+	for i := range cluster.Nodes {
+		cluster.Failover(i)
+		t.Logf("master %d failed over to its replica", i)
+	}
+	for _, s := range sr {
+		if m := nodes[0].storedMessage(t, tok, s.conv, s.id); m.Status != "streaming" {
+			t.Fatalf("stream %s was %s before the failovers ended; make the answers longer", s.id, m.Status)
+		}
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	for i, f := range fs {
+		s := sr[i/followers]
+		if err := f.check(nodes[0].storedMessage(t, tok, s.conv, s.id), chunks); err != nil {
+			t.Fatalf("follower %d: %v", i, err)
+		}
+	}
+	// The nodes now listen on the new masters: a stream followed after the
+	// failovers is served live from them.
+	conv := nodes[0].newConversation(t, tok)
+	id := hubPost(t, nodes[1], tok, conv, hubDemo(20, 40, "after"))
+	f := &hubFollower{t: t, nodes: nodes, token: tok, stream: id, rng: rand.New(rand.NewPCG(seed, 1))}
+	if err := f.run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.check(nodes[0].storedMessage(t, tok, conv, id), 20); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -597,7 +597,7 @@ func (l *link) subscribe(ctx context.Context, dc rueidis.DedicatedClient, chans 
 		if _, isRedis := rueidis.IsRedisErr(err); !isRedis {
 			return nil, err
 		}
-		l.hub.log.Info("redis cluster: channel not served here; reading the slot map", "node", l.addr, "channel", chans[i].name, "err", err)
+		l.hub.log.Debug("redis cluster: channel not served here; reading the slot map", "node", l.addr, "channel", chans[i].name, "err", err)
 		l.hub.refreshTopology()
 	}
 	return ok, nil
@@ -621,6 +621,10 @@ func (l *link) unsubscribe(ctx context.Context, dc rueidis.DedicatedClient, name
 	return nil
 }
 
+// errMastersUnknown means CLUSTER SHARDS names masters the client has no
+// connection to yet (it learns them on its own after a failover).
+var errMastersUnknown = errors.New("masters not known to the client yet")
+
 // topologyInterval is how often a hub on a cluster reads the slot map when
 // nothing asked it to.
 const topologyInterval = 10 * time.Second
@@ -630,14 +634,24 @@ const topologyInterval = 10 * time.Second
 // connection), and every topologyInterval.
 func (h *Hub) topologyLoop(ctx context.Context) {
 	backoff := h.cfg.ReconnectMin
+	// gather is the pause before a requested read. It doubles while requests
+	// keep coming right after reads (masters that disagree about a slot
+	// answer MOVED back and forth), and falls back once they stop.
+	gather := h.cfg.ReconnectMin
+	var lastRead time.Time
 	tick := time.NewTicker(topologyInterval)
 	defer tick.Stop()
 	for {
+		lastRead = time.Now()
 		if err := h.loadTopology(ctx); err != nil {
 			if ctx.Err() != nil {
 				return
 			}
-			h.log.Warn("redis cluster: read the slot map", "err", err, "retry_in", backoff)
+			level := slog.LevelWarn
+			if errors.Is(err, errMastersUnknown) {
+				level = slog.LevelInfo // a failover the client has not caught up with yet
+			}
+			h.log.Log(ctx, level, "redis cluster: read the slot map", "err", err, "retry_in", backoff)
 			select {
 			case <-ctx.Done():
 				return
@@ -651,13 +665,19 @@ func (h *Hub) topologyLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+			gather = h.cfg.ReconnectMin
 		case <-h.topo:
+			if time.Since(lastRead) < time.Second {
+				gather = min(gather*2, h.cfg.ReconnectMax)
+			} else {
+				gather = h.cfg.ReconnectMin
+			}
 			// Requests come in bursts (every channel of a moved slot): let
 			// them gather, then read once.
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(h.cfg.ReconnectMin):
+			case <-time.After(gather):
 			}
 			select {
 			case <-h.topo:
@@ -764,7 +784,7 @@ func (h *Hub) loadTopology(ctx context.Context) error {
 		}
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("masters %v not known to the client yet", missing)
+		return fmt.Errorf("%w: %v", errMastersUnknown, missing)
 	}
 	return nil
 }

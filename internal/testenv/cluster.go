@@ -10,11 +10,18 @@ import (
 	"time"
 )
 
-// RedisCluster is a Redis Cluster of private redis-server processes, one
-// master per node and no replicas, owned by a test.
+// RedisCluster is a Redis Cluster of private redis-server processes owned
+// by a test: Nodes are the masters (slot owners), Replicas[i], if started,
+// replicates Nodes[i].
 type RedisCluster struct {
-	tb    testing.TB
-	Nodes []*RedisServer
+	tb       testing.TB
+	Nodes    []*RedisServer
+	Replicas []*RedisServer
+}
+
+func startClusterNode(tb testing.TB) *RedisServer {
+	return startRedisServer(tb, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+		"--cluster-node-timeout", "3000", "--appendonly", "no")
 }
 
 // StartRedisCluster starts a cluster of n masters with the slots split
@@ -24,10 +31,13 @@ func StartRedisCluster(tb testing.TB, n int) *RedisCluster {
 	requireRedis7(tb)
 	c := &RedisCluster{tb: tb}
 	for range n {
-		c.Nodes = append(c.Nodes, startRedisServer(tb, "--cluster-enabled", "yes",
-			"--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "3000"))
+		c.Nodes = append(c.Nodes, startClusterNode(tb))
 	}
 	for i, r := range c.Nodes {
+		// Distinct config epochs, as redis-cli --cluster create sets them:
+		// with all at 0 the nodes resolve the collision later, and slot
+		// ownership can flip between two masters while they do.
+		r.Do("CLUSTER", "SET-CONFIG-EPOCH", strconv.Itoa(i+1))
 		from, to := i*16384/n, (i+1)*16384/n-1
 		r.Do("CLUSTER", "ADDSLOTSRANGE", strconv.Itoa(from), strconv.Itoa(to))
 	}
@@ -36,6 +46,36 @@ func StartRedisCluster(tb testing.TB, n int) *RedisCluster {
 	}
 	c.AwaitConsistent()
 	return c
+}
+
+// AddReplicas gives every master a replica and waits until each is in sync.
+func (c *RedisCluster) AddReplicas() {
+	c.tb.Helper()
+	for i := range c.Nodes {
+		r := startClusterNode(c.tb)
+		c.Nodes[0].Do("CLUSTER", "MEET", "127.0.0.1", strconv.Itoa(r.port))
+		c.Replicas = append(c.Replicas, r)
+		// A node replicates only a master it knows: wait for the handshake.
+		deadline := time.Now().Add(20 * time.Second)
+		for !strings.Contains(r.Do("CLUSTER", "NODES")[0], c.ID(i)) {
+			if time.Now().After(deadline) {
+				c.tb.Fatal("replica does not know its master after 20 s")
+			}
+			time.Sleep(20 * time.Millisecond) // polling gossip, bounded above
+		}
+		r.Do("CLUSTER", "REPLICATE", c.ID(i))
+	}
+	c.AwaitConsistent()
+}
+
+// Failover makes Replicas[i] the master of Nodes[i]'s slots (CLUSTER
+// FAILOVER, the graceful manual failover), swaps the two in Nodes and
+// Replicas, and waits until every node agrees.
+func (c *RedisCluster) Failover(i int) {
+	c.tb.Helper()
+	c.Replicas[i].Do("CLUSTER", "FAILOVER")
+	c.Nodes[i], c.Replicas[i] = c.Replicas[i], c.Nodes[i]
+	c.AwaitConsistent()
 }
 
 // URL is a redis:// URL of one node; clients discover the others.
@@ -107,10 +147,11 @@ func (c *RedisCluster) AwaitConsistent() {
 	for {
 		ok := true
 		var want string
-		for i, r := range c.Nodes {
+		all := append(slices.Clip(c.Nodes), c.Replicas...)
+		for i, r := range all {
 			info := r.Do("CLUSTER", "INFO")[0]
 			if !strings.Contains(info, "cluster_state:ok") || !strings.Contains(info, "cluster_slots_assigned:16384") ||
-				!strings.Contains(info, fmt.Sprintf("cluster_known_nodes:%d", len(c.Nodes))) {
+				!strings.Contains(info, fmt.Sprintf("cluster_known_nodes:%d", len(all))) {
 				ok = false
 				break
 			}
@@ -132,7 +173,8 @@ func (c *RedisCluster) AwaitConsistent() {
 	}
 }
 
-// slotMap is CLUSTER NODES reduced to node id → slots, sorted by id.
+// slotMap is CLUSTER NODES reduced to each node's id, master and slots,
+// sorted by id.
 func slotMap(nodes string) string {
 	var rows []string
 	for _, l := range strings.Split(nodes, "\n") {
@@ -140,7 +182,7 @@ func slotMap(nodes string) string {
 		if len(f) < 8 {
 			continue
 		}
-		rows = append(rows, f[0]+" "+strings.Join(f[8:], " "))
+		rows = append(rows, f[0]+" "+f[3]+" "+strings.Join(f[8:], " ")) // id, its master ("-" for a master), slots
 	}
 	slices.Sort(rows)
 	return strings.Join(rows, "\n")
