@@ -18,133 +18,73 @@ import (
 // Two nodes on a three-master Redis Cluster: followers on both nodes drop and
 // resume at random while the slots of the streams being written are
 // resharded, keys and all, to other masters. Every follower still gets every
-// chunk once, and each node holds one pub/sub connection per master.
+// chunk once, and no master ever holds more than one pub/sub connection per
+// node.
 func TestRedisCluster_StreamsSurviveResharding(t *testing.T) {
-	seed := hubSeed(t)
-	rng := rand.New(rand.NewPCG(seed, 0))
 	cluster := testenv.StartRedisCluster(t, 3)
 	nodes := hubCluster(t, app.Config{RedisURL: cluster.URL()}, 2, 2)
-	tok := nodes[0].devToken(t, "alice")
-	const streams, followers, chunks = 4, 3, 60
-	type streamRun struct{ conv, id string }
-	sr := make([]streamRun, streams)
-	for i := range sr {
-		sr[i].conv = nodes[0].newConversation(t, tok)
-		// 60 chunks at 15 a second: long enough to be resharded mid-answer.
-		sr[i].id = hubPost(t, nodes[i%2], tok, sr[i].conv, hubDemo(chunks, 15, fmt.Sprintf("reshard %d", i)))
-	}
-	var started sync.WaitGroup
-	started.Add(streams * followers)
-	fs := make([]*hubFollower, 0, streams*followers)
-	releases := make([]func(), 0, streams*followers)
-	for i := range sr {
-		for range followers {
-			release := sync.OnceFunc(started.Done)
-			releases = append(releases, release)
-			frng := rand.New(rand.NewPCG(seed, rng.Uint64()))
-			drops := []int64{frng.Int64N(chunks) - 1}
-			fs = append(fs, &hubFollower{t: t, nodes: nodes, token: tok, stream: sr[i].id, rng: frng, drops: drops,
-				progress: func(index int64) {
-					if index >= 10 {
-						release()
-					}
-				}})
+	streamsThrough(t, cluster, nodes, "reshard", func(ids []string) {
+		// Each stream's slot (its list, its meta and its channel) moves to
+		// the next master while chunks are being appended to it.
+		keys := streaming.Keys{}
+		for _, id := range ids {
+			slot := streaming.Slot(keys.Channel(id))
+			from := cluster.Owner(slot)
+			cluster.MigrateSlot(slot, from, (from+1)%3)
+			t.Logf("stream %s: slot %d moved from master %d to %d", id, slot, from, (from+1)%3)
 		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	errs := make([]error, len(fs))
-	var wg sync.WaitGroup
-	for i, f := range fs {
-		wg.Go(func() {
-			errs[i] = f.run(ctx)
-			releases[i]() // a follower that failed early must not hold up the test
-		})
-	}
-	// Each node holds at most one pub/sub connection per master, whatever
-	// the number of channels it follows there; once subscriptions have
-	// settled, some exist.
-	checkConns := func(when string) {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for conns(t, cluster, len(nodes), when) == 0 {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: no pub/sub connection on any master after 10 s while streams are followed", when)
-			}
-			time.Sleep(10 * time.Millisecond) // polling Redis, bounded above
-		}
-	}
-	started.Wait()
-	checkConns("before resharding")
-	// Reshard: each stream's slot (its list, its meta and its channel) moves
-	// to the next master while chunks are being appended to it.
-	keys := streaming.Keys{}
-	for _, s := range sr {
-		slot := streaming.Slot(keys.Channel(s.id))
-		from := cluster.Owner(slot)
-		cluster.MigrateSlot(slot, from, (from+1)%3)
-		t.Logf("stream %s: slot %d moved from master %d to %d", s.id, slot, from, (from+1)%3)
-	}
-	// The test means something only if the answers were still being written.
-	for _, s := range sr {
-		if m := nodes[0].storedMessage(t, tok, s.conv, s.id); m.Status != "streaming" {
-			t.Fatalf("stream %s was %s before the resharding ended; make the answers longer", s.id, m.Status)
-		}
-	}
-	checkConns("after resharding")
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		t.Fatal(err)
-	}
-	for i, f := range fs {
-		s := sr[i/followers]
-		if err := f.check(nodes[0].storedMessage(t, tok, s.conv, s.id), chunks); err != nil {
-			t.Fatalf("follower %d: %v", i, err)
-		}
-	}
-}
-
-// conns counts, on each master, the connections with sharded subscriptions
-// (ssub=N, N > 0); it fails the test if a master holds more than one per
-// node, and returns the total. CLIENT LIST TYPE pubsub is not used: Redis
-// 7.0 drops a connection's pubsub flag when a migration unsubscribes some of
-// its shard channels.
-func conns(t *testing.T, cluster *testenv.RedisCluster, nodes int, when string) int {
-	t.Helper()
-	total := 0
-	for i, r := range cluster.Nodes {
-		list := r.Do("CLIENT", "LIST")[0]
-		n := 0
-		for _, l := range strings.Split(list, "\n") {
-			if strings.Contains(l, " ssub=") && !strings.Contains(l, " ssub=0 ") {
-				n++
-			}
-		}
-		if n > nodes {
-			t.Errorf("%s: master %d holds %d pub/sub connections for %d nodes:\n%s", when, i, n, nodes, list)
-		}
-		total += n
-	}
-	return total
+	})
 }
 
 // Two nodes on a three-master Redis Cluster with a replica each: every
 // master fails over to its replica (CLUSTER FAILOVER) while followers on
 // both nodes drop and resume at random. Every follower still gets every
-// chunk once; afterwards the nodes listen on the new masters.
+// chunk once; afterwards the nodes serve a new stream from the new masters.
 func TestRedisCluster_StreamsSurviveFailover(t *testing.T) {
-	seed := hubSeed(t)
-	rng := rand.New(rand.NewPCG(seed, 0))
 	cluster := testenv.StartRedisCluster(t, 3)
 	cluster.AddReplicas()
 	nodes := hubCluster(t, app.Config{RedisURL: cluster.URL()}, 2, 2)
+	streamsThrough(t, cluster, nodes, "failover", func([]string) {
+		for i := range cluster.Nodes {
+			cluster.Failover(i)
+			t.Logf("master %d failed over to its replica", i)
+		}
+	})
+	tok := nodes[0].devToken(t, "alice")
+	conv := nodes[0].newConversation(t, tok)
+	id := hubPost(t, nodes[1], tok, conv, hubDemo(20, 40, "after"))
+	f := &hubFollower{t: t, nodes: nodes, token: tok, stream: id, rng: rand.New(rand.NewPCG(1, 1))}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := f.run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.check(nodes[0].storedMessage(t, tok, conv, id), 20); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// streamsThrough runs four answers of 60 chunks, each followed by three
+// followers that drop once and resume on a random node; once every follower
+// is past index 10 it calls disrupt with the stream ids. It checks that the
+// answers were still being written when disrupt returned (else the test
+// proves nothing), that every follower got every chunk once with the text
+// Postgres stored, and that no master held more than one pub/sub connection
+// per node before and after disrupt.
+func streamsThrough(t *testing.T, cluster *testenv.RedisCluster, nodes []*node, label string, disrupt func(ids []string)) {
+	t.Helper()
+	seed := hubSeed(t)
+	rng := rand.New(rand.NewPCG(seed, 0))
 	tok := nodes[0].devToken(t, "alice")
 	const streams, followers, chunks = 4, 3, 60
 	type streamRun struct{ conv, id string }
 	sr := make([]streamRun, streams)
+	ids := make([]string, streams)
 	for i := range sr {
 		sr[i].conv = nodes[0].newConversation(t, tok)
-		sr[i].id = hubPost(t, nodes[i%2], tok, sr[i].conv, hubDemo(chunks, 15, fmt.Sprintf("failover %d", i)))
+		// 60 chunks at 15 a second: long enough to be disrupted mid-answer.
+		sr[i].id = hubPost(t, nodes[i%2], tok, sr[i].conv, hubDemo(chunks, 15, fmt.Sprintf("%s %d", label, i)))
+		ids[i] = sr[i].id
 	}
 	var started sync.WaitGroup
 	started.Add(streams * followers)
@@ -171,19 +111,18 @@ func TestRedisCluster_StreamsSurviveFailover(t *testing.T) {
 	for i, f := range fs {
 		wg.Go(func() {
 			errs[i] = f.run(ctx)
-			releases[i]()
+			releases[i]() // a follower that failed early must not hold up the test
 		})
 	}
 	started.Wait()
-	for i := range cluster.Nodes {
-		cluster.Failover(i)
-		t.Logf("master %d failed over to its replica", i)
-	}
+	awaitConns(t, cluster, len(nodes), "before "+label)
+	disrupt(ids)
 	for _, s := range sr {
 		if m := nodes[0].storedMessage(t, tok, s.conv, s.id); m.Status != "streaming" {
-			t.Fatalf("stream %s was %s before the failovers ended; make the answers longer", s.id, m.Status)
+			t.Fatalf("stream %s was %s before the %s ended; make the answers longer", s.id, m.Status, label)
 		}
 	}
+	awaitConns(t, cluster, len(nodes), "after "+label)
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		t.Fatal(err)
@@ -194,15 +133,42 @@ func TestRedisCluster_StreamsSurviveFailover(t *testing.T) {
 			t.Fatalf("follower %d: %v", i, err)
 		}
 	}
-	// The nodes now listen on the new masters: a stream followed after the
-	// failovers is served live from them.
-	conv := nodes[0].newConversation(t, tok)
-	id := hubPost(t, nodes[1], tok, conv, hubDemo(20, 40, "after"))
-	f := &hubFollower{t: t, nodes: nodes, token: tok, stream: id, rng: rand.New(rand.NewPCG(seed, 1))}
-	if err := f.run(ctx); err != nil {
-		t.Fatal(err)
+}
+
+// awaitConns waits until some master holds a sharded subscription (streams
+// are followed, so subscriptions must settle somewhere), failing the test
+// meanwhile if any master holds more than one pub/sub connection per node.
+func awaitConns(t *testing.T, cluster *testenv.RedisCluster, nodes int, when string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for conns(t, cluster, nodes, when) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: no pub/sub connection on any master after 10 s while streams are followed", when)
+		}
+		time.Sleep(10 * time.Millisecond) // polling Redis, bounded above
 	}
-	if err := f.check(nodes[0].storedMessage(t, tok, conv, id), 20); err != nil {
-		t.Fatal(err)
+}
+
+// conns counts, on each master, the connections with sharded subscriptions
+// (ssub=N, N > 0); it fails the test if a master holds more than one per
+// node, and returns the total. CLIENT LIST TYPE pubsub is not used: Redis
+// 7.0 drops a connection's pubsub flag when a migration unsubscribes some of
+// its shard channels.
+func conns(t *testing.T, cluster *testenv.RedisCluster, nodes int, when string) int {
+	t.Helper()
+	total := 0
+	for i, r := range cluster.Nodes {
+		list := r.Do("CLIENT", "LIST")[0]
+		n := 0
+		for _, l := range strings.Split(list, "\n") {
+			if strings.Contains(l, " ssub=") && !strings.Contains(l, " ssub=0 ") {
+				n++
+			}
+		}
+		if n > nodes {
+			t.Errorf("%s: master %d holds %d pub/sub connections for %d nodes:\n%s", when, i, n, nodes, list)
+		}
+		total += n
 	}
+	return total
 }
