@@ -373,67 +373,18 @@ func TestWS_RandomizedResume(t *testing.T) {
 func startHubRedis(tb testing.TB) *testenv.RedisServer { return testenv.StartRedisServer(tb) }
 
 func TestWS_RedisRestart(t *testing.T) {
-	seed := hubSeed(t)
-	rng := rand.New(rand.NewPCG(seed, 0))
 	redis := startHubRedis(t)
-	keys := streaming.Keys{Prefix: testenv.Namespace(t)}
-	nodes := hubCluster(t, app.Config{RedisURL: redis.URL(), KeyPrefix: keys.Prefix}, 2, 2)
-	tok := nodes[0].devToken(t, "alice")
-	const streams, followers, chunks = 4, 3, 80
-	type streamRun struct{ conv, id string }
-	sr := make([]streamRun, streams)
-	for i := range sr {
-		sr[i].conv = nodes[0].newConversation(t, tok)
-		// Slow enough to outlive the outage: 80 chunks at 25 a second.
-		sr[i].id = hubPost(t, nodes[i%2], tok, sr[i].conv, hubDemo(chunks, 25, fmt.Sprintf("outage %d", i)))
-	}
-	// Kill Redis once every follower is well into its stream.
-	var started sync.WaitGroup
-	started.Add(streams * followers)
-	fs := make([]*hubFollower, 0, streams*followers)
-	releases := make([]func(), 0, streams*followers)
-	for i := range sr {
-		for range followers {
-			release := sync.OnceFunc(started.Done)
-			releases = append(releases, release)
-			fs = append(fs, &hubFollower{t: t, nodes: nodes, token: tok, stream: sr[i].id, rng: rand.New(rand.NewPCG(seed, rng.Uint64())),
-				progress: func(index int64) {
-					if index >= 10 {
-						release()
-					}
-				}})
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("redis log:\n%s", redis.Log())
 		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	errs := make([]error, len(fs))
-	var wg sync.WaitGroup
-	for i, f := range fs {
-		wg.Go(func() {
-			errs[i] = f.run(ctx)
-			releases[i]() // a follower that failed early must not hold up the test
-
-		})
-	}
-	started.Wait()
-	redis.Kill()
-	t.Log("redis-server killed; starting it again")
-	redis.Start()
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		for _, s := range sr {
-			t.Logf("%s: meta %v, %v chunks", s.id, redis.Do("HGETALL", keys.Meta(s.id)), redis.Do("LLEN", keys.Chunks(s.id)))
-		}
-		log := redis.Log()
-		t.Logf("redis log:\n%s", log)
-		t.Fatal(err)
-	}
-	for i, f := range fs {
-		s := sr[i/followers]
-		if err := f.check(nodes[0].storedMessage(t, tok, s.conv, s.id), chunks); err != nil {
-			t.Fatalf("follower %d: %v", i, err)
-		}
-	}
+	})
+	nodes := hubCluster(t, app.Config{RedisURL: redis.URL()}, 2, 2)
+	streamsThrough(t, nil, nodes, "outage", func([]string) {
+		redis.Kill()
+		t.Log("redis-server killed; starting it again")
+		redis.Start()
+	})
 	for i, n := range nodes {
 		if v := hubMetric(t, n, "chatstream_hub_reconnects_total"); v < 1 {
 			t.Errorf("node %d: chatstream_hub_reconnects_total = %v after a Redis restart", i, v)
