@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/redis/rueidis"
 
 	"github.com/chatstream/chatstream"
 	"github.com/chatstream/chatstream/internal/testenv"
@@ -172,31 +173,51 @@ func (s *sinkLog) check(t *testing.T, from, to int64, done bool) {
 	}
 }
 
-// While a stream is followed on a node, followers that join or resume from
-// an index the node's copy holds catch up from it: one history read serves
-// them all. A resync throws the copy away.
-func TestStreams_CatchUpFromNodeCopy(t *testing.T) {
+// streamsEnv is a node's Streams on the test Redis, with one open stream
+// claimed by a writer; everything is closed when the test ends.
+type streamsEnv struct {
+	ctx     context.Context
+	client  rueidis.Client
+	keys    Keys
+	log     *Log
+	streams *Streams
+	metrics *Metrics
+	epoch   int64
+}
+
+func newStreamsEnv(t *testing.T, id string) *streamsEnv {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	t.Cleanup(cancel)
 	client, err := NewClient(testenv.RedisURL(t), ClientConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer client.Close()
-	log := NewLog(client, Keys{Prefix: testenv.Namespace(t)}, time.Minute)
+	t.Cleanup(client.Close)
+	e := &streamsEnv{ctx: ctx, client: client, keys: Keys{Prefix: testenv.Namespace(t)}, metrics: NewMetrics(nil)}
+	e.log = NewLog(client, e.keys, time.Minute)
 	hub := NewHub(client, HubConfig{})
-	defer hub.Close()
-	metrics := NewMetrics(nil)
-	streams := NewStreams(hub, log, nil, StreamsConfig{Metrics: metrics})
-	defer streams.Close()
-	const id = "0b7c9e1a-5d1f-4c7e-9b0e-3f6c2d8a4e11"
-	if err := log.Create(ctx, id, "u", "c"); err != nil {
+	t.Cleanup(hub.Close)
+	e.streams = NewStreams(hub, e.log, nil, StreamsConfig{Metrics: e.metrics})
+	t.Cleanup(e.streams.Close)
+	if err := e.log.Create(ctx, id, "u", "c"); err != nil {
 		t.Fatal(err)
 	}
-	meta, err := log.Claim(ctx, id, "w")
+	meta, err := e.log.Claim(ctx, id, "w")
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.epoch = meta.Epoch
+	return e
+}
+
+// While a stream is followed on a node, followers that join or resume from
+// an index the node's copy holds catch up from it: one history read serves
+// them all. A resync throws the copy away.
+func TestStreams_CatchUpFromNodeCopy(t *testing.T) {
+	const id = "0b7c9e1a-5d1f-4c7e-9b0e-3f6c2d8a4e11"
+	e := newStreamsEnv(t, id)
+	ctx, log, streams, metrics, meta := e.ctx, e.log, e.streams, e.metrics, Meta{Epoch: e.epoch}
 	var n int64
 	appendN := func(k int) {
 		for range k {
@@ -294,27 +315,9 @@ func TestStreams_CatchUpFromNodeCopy(t *testing.T) {
 // yet (it got them live through another node) continues from Redis: no
 // snapshot, nothing lost, nothing twice.
 func TestStreams_FollowerAheadOfNodeCopy(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	client, err := NewClient(testenv.RedisURL(t), ClientConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	keys := Keys{Prefix: testenv.Namespace(t)}
-	log := NewLog(client, keys, time.Minute)
-	hub := NewHub(client, HubConfig{})
-	defer hub.Close()
-	streams := NewStreams(hub, log, nil, StreamsConfig{})
-	defer streams.Close()
 	const id = "7a1c2e3f-0b4d-4e5f-8a9b-0c1d2e3f4a5b"
-	if err := log.Create(ctx, id, "u", "c"); err != nil {
-		t.Fatal(err)
-	}
-	meta, err := log.Claim(ctx, id, "w")
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := newStreamsEnv(t, id)
+	ctx, client, keys, log, streams, meta := e.ctx, e.client, e.keys, e.log, e.streams, Meta{Epoch: e.epoch}
 	for i := range int64(5) {
 		if _, err := log.Append(ctx, id, meta.Epoch, i, chunkFrames(id, i, i+1)[0]); err != nil {
 			t.Fatal(err)
