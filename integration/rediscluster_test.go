@@ -155,9 +155,7 @@ func awaitConns(t *testing.T, cluster *testenv.RedisCluster, nodes int, when str
 
 // conns counts, on each master, the connections with sharded subscriptions
 // (ssub=N, N > 0); it fails the test if a master holds more than one per
-// node, and returns the total. CLIENT LIST TYPE pubsub is not used: Redis
-// 7.0 drops a connection's pubsub flag when a migration unsubscribes some of
-// its shard channels.
+// node, and returns the total.
 func conns(t *testing.T, cluster *testenv.RedisCluster, nodes int, when string) int {
 	t.Helper()
 	total := 0

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/rueidis"
 
 	"github.com/chatstream/chatstream"
@@ -57,7 +58,8 @@ func TestHub_Cluster(t *testing.T) {
 	if client.Mode() != rueidis.ClientModeCluster {
 		t.Fatalf("client mode %v on a cluster", client.Mode())
 	}
-	hub := streaming.NewHub(client, streaming.HubConfig{})
+	reg := prometheus.NewRegistry()
+	hub := streaming.NewHub(client, streaming.HubConfig{Metrics: streaming.NewMetrics(reg)})
 	defer hub.Close()
 	ctx := context.Background()
 	spublish := func(ch, msg string) int64 {
@@ -129,6 +131,15 @@ func TestHub_Cluster(t *testing.T) {
 		if n := pubsubClients(t, r); n != 1 {
 			t.Errorf("after the move master %d holds %d pub/sub connections, want 1", i, n)
 		}
+	}
+	inSlot := 0
+	for _, ch := range names {
+		if streaming.Slot(ch) == slot {
+			inSlot++
+		}
+	}
+	if v := hubCounter(t, reg, "chatstream_hub_moved_channels_total"); v != float64(inSlot) {
+		t.Errorf("chatstream_hub_moved_channels_total = %v, want %d (the channels of the moved slot)", v, inSlot)
 	}
 }
 

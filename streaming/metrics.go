@@ -6,6 +6,7 @@ import "github.com/prometheus/client_golang/prometheus"
 type Metrics struct {
 	HubReconnects prometheus.Counter
 	HubDropped    prometheus.Counter
+	HubMoved      prometheus.Counter
 	HistoryReads  prometheus.Counter
 	HistoryCached prometheus.Counter
 }
@@ -21,6 +22,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "chatstream_hub_dropped_messages_total",
 			Help: "Pub/sub messages dropped because a dispatch queue was full (followers resync from history).",
 		}),
+		HubMoved: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chatstream_hub_moved_channels_total",
+			Help: "Channels moved to another master's pub/sub connection because a Redis Cluster moved their slot.",
+		}),
 		HistoryReads: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "chatstream_history_reads_total",
 			Help: "Chunk log reads made to catch followers up (one serves every follower waiting).",
@@ -31,7 +36,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.HubReconnects, m.HubDropped, m.HistoryReads, m.HistoryCached)
+		reg.MustRegister(m.HubReconnects, m.HubDropped, m.HubMoved, m.HistoryReads, m.HistoryCached)
 	}
 	return m
 }
