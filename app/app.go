@@ -113,6 +113,7 @@ type Main struct {
 	redis   rueidis.Client
 	hub     *streaming.Hub
 	streams *streaming.Streams
+	watch   *watcher
 	pool    *worker.Pool
 	srv     *server.Server
 	ln      net.Listener
@@ -177,6 +178,7 @@ func (m *Main) Start(ctx context.Context) (err error) {
 	events := streaming.NewEvents(m.redis, keys, m.log)
 	m.hub = streaming.NewHub(m.redis, streaming.HubConfig{Logger: m.log, Metrics: smetrics})
 	m.streams = streaming.NewStreams(m.hub, chunkLog, m.db, streaming.StreamsConfig{Logger: m.log, Metrics: smetrics})
+	m.watch = newWatcher(m.hub, keys, m.db, m.log)
 	gens := worker.NewService(m.db, chunkLog, queue, events, wmetrics, m.log)
 	if m.cfg.Workers > 0 {
 		wcfg := m.cfg.Worker
@@ -198,7 +200,7 @@ func (m *Main) Start(ctx context.Context) (err error) {
 		Generations: gens,
 		Checks:      map[string]server.Pinger{"postgres": m.db, "redis": streaming.Pinger{Client: m.redis}},
 		Streams:     streamsAdapter{m.streams},
-		Watcher:     watcher{hub: m.hub, keys: keys},
+		Watcher:     m.watch,
 		Page:        frontend.Files(),
 	})
 	if err != nil {
@@ -272,6 +274,9 @@ func (m *Main) closeResources() {
 	if m.streams != nil {
 		m.streams.Close()
 	}
+	if m.watch != nil {
+		m.watch.close()
+	}
 	if m.hub != nil {
 		m.hub.Close()
 	}
@@ -293,19 +298,3 @@ func (a streamsAdapter) Follow(ctx context.Context, id string, last int64, sink 
 	}
 	return f, nil
 }
-
-// watcher forwards a conversation's message events to a socket.
-type watcher struct {
-	hub  *streaming.Hub
-	keys streaming.Keys
-}
-
-func (w watcher) Watch(ctx context.Context, convID string, sink server.Sink) (func(), error) {
-	return w.hub.Subscribe(ctx, w.keys.ConversationChannel(convID), forward{sink})
-}
-
-// forward hands a channel's messages, already frames, to a socket.
-type forward struct{ sink server.Sink }
-
-func (f forward) OnMessage(_ string, payload []byte) { f.sink.Send(payload) }
-func (f forward) OnResync(string)                    {}

@@ -782,3 +782,42 @@ func TestWS_WatchIsPrivateAndUnsubscribeStops(t *testing.T) {
 		t.Fatalf("bob's socket got %+v", before)
 	}
 }
+
+// A socket watching a conversation on a node that lost its Redis pub/sub
+// connection gets the conversation's newest messages again once the node is
+// back: events published meanwhile are gone from pub/sub, the state is not.
+func TestWS_WatchRefilledAfterRedisRestart(t *testing.T) {
+	redis := startHubRedis(t)
+	n := hubCluster(t, app.Config{RedisURL: redis.URL()}, 1)[0]
+	tok := n.devToken(t, "alice")
+	conv := n.newConversation(t, tok)
+	id := hubPost(t, n, tok, conv, hubDemo(3, 0, "before the outage"))
+	f := &hubFollower{t: t, nodes: []*node{n}, token: tok, stream: id, rng: rand.New(rand.NewPCG(1, 1))}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := f.run(ctx); err != nil { // the answer is complete in Postgres
+		t.Fatal(err)
+	}
+	c := n.dial(t, tok)
+	c.write(map[string]any{"type": "watch", "conversation_id": conv, "request_id": "w"})
+	c.readUntil("watching")
+
+	redis.Kill()
+	redis.Start()
+	// No event was published; the node's resync sends the state again.
+	got := map[string]string{}
+	for got[id] != "complete" {
+		fr := c.read()
+		if fr.Type != "message" || fr.ConversationID != conv {
+			t.Fatalf("unexpected frame %+v", fr)
+		}
+		var m msg
+		if err := json.Unmarshal(fr.Message, &m); err != nil {
+			t.Fatal(err)
+		}
+		got[m.ID] = m.Status
+	}
+	if len(got) != 2 {
+		t.Fatalf("refilled messages %v, want the user's question and the answer", got)
+	}
+}

@@ -44,6 +44,25 @@ func (db *DB) ListMessages(ctx context.Context, userID, convID string) ([]*chats
 	return list, nil
 }
 
+// RecentMessages returns the newest limit messages of conversation convID,
+// oldest first, whoever owns it: the caller has checked that.
+func (db *DB) RecentMessages(ctx context.Context, convID string, limit int) ([]*chatstream.Message, error) {
+	if !validID(convID) {
+		return nil, nil
+	}
+	rows, err := db.pool.Query(ctx, `SELECT `+messageColumns+` FROM messages m
+		WHERE m.id IN (SELECT id FROM messages WHERE conversation_id = $1 ORDER BY seq DESC LIMIT $2)
+		ORDER BY m.seq`, convID, limit)
+	if err != nil {
+		return nil, fmt.Errorf("recent messages: %w", err)
+	}
+	list, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*chatstream.Message, error) { return scanMessage(row) })
+	if err != nil {
+		return nil, fmt.Errorf("recent messages: %w", err)
+	}
+	return list, nil
+}
+
 // History returns the messages of conversation convID written before message
 // beforeID, the newest limit of them, oldest first: the prompt of the
 // generation that writes beforeID. A beforeID that is not (yet) a message of

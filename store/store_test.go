@@ -3,6 +3,8 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"sync"
 	"testing"
 
@@ -289,5 +291,42 @@ func TestDB_CreateExchangeRace(t *testing.T) {
 	}
 	if won != 1 {
 		t.Fatalf("%d sends won, want 1", won)
+	}
+}
+
+func TestDB_RecentMessages(t *testing.T) {
+	ctx := context.Background()
+	db := newDB(t)
+	conv, err := db.CreateConversation(ctx, "alice", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for i := range 3 {
+		user, asst, err := db.CreateExchange(ctx, "alice", conv.ID, fmt.Sprint("q", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, user.ID, asst.ID)
+		if _, _, err := db.FinishMessage(ctx, asst.ID, chatstream.Final{Status: chatstream.StatusComplete, Content: "a", LastIndex: 0}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := db.RecentMessages(ctx, conv.ID, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gotIDs []string
+	for _, m := range got {
+		gotIDs = append(gotIDs, m.ID)
+	}
+	if !slices.Equal(gotIDs, ids[2:]) {
+		t.Fatalf("recent 4 = %v, want the newest 4 oldest first %v", gotIDs, ids[2:])
+	}
+	if got[3].Status != chatstream.StatusComplete {
+		t.Fatalf("newest message %+v", got[3])
+	}
+	if got, err := db.RecentMessages(ctx, "not-a-uuid", 4); err != nil || len(got) != 0 {
+		t.Fatalf("a bad id: %v, %v", got, err)
 	}
 }
