@@ -1,5 +1,7 @@
 package streaming
 
+import "slices"
+
 // cacheMaxBytes bounds a stream's cached frames on a node (about 150 chunk
 // frames, five seconds of a fast answer). A resuming client
 // holds a recent index, so the newest frames are the ones that serve; an
@@ -59,7 +61,13 @@ func (c *logCache) fill(streamID string, hist History, live [][]byte) {
 			c.observe(typ, idx, fr)
 		}
 	}
+	from := c.from
 	c.trim()
+	if c.from != from {
+		// Trimming only reslices: copy, or the whole read stays in memory
+		// for as long as the stream is followed.
+		c.frames = slices.Clone(c.frames)
+	}
 }
 
 // observe applies a live frame: the next chunk extends the cache, an old one
@@ -91,6 +99,8 @@ func (c *logCache) observe(typ string, idx int64, frame []byte) {
 }
 
 // trim drops the oldest frames beyond cacheMaxBytes, keeping at least one.
+// Appends reallocate the slice as it grows, which lets go of the dropped
+// frames' memory; fill copies.
 func (c *logCache) trim() {
 	for c.size > cacheMaxBytes && len(c.frames) > 1 {
 		c.size -= len(c.frames[0])

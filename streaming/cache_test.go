@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -353,4 +354,33 @@ func TestStreams_FollowerAheadOfNodeCopy(t *testing.T) {
 	}
 	ahead.await(t, FrameDone, 6)
 	ahead.check(t, 6, 7, true) // chunk 6, then done: no snapshot
+}
+
+// A client that claims more chunks than the stream has (Redis lost some, or
+// the client is confused) gets a snapshot, then done — also when it is the
+// only one asking, so that the read starts past the end of the log.
+func TestStreams_ClientAheadOfTheLogGetsSnapshot(t *testing.T) {
+	const id = "3c4d5e6f-7a8b-4c9d-8e0f-1a2b3c4d5e6f"
+	e := newStreamsEnv(t, id)
+	for i := range int64(3) {
+		if _, err := e.log.Append(e.ctx, id, e.epoch, i, chunkFrames(id, i, i+1)[0]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.log.Finish(e.ctx, id, e.epoch, chatstream.StatusComplete, 3, nil); err != nil {
+		t.Fatal(err)
+	}
+	s := newSinkLog()
+	f, err := e.streams.Follow(e.ctx, id, 7, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	s.await(t, FrameDone, 2)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.frames) != 2 || !strings.Contains(string(s.frames[0]), `"type":"snapshot"`) ||
+		!strings.Contains(string(s.frames[0]), `"content":" t0 t1 t2"`) {
+		t.Fatalf("frames %q, want a snapshot of the 3 chunks, then done", s.frames)
+	}
 }

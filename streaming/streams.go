@@ -95,6 +95,9 @@ type Streams struct {
 	ctx     context.Context // ends at Close; bounds the readers
 	cancel  context.CancelFunc
 	readers sync.WaitGroup // history readers
+
+	readersMu     sync.Mutex
+	readersClosed bool
 }
 
 // NewStreams returns the stream delivery of a node.
@@ -111,8 +114,23 @@ func (s *Streams) Close() {
 	s.mu.Lock()
 	s.closed = true
 	s.mu.Unlock()
+	s.readersMu.Lock()
+	s.readersClosed = true
+	s.readersMu.Unlock()
 	s.cancel()
 	s.readers.Wait()
+}
+
+// startReader counts a history reader about to start; false after Close.
+// Its own lock (taken under a stream's) keeps Add from racing Close's Wait.
+func (s *Streams) startReader() bool {
+	s.readersMu.Lock()
+	defer s.readersMu.Unlock()
+	if s.readersClosed {
+		return false
+	}
+	s.readers.Add(1)
+	return true
 }
 
 // Follower is one socket following one stream.
@@ -270,15 +288,14 @@ func (st *stream) enqueueLocked(f *Follower) {
 	if f.waiting || f.ended {
 		return
 	}
-	if st.owner.ctx.Err() != nil {
+	s := st.owner
+	if !st.reading && !s.startReader() {
 		return // Streams closed: no reader may start
 	}
 	f.waiting = true
 	st.waiting = append(st.waiting, f)
 	if !st.reading {
 		st.reading = true
-		s := st.owner
-		s.readers.Add(1)
 		// The reader lives while followers wait for history, at most until
 		// Streams.Close.
 		go func() { defer s.readers.Done(); st.readLoop(s.ctx) }()
@@ -461,6 +478,13 @@ func (st *stream) readLoop(ctx context.Context) {
 // stream's done frame when the read found it over.
 func (st *stream) deliver(ctx context.Context, batch []*Follower, hist History, done []byte) {
 	end := hist.From + int64(len(hist.Frames)) // one past the last index read
+	// have is how many chunks the stream is known to have: the meta's count,
+	// or more if the list read after it already held more. An empty read
+	// says nothing (its start is only what was asked for).
+	have := hist.Meta.N
+	if len(hist.Frames) > 0 {
+		have = max(have, end)
+	}
 	var ahead []*Follower
 	st.mu.Lock()
 	for _, f := range batch {
@@ -468,7 +492,7 @@ func (st *stream) deliver(ctx context.Context, batch []*Follower, hist History, 
 			continue
 		}
 		f.firstError = time.Time{}
-		if f.next > max(end, hist.Meta.N) {
+		if f.next > have {
 			// The client claims chunks the stream does not have: its
 			// sequence cannot be continued; it gets a snapshot.
 			ahead = append(ahead, f)
