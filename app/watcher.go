@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/chatstream/chatstream"
@@ -16,6 +15,11 @@ import (
 // gets again after a resync.
 const refillMessages = 8
 
+// refillTries bounds the reads of one refill: a read is tried again when it
+// failed, or when live events arrived while it ran (it may be older than
+// them).
+const refillTries = 5
+
 // recentMessages reads a conversation's newest messages, oldest first.
 type recentMessages interface {
 	RecentMessages(ctx context.Context, convID string, limit int) ([]*chatstream.Message, error)
@@ -25,9 +29,13 @@ type recentMessages interface {
 // watch it. Events travel by pub/sub, which loses what is published while
 // the node's connection is down or the conversation's slot moves; after such
 // a resync each watching socket gets the conversation's newest messages again
-// as message events, read from Postgres once per conversation for all its
-// watchers on the node. A client may so see a message's state twice, never
-// miss its last one.
+// as message events. Postgres is read once per conversation for all the
+// watchers waiting when the read starts; those that ask during a read get
+// the next one, so every refill is at least as new as its resync.
+//
+// A refill must not undo a live event: both are sent under mu, and a read
+// during which a live event of the conversation went out is read again
+// rather than sent, so a socket never gets an older state after a newer one.
 type watcher struct {
 	hub  *streaming.Hub
 	keys streaming.Keys
@@ -40,12 +48,21 @@ type watcher struct {
 
 	mu      sync.Mutex
 	closed  bool
-	pending map[string][]*forward // conversation → watchers waiting for a refill
+	convs   map[string]*convRefill
+	retryIn time.Duration // pause before a read is tried again
+}
+
+// convRefill is the refill state of one conversation; guarded by watcher.mu.
+type convRefill struct {
+	waiting map[*forward]struct{} // watchers for the next read
+	reading bool                  // a refill goroutine runs
+	events  uint64                // live events sent, to spot a read they overtook
 }
 
 func newWatcher(hub *streaming.Hub, keys streaming.Keys, msgs recentMessages, log *slog.Logger) *watcher {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &watcher{hub: hub, keys: keys, msgs: msgs, log: log, ctx: ctx, cancel: cancel, pending: map[string][]*forward{}}
+	return &watcher{hub: hub, keys: keys, msgs: msgs, log: log, ctx: ctx, cancel: cancel,
+		convs: map[string]*convRefill{}, retryIn: 200 * time.Millisecond}
 }
 
 // Watch implements server.Watcher.
@@ -55,7 +72,12 @@ func (w *watcher) Watch(ctx context.Context, convID string, sink server.Sink) (f
 	if err != nil {
 		return nil, err
 	}
-	return func() { f.stopped.Store(true); unsub() }, nil
+	return func() {
+		w.mu.Lock()
+		f.stopped = true
+		w.mu.Unlock()
+		unsub()
+	}, nil
 }
 
 // close stops the refills under way and waits for them.
@@ -67,49 +89,114 @@ func (w *watcher) close() {
 	w.wg.Wait()
 }
 
-// refill queues f for the conversation's next read, starting one unless it
-// is under way.
+// stateLocked returns conv's refill state, made on first use; w.mu is held.
+func (w *watcher) stateLocked(conv string) *convRefill {
+	c := w.convs[conv]
+	if c == nil {
+		c = &convRefill{waiting: map[*forward]struct{}{}}
+		w.convs[conv] = c
+	}
+	return c
+}
+
+// dropIdleLocked forgets conv's state when nothing is pending; w.mu is held.
+func (w *watcher) dropIdleLocked(conv string, c *convRefill) {
+	if !c.reading && len(c.waiting) == 0 {
+		delete(w.convs, conv)
+	}
+}
+
+// live sends a live event to f, counting it against reads under way.
+func (w *watcher) live(f *forward, frame []byte) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if f.stopped {
+		return
+	}
+	if c := w.convs[f.conv]; c != nil {
+		c.events++
+	}
+	f.sink.Send(frame)
+}
+
+// refill puts f in line for its conversation's next read, starting the
+// reader unless one runs.
 func (w *watcher) refill(f *forward) {
 	w.mu.Lock()
-	if w.closed {
-		w.mu.Unlock()
+	defer w.mu.Unlock()
+	if w.closed || f.stopped {
 		return
 	}
-	waiting, busy := w.pending[f.conv]
-	w.pending[f.conv] = append(waiting, f)
-	if !busy {
-		w.wg.Add(1)
-	}
-	w.mu.Unlock()
-	if busy {
+	c := w.stateLocked(f.conv)
+	c.waiting[f] = struct{}{}
+	if c.reading {
 		return
 	}
-	// The read lives at most 10 s, or until close.
-	go func() {
-		defer w.wg.Done()
-		ctx, cancel := context.WithTimeout(w.ctx, 10*time.Second)
-		defer cancel()
-		msgs, err := w.msgs.RecentMessages(ctx, f.conv, refillMessages)
+	c.reading = true
+	w.wg.Add(1)
+	// The reader lives while watchers wait, at most until close.
+	go func() { defer w.wg.Done(); w.readLoop(f.conv, c) }()
+}
+
+// readLoop serves conv's waiting watchers until none waits.
+func (w *watcher) readLoop(conv string, c *convRefill) {
+	for try := 0; ; {
 		w.mu.Lock()
-		fs := w.pending[f.conv]
-		delete(w.pending, f.conv)
-		w.mu.Unlock()
-		if err != nil {
-			w.log.Warn("refill watchers after a resync", "conversation_id", f.conv, "err", err)
+		if len(c.waiting) == 0 || w.ctx.Err() != nil {
+			c.reading = false
+			c.waiting = map[*forward]struct{}{}
+			w.dropIdleLocked(conv, c)
+			w.mu.Unlock()
 			return
 		}
+		batch := c.waiting
+		c.waiting = map[*forward]struct{}{}
+		events := c.events
+		w.mu.Unlock()
+
+		ctx, cancel := context.WithTimeout(w.ctx, 10*time.Second)
+		msgs, err := w.msgs.RecentMessages(ctx, conv, refillMessages)
+		cancel()
 		frames := make([][]byte, len(msgs))
 		for i, m := range msgs {
 			frames[i] = streaming.MessageFrame(m)
 		}
-		for _, f := range fs {
-			for _, fr := range frames {
-				if f.stopped.Load() || !f.sink.Send(fr) {
-					break
+
+		w.mu.Lock()
+		overtaken := c.events != events
+		if (err != nil || overtaken) && try < refillTries {
+			// Failed, or overtaken by live events: read again, for these
+			// watchers and any that came meanwhile.
+			for f := range batch {
+				c.waiting[f] = struct{}{}
+			}
+			w.mu.Unlock()
+			try++
+			select {
+			case <-w.ctx.Done():
+			case <-time.After(w.retryIn):
+			}
+			continue
+		}
+		switch {
+		case err != nil:
+			w.log.Warn("refill watchers after a resync", "conversation_id", conv, "err", err)
+		case overtaken:
+			// Still overtaken after every try: live events keep coming,
+			// and they are newer than any read; an old state is not sent.
+			w.log.Info("refill watchers after a resync: overtaken by live events", "conversation_id", conv)
+		default:
+			for f := range batch {
+				for _, fr := range frames {
+					if f.stopped || !f.sink.Send(fr) {
+						break
+					}
 				}
 			}
 		}
-	}()
+		try = 0
+		w.mu.Unlock()
+	}
 }
 
 // forward hands a channel's messages, already frames, to one socket.
@@ -117,8 +204,8 @@ type forward struct {
 	w       *watcher
 	conv    string
 	sink    server.Sink
-	stopped atomic.Bool // unwatched: nothing more is sent
+	stopped bool // unwatched: nothing more is sent; guarded by watcher.mu
 }
 
-func (f *forward) OnMessage(_ string, payload []byte) { f.sink.Send(payload) }
+func (f *forward) OnMessage(_ string, payload []byte) { f.w.live(f, payload) }
 func (f *forward) OnResync(string)                    { f.w.refill(f) }

@@ -1,0 +1,177 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chatstream/chatstream"
+	"github.com/chatstream/chatstream/streaming"
+)
+
+// reads is a recentMessages whose reads block until released; each read
+// answers one message whose content is the read's number (1, 2, …).
+type reads struct {
+	mu      sync.Mutex
+	n       int
+	started chan int      // the number of each read, as it starts
+	release chan struct{} // one receive lets one read answer
+}
+
+func newReads() *reads { return &reads{started: make(chan int, 16), release: make(chan struct{})} }
+
+// next waits for the next read to start and returns its number.
+func (r *reads) next(t *testing.T) int {
+	t.Helper()
+	select {
+	case n := <-r.started:
+		return n
+	case <-time.After(10 * time.Second):
+		t.Fatal("no read started within 10 s")
+		return 0
+	}
+}
+
+// answer lets one read answer.
+func (r *reads) answer(t *testing.T) {
+	t.Helper()
+	select {
+	case r.release <- struct{}{}:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no read waiting to answer within 10 s")
+	}
+}
+
+func (r *reads) RecentMessages(ctx context.Context, conv string, _ int) ([]*chatstream.Message, error) {
+	r.mu.Lock()
+	r.n++
+	n := r.n
+	r.mu.Unlock()
+	r.started <- n
+	select {
+	case <-r.release:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return []*chatstream.Message{{ID: "m", ConversationID: conv, Content: string(rune('0' + n))}}, nil
+}
+
+// sink records frames.
+type sink struct {
+	mu     sync.Mutex
+	frames []string
+	got    chan struct{}
+}
+
+func newSink() *sink { return &sink{got: make(chan struct{}, 16)} }
+
+func (s *sink) Send(b []byte) bool {
+	s.mu.Lock()
+	s.frames = append(s.frames, string(b))
+	s.mu.Unlock()
+	s.got <- struct{}{}
+	return true
+}
+func (s *sink) Room() int { return 100 }
+
+func (s *sink) await(t *testing.T) {
+	t.Helper()
+	select {
+	case <-s.got:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no frame within 10 s")
+	}
+}
+
+// content is the content of the message in a refill frame ("" for others).
+func content(t *testing.T, frame string) string {
+	t.Helper()
+	var f struct{ Message *chatstream.Message }
+	if err := json.Unmarshal([]byte(frame), &f); err != nil {
+		t.Fatal(err)
+	}
+	if f.Message == nil {
+		return ""
+	}
+	return f.Message.Content
+}
+
+func testWatcher(r *reads) *watcher {
+	w := newWatcher(nil, streaming.Keys{}, r, slog.New(slog.DiscardHandler))
+	w.retryIn = time.Millisecond
+	return w
+}
+
+// A watcher that asks while a read runs gets the next read, never the one
+// that started before its resync.
+func TestWatcher_RefillNotOlderThanItsResync(t *testing.T) {
+	r := newReads()
+	w := testWatcher(r)
+	defer w.close()
+	a, b := newSink(), newSink()
+	fa, fb := &forward{w: w, conv: "c", sink: a}, &forward{w: w, conv: "c", sink: b}
+	fa.OnResync("")
+	if n := r.next(t); n != 1 {
+		t.Fatalf("read %d started first", n)
+	}
+	fb.OnResync("") // during read 1
+	r.answer(t)
+	a.await(t)
+	if n := r.next(t); n != 2 {
+		t.Fatalf("read %d started second", n)
+	}
+	r.answer(t)
+	b.await(t)
+	if got := content(t, a.frames[0]); got != "1" {
+		t.Errorf("a got read %s, want 1", got)
+	}
+	if got := content(t, b.frames[0]); got != "2" {
+		t.Errorf("b got read %s, want 2 (read 1 started before its resync)", got)
+	}
+}
+
+// A read overtaken by a live event is read again: the socket never gets an
+// older state after a newer one.
+func TestWatcher_RefillOvertakenByLiveEventReadsAgain(t *testing.T) {
+	r := newReads()
+	w := testWatcher(r)
+	defer w.close()
+	a := newSink()
+	fa := &forward{w: w, conv: "c", sink: a}
+	fa.OnResync("")
+	r.next(t)
+	fa.OnMessage("", []byte(`{"type":"message","live":true}`)) // while read 1 runs
+	a.await(t)
+	r.answer(t) // read 1 answers, overtaken
+	if n := r.next(t); n != 2 {
+		t.Fatalf("read %d started after the overtaken one, want 2", n)
+	}
+	r.answer(t)
+	a.await(t)
+	if len(a.frames) != 2 || content(t, a.frames[0]) != "" || content(t, a.frames[1]) != "2" {
+		t.Fatalf("frames %q, want the live event, then read 2", a.frames)
+	}
+}
+
+// An unwatched socket gets nothing more, live or refilled.
+func TestWatcher_UnwatchedGetsNothing(t *testing.T) {
+	r := newReads()
+	w := testWatcher(r)
+	defer w.close()
+	a := newSink()
+	fa := &forward{w: w, conv: "c", sink: a}
+	fa.OnResync("")
+	r.next(t)
+	w.mu.Lock()
+	fa.stopped = true // what Watch's unwatch does before unsubscribing
+	w.mu.Unlock()
+	fa.OnMessage("", []byte(`{"type":"message"}`))
+	r.answer(t)
+	w.close() // waits for the read to finish
+	if len(a.frames) != 0 {
+		t.Fatalf("unwatched socket got %q", a.frames)
+	}
+}
