@@ -722,11 +722,14 @@ func (h *Hub) loadTopology(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			role, portMsg := nm["role"], nm["port"]
+			role, portMsg, tlsPortMsg := nm["role"], nm["port"], nm["tls-port"]
 			if r, _ := role.ToString(); r != "master" {
 				continue
 			}
 			port, _ := portMsg.AsInt64()
+			if port == 0 {
+				port, _ = tlsPortMsg.AsInt64() // a TLS-only cluster names only tls-port
+			}
 			for _, host := range []string{"endpoint", "ip"} {
 				hm := nm[host]
 				if v, err := hm.ToString(); err == nil && v != "" {
