@@ -1,14 +1,12 @@
 package loadgen
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -55,94 +53,6 @@ func (d *dialer) dial(ctx context.Context, token string) (*websocket.Conn, error
 	}
 	conn.SetReadLimit(1 << 20)
 	return conn, nil
-}
-
-// Frame scanning: the load generator reads only what it measures, with a
-// byte scan instead of a JSON decode per frame, so that it measures the
-// server rather than itself.
-var (
-	keyType  = []byte(`"type":"`)
-	keyIndex = []byte(`"index":`)
-	keyLast  = []byte(`"last_index":`)
-	keyTS    = []byte(`"ts":`)
-	keySID   = []byte(`"stream_id":"`)
-)
-
-type frameKind int
-
-const (
-	kindOther frameKind = iota
-	kindChunk
-	kindDone
-	kindSnapshot
-	kindAccepted
-	kindError
-)
-
-func kindOf(b []byte) frameKind {
-	i := bytes.Index(b, keyType)
-	if i < 0 {
-		return kindOther
-	}
-	rest := b[i+len(keyType):]
-	switch {
-	case bytes.HasPrefix(rest, []byte(`chunk"`)):
-		return kindChunk
-	case bytes.HasPrefix(rest, []byte(`done"`)):
-		return kindDone
-	case bytes.HasPrefix(rest, []byte(`snapshot"`)):
-		return kindSnapshot
-	case bytes.HasPrefix(rest, []byte(`accepted"`)):
-		return kindAccepted
-	case bytes.HasPrefix(rest, []byte(`error"`)):
-		return kindError
-	}
-	return kindOther
-}
-
-// intAfter parses the integer after the first occurrence of key.
-func intAfter(b, key []byte) (int64, bool) {
-	i := bytes.Index(b, key)
-	if i < 0 {
-		return 0, false
-	}
-	return parseInt(b[i+len(key):])
-}
-
-// intAfterLast parses the integer after the last occurrence of key; ts is
-// the last field of a chunk frame, after the content.
-func intAfterLast(b, key []byte) (int64, bool) {
-	i := bytes.LastIndex(b, key)
-	if i < 0 {
-		return 0, false
-	}
-	return parseInt(b[i+len(key):])
-}
-
-func parseInt(b []byte) (int64, bool) {
-	n := 0
-	if n < len(b) && b[n] == '-' {
-		n++
-	}
-	for n < len(b) && b[n] >= '0' && b[n] <= '9' {
-		n++
-	}
-	v, err := strconv.ParseInt(string(b[:n]), 10, 64)
-	return v, err == nil
-}
-
-// streamIDOf returns the stream_id of a frame (a slice of it).
-func streamIDOf(b []byte) []byte {
-	i := bytes.Index(b, keySID)
-	if i < 0 {
-		return nil
-	}
-	rest := b[i+len(keySID):]
-	j := bytes.IndexByte(rest, '"')
-	if j < 0 {
-		return nil
-	}
-	return rest[:j]
 }
 
 // readFrame reads the next message of c into buf, grown as needed, and

@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/chatstream/chatstream/streaming"
 	"github.com/golang-jwt/jwt/v5"
 )
 
@@ -198,11 +200,11 @@ type follower struct {
 	lat      []int32
 }
 
-// onChunk accounts one chunk frame received at now.
-func (r *run) onChunk(f *follower, b []byte, now time.Time) {
+// onChunk accounts chunk idx, frame b, received at now.
+func (r *run) onChunk(f *follower, idx int64, b []byte, now time.Time) {
 	r.chunks.Add(1)
-	idx, _ := intAfter(b, keyIndex)
-	if ts, ok := intAfterLast(b, keyTS); ok && ts >= f.since {
+	ts, hasTS := streaming.ChunkTS(b)
+	if hasTS && ts >= f.since {
 		f.lat = append(f.lat, int32(min(now.UnixMicro()-ts, 1<<31-1)))
 		f.live = true
 	}
@@ -224,7 +226,7 @@ func (r *run) onChunk(f *follower, b []byte, now time.Time) {
 		}
 	}
 	if !f.resumeAt.IsZero() {
-		if ts, ok := intAfterLast(b, keyTS); ok && ts >= f.resumeAt.UnixMicro() {
+		if hasTS && ts >= f.resumeAt.UnixMicro() {
 			// A chunk published after the resume: this socket is live again.
 			r.mu.Lock()
 			r.catchUp = append(r.catchUp, int32(now.Sub(f.resumeAt).Microseconds()))
@@ -234,9 +236,8 @@ func (r *run) onChunk(f *follower, b []byte, now time.Time) {
 	}
 }
 
-// onDone accounts the done frame; true when the stream is over for f.
-func (r *run) onDone(f *follower, b []byte) {
-	last, _ := intAfter(b, keyLast)
+// onDone accounts the done frame of a stream whose last index is last.
+func (r *run) onDone(f *follower, last int64) {
 	if f.next <= last {
 		r.lost.Add(last + 1 - f.next)
 		f.next = last + 1
@@ -301,34 +302,39 @@ func (s *socket) readLoop(ctx context.Context, onEnd func(id string)) {
 			return
 		}
 		now := time.Now()
-		switch kindOf(b) {
-		case kindChunk:
+		// A byte scan, not a JSON decode, per frame: the load generator
+		// measures the server, not itself.
+		typ, idx, ok := streaming.ScanFrame(b)
+		if !ok {
+			continue
+		}
+		switch typ {
+		case streaming.FrameChunk:
 			s.mu.Lock()
-			if f := s.fs[string(streamIDOf(b))]; f != nil && !f.done {
-				s.r.onChunk(f, b, now)
+			if f := s.fs[string(streaming.FrameStreamID(b))]; f != nil && !f.done {
+				s.r.onChunk(f, idx, b, now)
 			}
 			s.mu.Unlock()
-		case kindDone:
-			id := string(streamIDOf(b))
+		case streaming.FrameDone:
+			id := string(streaming.FrameStreamID(b))
 			s.mu.Lock()
 			f := s.fs[id]
 			if f != nil && !f.done {
-				s.r.onDone(f, b)
+				s.r.onDone(f, idx)
 				s.r.flush(f)
 			}
 			s.mu.Unlock()
 			if f != nil && onEnd != nil {
 				onEnd(id)
 			}
-		case kindSnapshot:
+		case streaming.FrameSnapshot:
 			s.r.snapshots.Add(1)
-			last, _ := intAfter(b, keyLast)
 			s.mu.Lock()
-			if f := s.fs[string(streamIDOf(b))]; f != nil {
-				f.next = last + 1
+			if f := s.fs[string(streaming.FrameStreamID(b))]; f != nil {
+				f.next = idx + 1
 			}
 			s.mu.Unlock()
-		case kindAccepted:
+		case "accepted":
 			var a struct {
 				StreamID string `json:"stream_id"`
 			}
@@ -346,7 +352,7 @@ func (s *socket) readLoop(ctx context.Context, onEnd func(id string)) {
 				default:
 				}
 			}
-		case kindError:
+		case "error":
 			s.r.noteErr(errors.New(string(b)))
 		}
 	}

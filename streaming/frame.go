@@ -60,12 +60,15 @@ var (
 	typeKey      = []byte(`"type":"`)
 	indexKey     = []byte(`"index":`)
 	lastIndexKey = []byte(`"last_index":`)
+	tsKey        = []byte(`"ts":`)
+	streamIDKey  = []byte(`"stream_id":"`)
 )
 
-// ScanFrame reads the type and the position of a chunk or done frame without
-// decoding it: for a chunk its index, for a done frame its last_index. It
-// relies on the frames being built by this package (index before content, so
-// the first unescaped "index": is the field, never text).
+// ScanFrame reads the type and the position of a chunk, done or snapshot
+// frame without decoding it: for a chunk its index, for a done or snapshot
+// frame its last_index. Other frames give their type only. A key found in
+// the text cannot be mistaken for the field: inside a JSON string its quotes
+// are escaped.
 func ScanFrame(b []byte) (typ string, index int64, ok bool) {
 	i := bytes.Index(b, typeKey)
 	if i < 0 {
@@ -82,6 +85,8 @@ func ScanFrame(b []byte) (typ string, index int64, ok bool) {
 		typ, key = FrameChunk, indexKey
 	case FrameDone:
 		typ, key = FrameDone, lastIndexKey
+	case FrameSnapshot:
+		typ, key = FrameSnapshot, lastIndexKey
 	default:
 		return string(rest[:end]), 0, true
 	}
@@ -89,19 +94,48 @@ func ScanFrame(b []byte) (typ string, index int64, ok bool) {
 	if j < 0 {
 		return "", 0, false
 	}
-	num := rest[j+len(key):]
-	n := 0
-	if n < len(num) && num[n] == '-' {
-		n++
-	}
-	for n < len(num) && num[n] >= '0' && num[n] <= '9' {
-		n++
-	}
-	v, err := strconv.ParseInt(string(num[:n]), 10, 64)
-	if err != nil {
+	v, ok := leadingInt(rest[j+len(key):])
+	if !ok {
 		return "", 0, false
 	}
 	return typ, v, true
+}
+
+// ChunkTS reads the ts of a chunk frame (its last field, after the content)
+// without decoding it.
+func ChunkTS(b []byte) (int64, bool) {
+	i := bytes.LastIndex(b, tsKey)
+	if i < 0 {
+		return 0, false
+	}
+	return leadingInt(b[i+len(tsKey):])
+}
+
+// FrameStreamID returns the stream_id of a frame, as a slice of it.
+func FrameStreamID(b []byte) []byte {
+	i := bytes.Index(b, streamIDKey)
+	if i < 0 {
+		return nil
+	}
+	rest := b[i+len(streamIDKey):]
+	j := bytes.IndexByte(rest, '"')
+	if j < 0 {
+		return nil
+	}
+	return rest[:j]
+}
+
+// leadingInt parses the integer b starts with.
+func leadingInt(b []byte) (int64, bool) {
+	n := 0
+	if n < len(b) && b[n] == '-' {
+		n++
+	}
+	for n < len(b) && b[n] >= '0' && b[n] <= '9' {
+		n++
+	}
+	v, err := strconv.ParseInt(string(b[:n]), 10, 64)
+	return v, err == nil
 }
 
 const hex = "0123456789abcdef"

@@ -11,7 +11,7 @@ import (
 )
 
 func TestAppendChunkFrame(t *testing.T) {
-	cases := []string{"", "hello", ` "quoted" \ back`, "line\nbreak\ttab\r", "\x00\x1f ctl", "ünïcødé 🙂", "bad \xff utf8", "\u2028sep\u2029", `"index":7,`}
+	cases := []string{"", "hello", ` "quoted" \ back`, "line\nbreak\ttab\r", "\x00\x1f ctl", "ünïcødé 🙂", "bad \xff utf8", "\u2028sep\u2029", `"index":7,`, `"ts":5}`}
 	for _, content := range cases {
 		b := streaming.AppendChunkFrame(nil, "s-1", 42, content, 1700000000000000)
 		var got struct {
@@ -32,6 +32,20 @@ func TestAppendChunkFrame(t *testing.T) {
 		if !ok || typ != "chunk" || idx != 42 {
 			t.Fatalf("%q: ScanFrame = %q %d %v", content, typ, idx, ok)
 		}
+		if ts, ok := streaming.ChunkTS(b); !ok || ts != 1700000000000000 {
+			t.Fatalf("%q: ChunkTS = %d %v", content, ts, ok)
+		}
+		if id := streaming.FrameStreamID(b); string(id) != "s-1" {
+			t.Fatalf("%q: FrameStreamID = %q", content, id)
+		}
+	}
+}
+
+func TestScanFrame_Snapshot(t *testing.T) {
+	b := []byte(`{"type":"snapshot","stream_id":"s","content":"\"last_index\":9","last_index":4}`)
+	typ, idx, ok := streaming.ScanFrame(b)
+	if !ok || typ != "snapshot" || idx != 4 {
+		t.Fatalf("ScanFrame(%s) = %q %d %v", b, typ, idx, ok)
 	}
 }
 
