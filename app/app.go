@@ -218,9 +218,6 @@ func (m *Main) Start(ctx context.Context) (err error) {
 // Addr is the address the node listens on; useful with HTTPAddr ":0".
 func (m *Main) Addr() net.Addr { return m.ln.Addr() }
 
-// Done receives the server's error if it stops serving by itself.
-func (m *Main) Done() <-chan error { return m.serveDone }
-
 // Shutdown stops the node: it refuses new requests and lets in-flight ones
 // finish, lets running generations finish until ctx ends (then hands them
 // back), and closes the hub, Redis and Postgres.

@@ -56,9 +56,6 @@ func startRedisServer(tb testing.TB, args ...string) *RedisServer {
 	return r
 }
 
-// Addr is the server's host:port.
-func (r *RedisServer) Addr() string { return fmt.Sprintf("127.0.0.1:%d", r.port) }
-
 // URL is the server's redis:// URL.
 func (r *RedisServer) URL() string { return fmt.Sprintf("redis://127.0.0.1:%d/0", r.port) }
 
