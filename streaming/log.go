@@ -33,12 +33,17 @@ type Log struct {
 	keys    Keys
 	ttl     time.Duration
 	publish string // PUBLISH, or SPUBLISH on a Redis Cluster
+	// openTTLArg is openTTL in milliseconds as the append script takes it,
+	// formatted once rather than per chunk.
+	openTTLArg string
 }
 
 // NewLog returns the chunk log; ttl is how long a stream's keys live after it
 // ends (STREAM_TTL).
 func NewLog(client rueidis.Client, keys Keys, ttl time.Duration) *Log {
-	return &Log{client: client, keys: keys, ttl: ttl, publish: publishCommand(client)}
+	l := &Log{client: client, keys: keys, ttl: ttl, publish: publishCommand(client)}
+	l.openTTLArg = ms(l.openTTL())
+	return l
 }
 
 // publishCommand is how the scripts publish: a Redis Cluster's hub listens
@@ -209,7 +214,7 @@ func (l *Log) Append(ctx context.Context, streamID string, epoch, index int64, f
 	v, err := appendScript.Exec(ctx, l.client,
 		[]string{l.keys.Meta(streamID), l.keys.Chunks(streamID)},
 		[]string{strconv.FormatInt(epoch, 10), strconv.FormatInt(index, 10), rueidis.BinaryString(frame),
-			l.keys.Channel(streamID), ms(l.openTTL()), l.publish}).AsIntSlice()
+			l.keys.Channel(streamID), l.openTTLArg, l.publish}).AsIntSlice()
 	if err != nil {
 		return false, fmt.Errorf("append chunk %d to %s: %w", index, streamID, err)
 	}
