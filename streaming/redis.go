@@ -63,6 +63,11 @@ func CheckCluster(ctx context.Context, client rueidis.Client) error {
 	if err != nil {
 		return fmt.Errorf("redis cluster: read the server version: %w", err)
 	}
+	return clusterVersionOK(info)
+}
+
+// clusterVersionOK checks the redis_version of an INFO server answer.
+func clusterVersionOK(info string) error {
 	for line := range strings.SplitSeq(info, "\n") {
 		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "redis_version:"); ok {
 			major, _, _ := strings.Cut(v, ".")
