@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"context"
 	"net/http"
 	"testing"
 	"time"
@@ -136,7 +135,7 @@ func (n *node) message(t *testing.T, token, conv, id string) apiMessage {
 func (n *node) final(t *testing.T, token, conv, id string) apiMessage {
 	t.Helper()
 	var m apiMessage
-	eventually(t, 30*time.Second, func() bool {
+	streamtest.Eventually(t, 30*time.Second, func() bool {
 		m = n.message(t, token, conv, id)
 		return m.Status.Final()
 	}, "message %s never ended", id)
@@ -146,7 +145,7 @@ func (n *node) final(t *testing.T, token, conv, id string) apiMessage {
 // llen returns the number of chunks in the log of stream id.
 func (c *cluster) llen(t *testing.T, id string) int64 {
 	t.Helper()
-	n, err := c.redis.Do(testCtx(t), c.redis.B().Llen().Key(c.keys.Chunks(id)).Build()).AsInt64()
+	n, err := c.redis.Do(streamtest.Ctx(t), c.redis.B().Llen().Key(c.keys.Chunks(id)).Build()).AsInt64()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,14 +165,3 @@ func (c *cluster) usage(t *testing.T, id string) (prompt, completion *int) {
 	t.Helper()
 	return streamtest.Usage(t, c.db, id)
 }
-
-func eventually(t *testing.T, timeout time.Duration, cond func() bool, format string, args ...any) {
-	t.Helper()
-	streamtest.Eventually(t, timeout, cond, format, args...)
-}
-
-func testCtx(t *testing.T) context.Context { return streamtest.Ctx(t) }
-
-func tokens(n int) []string { return streamtest.Tokens(n) }
-
-func deref(p *int) any { return streamtest.Deref(p) }

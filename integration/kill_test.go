@@ -15,6 +15,7 @@ import (
 
 	"github.com/chatstream/chatstream"
 	"github.com/chatstream/chatstream/app"
+	"github.com/chatstream/chatstream/internal/streamtest"
 	"github.com/chatstream/chatstream/llm"
 	"github.com/chatstream/chatstream/llm/llmtest"
 	"github.com/chatstream/chatstream/worker"
@@ -120,13 +121,13 @@ func (c *cluster) startProcess(t *testing.T, nodeID string) *nodeProcess {
 			t.Logf("output of node process %s:\n%s", nodeID, p.out.String())
 		}
 	})
-	eventually(t, 30*time.Second, func() bool {
+	streamtest.Eventually(t, 30*time.Second, func() bool {
 		select {
 		case <-p.done:
 			t.Fatalf("node process %s exited:\n%s", nodeID, p.out.String())
 		default:
 		}
-		n, err := c.redis.Do(testCtx(t), c.redis.B().Exists().Key(c.keys.Heartbeat(nodeID)).Build()).AsInt64()
+		n, err := c.redis.Do(streamtest.Ctx(t), c.redis.B().Exists().Key(c.keys.Heartbeat(nodeID)).Build()).AsInt64()
 		return err == nil && n == 1
 	}, "node process %s never started:\n%s", nodeID, p.out)
 	return p
@@ -152,10 +153,10 @@ func TestPipeline_WorkerKilled(t *testing.T) {
 		api := c.node(t, 0)
 		alice := api.devToken(t, "alice")
 		conv := api.conversation(t, alice)
-		c.llm.Enqueue(llmtest.Script{Tokens: tokens(1000), Interval: 20 * time.Millisecond})
+		c.llm.Enqueue(llmtest.Script{Tokens: streamtest.Tokens(1000), Interval: 20 * time.Millisecond})
 		victim := c.startProcess(t, "victim")
 		s := api.send(t, alice, conv, "q")
-		eventually(t, 20*time.Second, func() bool { return c.llen(t, s.StreamID) >= 3 }, "the node process appended no chunks")
+		streamtest.Eventually(t, 20*time.Second, func() bool { return c.llen(t, s.StreamID) >= 3 }, "the node process appended no chunks")
 		c.node(t, 1) // the survivor
 		victim.kill(t)
 
@@ -174,10 +175,10 @@ func TestPipeline_WorkerKilled(t *testing.T) {
 		api := c.node(t, 0)
 		alice := api.devToken(t, "alice")
 		conv := api.conversation(t, alice)
-		c.llm.Enqueue(llmtest.Script{BlockUntil: make(chan struct{})}, llmtest.Script{Tokens: tokens(3)})
+		c.llm.Enqueue(llmtest.Script{BlockUntil: make(chan struct{})}, llmtest.Script{Tokens: streamtest.Tokens(3)})
 		victim := c.startProcess(t, "victim")
 		s := api.send(t, alice, conv, "q")
-		if err := c.llm.WaitActive(testCtx(t), 1); err != nil {
+		if err := c.llm.WaitActive(streamtest.Ctx(t), 1); err != nil {
 			t.Fatal(err)
 		}
 		c.node(t, 1) // the survivor

@@ -10,6 +10,7 @@ import (
 
 	"github.com/chatstream/chatstream"
 	"github.com/chatstream/chatstream/app"
+	"github.com/chatstream/chatstream/internal/streamtest"
 	"github.com/chatstream/chatstream/llm"
 	"github.com/chatstream/chatstream/llm/llmtest"
 )
@@ -31,8 +32,8 @@ func TestPipeline_Complete(t *testing.T) {
 	if texts := c.checkStream(t, m1); !slices.Equal(texts, first) {
 		t.Fatalf("chunks = %q, want one per token %q", texts, first)
 	}
-	if prompt, completion := c.usage(t, m1.ID); deref(prompt) != 6 || deref(completion) != len(first) {
-		t.Fatalf("usage = %v %v, want the 6 words sent and %d tokens", deref(prompt), deref(completion), len(first))
+	if prompt, completion := c.usage(t, m1.ID); streamtest.Deref(prompt) != 6 || streamtest.Deref(completion) != len(first) {
+		t.Fatalf("usage = %v %v, want the 6 words sent and %d tokens", streamtest.Deref(prompt), streamtest.Deref(completion), len(first))
 	}
 
 	s2 := n.send(t, alice, conv, "second question")
@@ -67,7 +68,7 @@ func TestPipeline_Cancel(t *testing.T) {
 		conv := n.conversation(t, alice)
 		c.llm.Enqueue(llmtest.Script{BlockUntil: make(chan struct{})})
 		s := n.send(t, alice, conv, "q")
-		if err := c.llm.WaitActive(testCtx(t), 1); err != nil {
+		if err := c.llm.WaitActive(streamtest.Ctx(t), 1); err != nil {
 			t.Fatal(err)
 		}
 		if code := n.call(t, "POST", "/v1/streams/"+s.StreamID+"/cancel", alice, nil, nil); code != http.StatusAccepted {
@@ -78,7 +79,7 @@ func TestPipeline_Cancel(t *testing.T) {
 			t.Fatalf("message = %+v", m)
 		}
 		c.checkStream(t, m)
-		if err := c.llm.WaitActive(testCtx(t), 0); err != nil {
+		if err := c.llm.WaitActive(streamtest.Ctx(t), 0); err != nil {
 			t.Fatalf("the model request was not aborted: %v", err)
 		}
 		// The stream has ended: cancelling it again is still accepted.
@@ -95,13 +96,13 @@ func TestPipeline_Cancel(t *testing.T) {
 		conv := api.conversation(t, alice)
 		c.llm.Enqueue(llmtest.Script{BlockUntil: make(chan struct{})})
 		s := api.send(t, alice, conv, "q")
-		if err := c.llm.WaitActive(testCtx(t), 1); err != nil {
+		if err := c.llm.WaitActive(streamtest.Ctx(t), 1); err != nil {
 			t.Fatal(err)
 		}
 		if code := api.call(t, "POST", "/v1/streams/"+s.StreamID+"/cancel", alice, nil, nil); code != http.StatusAccepted {
 			t.Fatalf("cancel: %d", code)
 		}
-		if err := c.llm.WaitActive(testCtx(t), 0); err != nil {
+		if err := c.llm.WaitActive(streamtest.Ctx(t), 0); err != nil {
 			t.Fatalf("the model request on the worker node was not aborted: %v", err)
 		}
 		m := api.final(t, alice, conv, s.StreamID)
@@ -117,9 +118,9 @@ func TestPipeline_Cancel(t *testing.T) {
 		c.node(t, 1)
 		alice := api.devToken(t, "alice")
 		conv := api.conversation(t, alice)
-		c.llm.Enqueue(llmtest.Script{Tokens: tokens(1000), Interval: 10 * time.Millisecond})
+		c.llm.Enqueue(llmtest.Script{Tokens: streamtest.Tokens(1000), Interval: 10 * time.Millisecond})
 		s := api.send(t, alice, conv, "q")
-		eventually(t, 10*time.Second, func() bool { return c.llen(t, s.StreamID) >= 2 }, "no chunks")
+		streamtest.Eventually(t, 10*time.Second, func() bool { return c.llen(t, s.StreamID) >= 2 }, "no chunks")
 		if code := api.call(t, "POST", "/v1/streams/"+s.StreamID+"/cancel", alice, nil, nil); code != http.StatusAccepted {
 			t.Fatalf("cancel: %d", code)
 		}
@@ -128,7 +129,7 @@ func TestPipeline_Cancel(t *testing.T) {
 			t.Fatalf("message = %+v", m)
 		}
 		c.checkStream(t, m)
-		if err := c.llm.WaitActive(testCtx(t), 0); err != nil {
+		if err := c.llm.WaitActive(streamtest.Ctx(t), 0); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -242,9 +243,9 @@ func TestPipeline_NodeShutdown(t *testing.T) {
 		a := c.node(t, 1)
 		alice := api.devToken(t, "alice")
 		conv := api.conversation(t, alice)
-		c.llm.Enqueue(llmtest.Script{BlockUntil: make(chan struct{})}, llmtest.Script{Tokens: tokens(3)})
+		c.llm.Enqueue(llmtest.Script{BlockUntil: make(chan struct{})}, llmtest.Script{Tokens: streamtest.Tokens(3)})
 		s := api.send(t, alice, conv, "q")
-		if err := c.llm.WaitActive(testCtx(t), 1); err != nil {
+		if err := c.llm.WaitActive(streamtest.Ctx(t), 1); err != nil {
 			t.Fatal(err)
 		}
 		c.node(t, 1)
@@ -265,16 +266,16 @@ func TestPipeline_NodeShutdown(t *testing.T) {
 		a := c.node(t, 1)
 		alice := api.devToken(t, "alice")
 		conv := api.conversation(t, alice)
-		c.llm.Enqueue(llmtest.Script{Tokens: tokens(1000), Interval: 20 * time.Millisecond})
+		c.llm.Enqueue(llmtest.Script{Tokens: streamtest.Tokens(1000), Interval: 20 * time.Millisecond})
 		s := api.send(t, alice, conv, "q")
-		eventually(t, 10*time.Second, func() bool { return c.llen(t, s.StreamID) >= 2 }, "no chunks")
+		streamtest.Eventually(t, 10*time.Second, func() bool { return c.llen(t, s.StreamID) >= 2 }, "no chunks")
 		shutdown(t, a)
 		m := api.final(t, alice, conv, s.StreamID)
 		if m.Status != chatstream.StatusFailed || m.Error == nil || m.Error.Code != "interrupted" || m.Content == "" {
 			t.Fatalf("message = %+v (error %+v)", m, m.Error)
 		}
 		c.checkStream(t, m)
-		if err := c.llm.WaitActive(testCtx(t), 0); err != nil {
+		if err := c.llm.WaitActive(streamtest.Ctx(t), 0); err != nil {
 			t.Fatal(err)
 		}
 	})

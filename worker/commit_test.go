@@ -8,6 +8,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/chatstream/chatstream"
+	"github.com/chatstream/chatstream/internal/streamtest"
 	"github.com/chatstream/chatstream/internal/testenv"
 	"github.com/chatstream/chatstream/streaming"
 	"github.com/chatstream/chatstream/worker"
@@ -26,11 +27,11 @@ func TestService_SendWithRedisDown(t *testing.T) {
 	log := streaming.NewLog(client, e.keys, time.Minute)
 	queue := streaming.NewQueue(client, e.keys, "down", streaming.QueueConfig{})
 	svc := worker.NewService(e.db, log, queue, streaming.NewEvents(client, e.keys, nil), nil, nil)
-	_, _, err = svc.Send(testCtx(t), "alice", conv, "hello")
+	_, _, err = svc.Send(streamtest.Ctx(t), "alice", conv, "hello")
 	if code := chatstream.ErrorCode(err); code != chatstream.EUNAVAILABLE {
 		t.Fatalf("send with Redis down: %v (code %s), want unavailable", err, code)
 	}
-	msgs, err := e.db.ListMessages(testCtx(t), "alice", conv)
+	msgs, err := e.db.ListMessages(streamtest.Ctx(t), "alice", conv)
 	if err != nil || len(msgs) != 0 {
 		t.Fatalf("messages after a failed send: %v, %v; want none", msgs, err)
 	}
@@ -44,7 +45,7 @@ func TestPool_JobWithoutMessageEnds(t *testing.T) {
 	n := e.startNode(t, nodeOpts{cfg: worker.Config{CommitWait: 200 * time.Millisecond}})
 	conv := e.conversation(t)
 	id := uuid.NewString()
-	ctx := testCtx(t)
+	ctx := streamtest.Ctx(t)
 	if err := n.log.Create(ctx, id, "alice", conv); err != nil {
 		t.Fatal(err)
 	}

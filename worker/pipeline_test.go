@@ -34,7 +34,7 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	e := &env{dbURL: testenv.NewDatabase(t), llm: llmtest.NewServer(t)}
-	ctx := testCtx(t)
+	ctx := streamtest.Ctx(t)
 	var err error
 	if e.db, err = store.Open(ctx, e.dbURL, store.Config{}); err != nil {
 		t.Fatal(err)
@@ -112,7 +112,7 @@ func (e *env) startNode(t *testing.T, o nodeOpts) *node {
 	}
 	n.svc = worker.NewService(st, n.log, n.queue, events, nil, nil)
 	n.pool = worker.NewPool(o.cfg, st, n.log, n.queue, hub, events, provider)
-	if err := n.pool.Start(testCtx(t)); err != nil {
+	if err := n.pool.Start(streamtest.Ctx(t)); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { n.shutdown(t, 10*time.Second) })
@@ -134,7 +134,7 @@ func (n *node) shutdown(t *testing.T, grace time.Duration) {
 // conversation creates a conversation of alice.
 func (e *env) conversation(t *testing.T) string {
 	t.Helper()
-	c, err := e.db.CreateConversation(testCtx(t), "alice", "test")
+	c, err := e.db.CreateConversation(streamtest.Ctx(t), "alice", "test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +144,7 @@ func (e *env) conversation(t *testing.T) string {
 // send posts content and returns the assistant message (the stream).
 func (n *node) send(t *testing.T, conv, content string) *chatstream.Message {
 	t.Helper()
-	_, asst, err := n.svc.Send(testCtx(t), "alice", conv, content)
+	_, asst, err := n.svc.Send(streamtest.Ctx(t), "alice", conv, content)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,9 +155,9 @@ func (n *node) send(t *testing.T, conv, content string) *chatstream.Message {
 func (e *env) final(t *testing.T, id string) *chatstream.Message {
 	t.Helper()
 	var m *chatstream.Message
-	eventually(t, 30*time.Second, func() bool {
+	streamtest.Eventually(t, 30*time.Second, func() bool {
 		var err error
-		if m, err = e.db.FindMessage(testCtx(t), "alice", id); err != nil {
+		if m, err = e.db.FindMessage(streamtest.Ctx(t), "alice", id); err != nil {
 			t.Fatal(err)
 		}
 		return m.Status.Final()
@@ -168,7 +168,7 @@ func (e *env) final(t *testing.T, id string) *chatstream.Message {
 // llen returns the number of chunks in the log of stream id.
 func (e *env) llen(t *testing.T, id string) int64 {
 	t.Helper()
-	n, err := e.redis.Do(testCtx(t), e.redis.B().Llen().Key(e.keys.Chunks(id)).Build()).AsInt64()
+	n, err := e.redis.Do(streamtest.Ctx(t), e.redis.B().Llen().Key(e.keys.Chunks(id)).Build()).AsInt64()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,14 +191,3 @@ func (e *env) usage(t *testing.T, id string) (prompt, completion *int) {
 	t.Helper()
 	return streamtest.Usage(t, e.dbURL, id)
 }
-
-func eventually(t *testing.T, timeout time.Duration, cond func() bool, format string, args ...any) {
-	t.Helper()
-	streamtest.Eventually(t, timeout, cond, format, args...)
-}
-
-func testCtx(t *testing.T) context.Context { return streamtest.Ctx(t) }
-
-func tokens(n int) []string { return streamtest.Tokens(n) }
-
-func deref(p *int) any { return streamtest.Deref(p) }

@@ -10,6 +10,7 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/chatstream/chatstream"
+	"github.com/chatstream/chatstream/internal/streamtest"
 	"github.com/chatstream/chatstream/internal/testenv"
 	"github.com/chatstream/chatstream/llm/llmtest"
 	"github.com/chatstream/chatstream/streaming"
@@ -122,7 +123,7 @@ func TestPool_RoundTripsPerChunk(t *testing.T) {
 		// The done frame is out: what is left of this stream's round trips
 		// is the removal of the finished job and the hub's unsubscribe of
 		// the cancel channel; they are the last.
-		eventually(t, 10*time.Second, func() bool {
+		streamtest.Eventually(t, 10*time.Second, func() bool {
 			var removed, unsubscribed bool
 			for _, trip := range rec.about(m.ID) {
 				removed = removed || trip[0][0] == "LREM"
@@ -132,10 +133,10 @@ func TestPool_RoundTripsPerChunk(t *testing.T) {
 		}, "the finished job was never removed, or its cancel channel never unsubscribed")
 		return m.ID, rec.about(m.ID)
 	}
-	generate(tokens(2)) // loads the scripts, so that no EVALSHA falls back to EVAL below
+	generate(streamtest.Tokens(2)) // loads the scripts, so that no EVALSHA falls back to EVAL below
 
-	_, small := generate(tokens(3))
-	_, large := generate(tokens(40))
+	_, small := generate(streamtest.Tokens(3))
+	_, large := generate(streamtest.Tokens(40))
 	for _, c := range []struct {
 		trips  [][][]string
 		chunks int

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/chatstream/chatstream"
+	"github.com/chatstream/chatstream/internal/streamtest"
 	"github.com/chatstream/chatstream/llm"
 	"github.com/chatstream/chatstream/llm/llmtest"
 	"github.com/chatstream/chatstream/streaming"
@@ -35,7 +36,7 @@ func TestPool_Complete(t *testing.T) {
 	}
 	prompt, completion := e.usage(t, m1.ID)
 	if prompt == nil || completion == nil || *prompt != 6 || *completion != len(first) {
-		t.Fatalf("usage = %v %v, want 6 prompt tokens (the words sent) and %d completion tokens", deref(prompt), deref(completion), len(first))
+		t.Fatalf("usage = %v %v, want 6 prompt tokens (the words sent) and %d completion tokens", streamtest.Deref(prompt), streamtest.Deref(completion), len(first))
 	}
 
 	// The second request carries the system prompt and the first exchange.
@@ -102,20 +103,20 @@ func TestPool_Failed(t *testing.T) {
 		wantFailed(t, m, llm.CodeUnavailable, false)
 	})
 	t.Run("connection dropped mid-stream", func(t *testing.T) {
-		m := run(t, llmtest.Script{Tokens: tokens(6), DropAfter: 3})
+		m := run(t, llmtest.Script{Tokens: streamtest.Tokens(6), DropAfter: 3})
 		wantFailed(t, m, llm.CodeTruncated, true)
-		if m.Content != strings.Join(tokens(3), "") {
+		if m.Content != strings.Join(streamtest.Tokens(3), "") {
 			t.Fatalf("partial content = %q", m.Content)
 		}
 	})
 	t.Run("done without finish reason", func(t *testing.T) {
-		m := run(t, llmtest.Script{Tokens: tokens(2), NoFinish: true})
+		m := run(t, llmtest.Script{Tokens: streamtest.Tokens(2), NoFinish: true})
 		wantFailed(t, m, llm.CodeTruncated, true)
 	})
 	t.Run("stalled", func(t *testing.T) {
-		m := run(t, llmtest.Script{Tokens: tokens(4), StallAfter: 2})
+		m := run(t, llmtest.Script{Tokens: streamtest.Tokens(4), StallAfter: 2})
 		wantFailed(t, m, llm.CodeTimeout, true)
-		if m.Content != strings.Join(tokens(2), "") {
+		if m.Content != strings.Join(streamtest.Tokens(2), "") {
 			t.Fatalf("partial content = %q", m.Content)
 		}
 	})
@@ -129,7 +130,7 @@ func TestPool_FlushInterval(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	n := e.startNode(t, nodeOpts{cfg: worker.Config{FlushInterval: 50 * time.Millisecond}})
-	toks := tokens(200)
+	toks := streamtest.Tokens(200)
 	e.llm.Enqueue(llmtest.Script{Tokens: toks, Interval: time.Millisecond})
 	m := e.final(t, n.send(t, e.conversation(t), "q").ID)
 	if m.Status != chatstream.StatusComplete || m.Content != strings.Join(toks, "") {
@@ -161,9 +162,9 @@ func TestPool_PostgresDownAtTheEnd(t *testing.T) {
 	e := newEnv(t)
 	st := &flakyStore{Store: e.db, failures: 3}
 	n := e.startNode(t, nodeOpts{store: st})
-	e.llm.Enqueue(llmtest.Script{Tokens: tokens(5)})
+	e.llm.Enqueue(llmtest.Script{Tokens: streamtest.Tokens(5)})
 	m := e.final(t, n.send(t, e.conversation(t), "q").ID)
-	if m.Status != chatstream.StatusComplete || m.Content != strings.Join(tokens(5), "") {
+	if m.Status != chatstream.StatusComplete || m.Content != strings.Join(streamtest.Tokens(5), "") {
 		t.Fatalf("message = %+v", m)
 	}
 	e.checkStream(t, m)
@@ -176,27 +177,27 @@ func TestPool_LeaseLost(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	n := e.startNode(t, nodeOpts{})
-	e.llm.Enqueue(llmtest.Script{Tokens: tokens(500), Interval: 20 * time.Millisecond})
+	e.llm.Enqueue(llmtest.Script{Tokens: streamtest.Tokens(500), Interval: 20 * time.Millisecond})
 	id := n.send(t, e.conversation(t), "q").ID
-	eventually(t, 10*time.Second, func() bool { return e.llen(t, id) >= 2 }, "no chunks")
+	streamtest.Eventually(t, 10*time.Second, func() bool { return e.llen(t, id) >= 2 }, "no chunks")
 
 	// Someone else claims the stream: the worker must stop writing.
-	claimed, err := n.log.Claim(testCtx(t), id, "intruder")
+	claimed, err := n.log.Claim(streamtest.Ctx(t), id, "intruder")
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The worker notices at its next append and aborts its model request.
-	if err := e.llm.WaitActive(testCtx(t), 0); err != nil {
+	if err := e.llm.WaitActive(streamtest.Ctx(t), 0); err != nil {
 		t.Fatalf("the model request was not aborted: %v", err)
 	}
 	if got := e.llen(t, id); got != claimed.N {
 		t.Fatalf("the fenced worker appended: %d chunks, %d at the claim", got, claimed.N)
 	}
-	m, err := e.db.FindMessage(testCtx(t), "alice", id)
+	m, err := e.db.FindMessage(streamtest.Ctx(t), "alice", id)
 	if err != nil || m.Status != chatstream.StatusStreaming {
 		t.Fatalf("the fenced worker ended the message: %+v, %v", m, err)
 	}
-	meta, err := n.log.Meta(testCtx(t), id)
+	meta, err := n.log.Meta(streamtest.Ctx(t), id)
 	if err != nil || meta.Epoch != claimed.Epoch || meta.N != claimed.N || meta.Final != "" || meta.Status != chatstream.StatusStreaming {
 		t.Fatalf("meta after the fenced worker stopped = %+v, %v", meta, err)
 	}
@@ -209,15 +210,15 @@ func TestPool_Shutdown(t *testing.T) {
 		e := newEnv(t)
 		a := e.startNode(t, nodeOpts{name: "a", cfg: worker.Config{Workers: 1}})
 		never := make(chan struct{})
-		e.llm.Enqueue(llmtest.Script{BlockUntil: never}, llmtest.Script{Tokens: tokens(3)})
+		e.llm.Enqueue(llmtest.Script{BlockUntil: never}, llmtest.Script{Tokens: streamtest.Tokens(3)})
 		id := a.send(t, e.conversation(t), "q").ID
-		if err := e.llm.WaitRequests(testCtx(t), 1); err != nil {
+		if err := e.llm.WaitRequests(streamtest.Ctx(t), 1); err != nil {
 			t.Fatal(err)
 		}
 		b := e.startNode(t, nodeOpts{name: "b"})
 		a.shutdown(t, 100*time.Millisecond)
 		m := e.final(t, id)
-		if m.Status != chatstream.StatusComplete || m.Content != strings.Join(tokens(3), "") {
+		if m.Status != chatstream.StatusComplete || m.Content != strings.Join(streamtest.Tokens(3), "") {
 			t.Fatalf("message = %+v", m)
 		}
 		e.checkStream(t, m)
@@ -230,16 +231,16 @@ func TestPool_Shutdown(t *testing.T) {
 		t.Parallel()
 		e := newEnv(t)
 		a := e.startNode(t, nodeOpts{name: "a", cfg: worker.Config{Workers: 1}})
-		e.llm.Enqueue(llmtest.Script{Tokens: tokens(500), Interval: 20 * time.Millisecond})
+		e.llm.Enqueue(llmtest.Script{Tokens: streamtest.Tokens(500), Interval: 20 * time.Millisecond})
 		id := a.send(t, e.conversation(t), "q").ID
-		eventually(t, 10*time.Second, func() bool { return e.llen(t, id) >= 2 }, "no chunks")
+		streamtest.Eventually(t, 10*time.Second, func() bool { return e.llen(t, id) >= 2 }, "no chunks")
 		a.shutdown(t, 100*time.Millisecond)
 		m := e.final(t, id) // written by the shutdown itself
 		if m.Status != chatstream.StatusFailed || m.Error == nil || m.Error.Code != "interrupted" || m.Content == "" {
 			t.Fatalf("message = %+v (error %+v)", m, m.Error)
 		}
 		e.checkStream(t, m)
-		if err := e.llm.WaitActive(testCtx(t), 0); err != nil {
+		if err := e.llm.WaitActive(streamtest.Ctx(t), 0); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -247,14 +248,14 @@ func TestPool_Shutdown(t *testing.T) {
 		t.Parallel()
 		e := newEnv(t)
 		a := e.startNode(t, nodeOpts{name: "a", hbTTL: time.Second, cfg: worker.Config{Workers: 1}})
-		e.llm.Enqueue(llmtest.Script{Tokens: tokens(50), Interval: 50 * time.Millisecond})
+		e.llm.Enqueue(llmtest.Script{Tokens: streamtest.Tokens(50), Interval: 50 * time.Millisecond})
 		id := a.send(t, e.conversation(t), "q").ID
-		eventually(t, 10*time.Second, func() bool { return e.llen(t, id) >= 1 }, "no chunks")
+		streamtest.Eventually(t, 10*time.Second, func() bool { return e.llen(t, id) >= 1 }, "no chunks")
 		// Another node watches for dead nodes while a drains.
 		e.startNode(t, nodeOpts{name: "b", cfg: worker.Config{ReapInterval: 100 * time.Millisecond}})
 		a.shutdown(t, 20*time.Second)
 		m := e.final(t, id)
-		if m.Status != chatstream.StatusComplete || m.Content != strings.Join(tokens(50), "") {
+		if m.Status != chatstream.StatusComplete || m.Content != strings.Join(streamtest.Tokens(50), "") {
 			t.Fatalf("a draining node was taken for dead: message = %+v (error %+v)", m, m.Error)
 		}
 		e.checkStream(t, m)
@@ -263,12 +264,12 @@ func TestPool_Shutdown(t *testing.T) {
 		t.Parallel()
 		e := newEnv(t)
 		a := e.startNode(t, nodeOpts{name: "a", cfg: worker.Config{Workers: 1}})
-		e.llm.Enqueue(llmtest.Script{Tokens: tokens(20), Interval: 10 * time.Millisecond})
+		e.llm.Enqueue(llmtest.Script{Tokens: streamtest.Tokens(20), Interval: 10 * time.Millisecond})
 		id := a.send(t, e.conversation(t), "q").ID
-		eventually(t, 10*time.Second, func() bool { return e.llen(t, id) >= 1 }, "no chunks")
+		streamtest.Eventually(t, 10*time.Second, func() bool { return e.llen(t, id) >= 1 }, "no chunks")
 		a.shutdown(t, 20*time.Second)
 		m := e.final(t, id)
-		if m.Status != chatstream.StatusComplete || m.Content != strings.Join(tokens(20), "") {
+		if m.Status != chatstream.StatusComplete || m.Content != strings.Join(streamtest.Tokens(20), "") {
 			t.Fatalf("message = %+v", m)
 		}
 		e.checkStream(t, m)
@@ -281,7 +282,7 @@ func TestPool_Reaper(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	conv := func() string { return e.conversation(t) }
-	ctx := testCtx(t)
+	ctx := streamtest.Ctx(t)
 	// dead is a node that took jobs and then stopped beating.
 	dead := e.startNode(t, nodeOpts{name: "dead", hbTTL: time.Second, cfg: worker.Config{Workers: 1}})
 	dead.shutdown(t, time.Second)
@@ -324,12 +325,12 @@ func TestPool_Reaper(t *testing.T) {
 	if err := dead.queue.Heartbeat(ctx); err != nil { // the node's last sign of life
 		t.Fatal(err)
 	}
-	e.llm.Enqueue(llmtest.Script{Tokens: tokens(3)})
+	e.llm.Enqueue(llmtest.Script{Tokens: streamtest.Tokens(3)})
 	e.startNode(t, nodeOpts{name: "survivor", cfg: worker.Config{ReapInterval: 100 * time.Millisecond}})
 
 	t.Run("not started runs again", func(t *testing.T) {
 		m := e.final(t, notStarted)
-		if m.Status != chatstream.StatusComplete || m.Content != strings.Join(tokens(3), "") {
+		if m.Status != chatstream.StatusComplete || m.Content != strings.Join(streamtest.Tokens(3), "") {
 			t.Fatalf("message = %+v", m)
 		}
 		e.checkStream(t, m)
@@ -347,7 +348,7 @@ func TestPool_Reaper(t *testing.T) {
 			t.Fatalf("message = %+v (error %+v)", m, m.Error)
 		}
 	})
-	eventually(t, 10*time.Second, func() bool {
+	streamtest.Eventually(t, 10*time.Second, func() bool {
 		n, _ := e.redis.Do(ctx, e.redis.B().Llen().Key(e.keys.Processing("dead")).Build()).AsInt64()
 		return n == 0
 	}, "the dead node's jobs are still in its processing list")
@@ -394,18 +395,18 @@ func TestService_CancelHandedBack(t *testing.T) {
 	a := e.startNode(t, nodeOpts{cfg: worker.Config{Workers: 1}})
 	e.llm.Enqueue(llmtest.Script{BlockUntil: make(chan struct{})})
 	id := a.send(t, e.conversation(t), "q").ID
-	if err := e.llm.WaitActive(testCtx(t), 1); err != nil {
+	if err := e.llm.WaitActive(streamtest.Ctx(t), 1); err != nil {
 		t.Fatal(err)
 	}
 	a.shutdown(t, 100*time.Millisecond) // hands the job back: it waits for a worker
-	if n, err := a.queue.Pending(testCtx(t)); err != nil || n != 1 {
+	if n, err := a.queue.Pending(streamtest.Ctx(t)); err != nil || n != 1 {
 		t.Fatalf("pending = %d, %v; want the job handed back", n, err)
 	}
 	// No worker runs it: the cancel itself must end it.
-	if err := a.svc.Cancel(testCtx(t), "alice", id); err != nil {
+	if err := a.svc.Cancel(streamtest.Ctx(t), "alice", id); err != nil {
 		t.Fatal(err)
 	}
-	m, err := e.db.FindMessage(testCtx(t), "alice", id)
+	m, err := e.db.FindMessage(streamtest.Ctx(t), "alice", id)
 	if err != nil || m.Status != chatstream.StatusCancelled {
 		t.Fatalf("message right after the cancel = %+v, %v", m, err)
 	}
@@ -420,10 +421,10 @@ func TestService_CancelMidStream(t *testing.T) {
 	e := newEnv(t)
 	n := e.startNode(t, nodeOpts{})
 	for range 10 {
-		e.llm.Enqueue(llmtest.Script{Tokens: tokens(5000)})
+		e.llm.Enqueue(llmtest.Script{Tokens: streamtest.Tokens(5000)})
 		id := n.send(t, e.conversation(t), "q").ID
-		eventually(t, 10*time.Second, func() bool { return e.llen(t, id) >= 5 }, "no chunks")
-		if err := n.svc.Cancel(testCtx(t), "alice", id); err != nil {
+		streamtest.Eventually(t, 10*time.Second, func() bool { return e.llen(t, id) >= 5 }, "no chunks")
+		if err := n.svc.Cancel(streamtest.Ctx(t), "alice", id); err != nil {
 			t.Fatal(err)
 		}
 		m := e.final(t, id)
