@@ -22,7 +22,7 @@ func BenchmarkCancelAcrossNodes(b *testing.B) {
 	for b.Loop() {
 		b.StopTimer()
 		tok := api.devToken(b, "alice")
-		conv := api.newConversation(b, tok)
+		conv := api.conversation(b, tok)
 		c := api.dial(b, tok)
 		c.write(map[string]any{"type": "send", "conversation_id": conv, "content": "/demo tokens=1000\nlong"})
 		acc, _ := c.readUntil("accepted")

@@ -172,7 +172,7 @@ func TestBrowser_SendStreamsAndCompletes(t *testing.T) {
 	waitStatus(t, ctx, id, "streaming")
 	waitStatus(t, ctx, id, "complete")
 	tok := n.devToken(t, "alice")
-	stored := n.storedMessage(t, tok, convID(t, ctx), id)
+	stored := n.message(t, tok, convID(t, ctx), id)
 	if got := pageContent(t, ctx, id); got != stored.Content || stored.Status != "complete" {
 		t.Fatalf("page holds %q, stored %q (%s)", got, stored.Content, stored.Status)
 	}
@@ -229,7 +229,7 @@ func TestBrowser_ReloadAndDropMidStream(t *testing.T) {
 		waitChunks(t, ctx, id, 40)
 		run(t, ctx, "reload", chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS(`#conn[data-state="connected"]`)))
 		waitStatus(t, ctx, id, "complete")
-		stored := n.storedMessage(t, tok, convID(t, ctx), id)
+		stored := n.message(t, tok, convID(t, ctx), id)
 		if got := pageContent(t, ctx, id); got != stored.Content {
 			t.Fatalf("after reload the page holds %q, stored %q", got, stored.Content)
 		}
@@ -239,7 +239,7 @@ func TestBrowser_ReloadAndDropMidStream(t *testing.T) {
 		waitChunks(t, ctx, id, 40)
 		eval[any](t, ctx, `window.chatstream.state.client.dropForTest(), null`)
 		waitStatus(t, ctx, id, "complete")
-		stored := n.storedMessage(t, tok, convID(t, ctx), id)
+		stored := n.message(t, tok, convID(t, ctx), id)
 		if got := pageContent(t, ctx, id); got != stored.Content {
 			t.Fatalf("after the drop the page holds %q, stored %q", got, stored.Content)
 		}
@@ -258,7 +258,7 @@ func TestBrowser_Stop(t *testing.T) {
 	if badge != "stopped" {
 		t.Fatalf("badge = %q, want stopped", badge)
 	}
-	stored := n.storedMessage(t, n.devToken(t, "alice"), convID(t, ctx), id)
+	stored := n.message(t, n.devToken(t, "alice"), convID(t, ctx), id)
 	if got := pageContent(t, ctx, id); stored.Status != "cancelled" || got != stored.Content {
 		t.Fatalf("stored %q (%s), page %q", stored.Content, stored.Status, got)
 	}

@@ -89,7 +89,8 @@ type sent struct {
 	StreamID         string     `json:"stream_id"`
 }
 
-func (n *node) conversation(t *testing.T, token string) string {
+// conversation creates a conversation for the token's user.
+func (n *node) conversation(t testing.TB, token string) string {
 	t.Helper()
 	var conv struct{ ID string }
 	if code := n.call(t, "POST", "/v1/conversations", token, map[string]string{"title": "t"}, &conv); code != http.StatusCreated {

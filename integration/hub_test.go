@@ -300,7 +300,7 @@ func (f *hubFollower) follow(ctx context.Context, conn *websocket.Conn, rid stri
 }
 
 // check compares what the follower got with the stored message.
-func (f *hubFollower) check(stored msg, chunks int64) error {
+func (f *hubFollower) check(stored apiMessage, chunks int64) error {
 	switch {
 	case f.done.Status != "complete":
 		return f.fail("done status %q", f.done.Status)
@@ -328,7 +328,7 @@ func TestWS_RandomizedResume(t *testing.T) {
 		}
 		sr := make([]streamRun, streams)
 		for i := range sr {
-			sr[i].conv = nodes[0].newConversation(t, tok)
+			sr[i].conv = nodes[0].conversation(t, tok)
 			sr[i].chunks = int64(10 + rng.IntN(70))
 			n := nodes[rng.IntN(len(nodes))]
 			sr[i].id = hubPost(t, n, tok, sr[i].conv, hubDemo(int(sr[i].chunks), rates[rng.IntN(len(rates))], fmt.Sprintf("run %d stream %d", run, i)))
@@ -360,7 +360,7 @@ func TestWS_RandomizedResume(t *testing.T) {
 		sockets := 0
 		for i, f := range fs {
 			s := sr[i/followers]
-			if err := f.check(nodes[0].storedMessage(t, tok, s.conv, s.id), s.chunks); err != nil {
+			if err := f.check(nodes[0].message(t, tok, s.conv, s.id), s.chunks); err != nil {
 				t.Fatalf("run %d follower %d: %v", run, i, err)
 			}
 			sockets += f.sockets
@@ -402,7 +402,7 @@ func TestWS_OnePubSubConnectionPerNode(t *testing.T) {
 	const streams = 50
 	ids := make([]string, streams)
 	for i := range ids {
-		conv := nodes[0].newConversation(t, tok)
+		conv := nodes[0].conversation(t, tok)
 		ids[i] = hubPost(t, nodes[0], tok, conv, hubDemo(1000, 5, "slow"))
 	}
 	// End the slow generations before the nodes shut down (cleanups run
@@ -522,7 +522,7 @@ func TestWS_SlowReaderClosed1013(t *testing.T) {
 	}, 1)
 	n := nodes[0]
 	tok := n.devToken(t, "alice")
-	conv := n.newConversation(t, tok)
+	conv := n.conversation(t, tok)
 	ctx := context.Background()
 	id := hubPost(t, n, tok, conv, "flood")
 
@@ -549,7 +549,7 @@ func TestWS_SlowReaderClosed1013(t *testing.T) {
 	normal := n.dial(t, tok)
 	normal.write(map[string]any{"type": "subscribe", "stream_id": id})
 	r := normal.follow(id, 0)
-	stored := n.storedMessage(t, tok, conv, id)
+	stored := n.message(t, tok, conv, id)
 	if r.done.Status != "complete" || len(r.indexes) != chunks || r.text.String() != stored.Content {
 		t.Fatalf("normal follower: %s after %d chunks, %d bytes of %d", r.done.Status, len(r.indexes), r.text.Len(), len(stored.Content))
 	}
@@ -610,7 +610,7 @@ func TestWS_NoGoroutineOutlivesItsSocket(t *testing.T) {
 	}
 	n := &node{Main: m, url: "http://" + m.Addr().String()}
 	tok := n.devToken(t, "alice")
-	conv := n.newConversation(t, tok)
+	conv := n.conversation(t, tok)
 
 	// Sockets that follow a stream to its end and close.
 	id := hubPost(t, n, tok, conv, hubDemo(40, 200, "leak?"))
@@ -672,7 +672,7 @@ func TestWS_ResumeStormSharesHistoryReads(t *testing.T) {
 	nodes := hubCluster(t, app.Config{}, 1)
 	n := nodes[0]
 	tok := n.devToken(t, "alice")
-	conv := n.newConversation(t, tok)
+	conv := n.conversation(t, tok)
 	const sockets, from = 200, 5
 	conns := make([]*websocket.Conn, sockets)
 	ctx := context.Background()
@@ -716,7 +716,7 @@ func TestWS_ResumeStormSharesHistoryReads(t *testing.T) {
 		t.Fatal(err)
 	}
 	reads := hubMetric(t, n, "chatstream_history_reads_total") - before
-	stored := n.storedMessage(t, tok, conv, id)
+	stored := n.message(t, tok, conv, id)
 	for i, f := range fs {
 		if f.next != 150 || f.done.Status != "complete" || !strings.HasSuffix(stored.Content, f.text.String()) {
 			t.Fatalf("socket %d: %d chunks, done %q", i, f.next, f.done.Status)
@@ -735,7 +735,7 @@ func TestWS_WatchIsPrivateAndUnsubscribeStops(t *testing.T) {
 	nodes := hubCluster(t, app.Config{}, 1)
 	n := nodes[0]
 	alice, bob := n.devToken(t, "alice"), n.devToken(t, "bob")
-	conv := n.newConversation(t, alice)
+	conv := n.conversation(t, alice)
 
 	// Bob's socket can neither watch Alice's conversation nor follow her stream.
 	b := n.dial(t, bob)
@@ -790,7 +790,7 @@ func TestWS_WatchRefilledAfterRedisRestart(t *testing.T) {
 	redis := startHubRedis(t)
 	n := hubCluster(t, app.Config{RedisURL: redis.URL()}, 1)[0]
 	tok := n.devToken(t, "alice")
-	conv := n.newConversation(t, tok)
+	conv := n.conversation(t, tok)
 	id := hubPost(t, n, tok, conv, hubDemo(3, 0, "before the outage"))
 	f := &hubFollower{t: t, nodes: []*node{n}, token: tok, stream: id, rng: rand.New(rand.NewPCG(1, 1))}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -811,11 +811,11 @@ func TestWS_WatchRefilledAfterRedisRestart(t *testing.T) {
 		if fr.Type != "message" || fr.ConversationID != conv {
 			t.Fatalf("unexpected frame %+v", fr)
 		}
-		var m msg
+		var m apiMessage
 		if err := json.Unmarshal(fr.Message, &m); err != nil {
 			t.Fatal(err)
 		}
-		got[m.ID] = m.Status
+		got[m.ID] = string(m.Status)
 	}
 	if len(got) != 2 {
 		t.Fatalf("refilled messages %v, want the user's question and the answer", got)

@@ -51,7 +51,7 @@ func TestRedisCluster_StreamsSurviveFailover(t *testing.T) {
 		}
 	})
 	tok := nodes[0].devToken(t, "alice")
-	conv := nodes[0].newConversation(t, tok)
+	conv := nodes[0].conversation(t, tok)
 	id := hubPost(t, nodes[1], tok, conv, hubDemo(20, 40, "after"))
 	f := &hubFollower{t: t, nodes: nodes, token: tok, stream: id, rng: rand.New(rand.NewPCG(1, 1))}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -59,7 +59,7 @@ func TestRedisCluster_StreamsSurviveFailover(t *testing.T) {
 	if err := f.run(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.check(nodes[0].storedMessage(t, tok, conv, id), 20); err != nil {
+	if err := f.check(nodes[0].message(t, tok, conv, id), 20); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -81,7 +81,7 @@ func streamsThrough(t *testing.T, cluster *testenv.RedisCluster, nodes []*node, 
 	sr := make([]streamRun, streams)
 	ids := make([]string, streams)
 	for i := range sr {
-		sr[i].conv = nodes[0].newConversation(t, tok)
+		sr[i].conv = nodes[0].conversation(t, tok)
 		// 60 chunks at 15 a second: long enough to be disrupted mid-answer.
 		sr[i].id = hubPost(t, nodes[i%2], tok, sr[i].conv, hubDemo(chunks, 15, fmt.Sprintf("%s %d", label, i)))
 		ids[i] = sr[i].id
@@ -120,7 +120,7 @@ func streamsThrough(t *testing.T, cluster *testenv.RedisCluster, nodes []*node, 
 	}
 	disrupt(ids)
 	for _, s := range sr {
-		if m := nodes[0].storedMessage(t, tok, s.conv, s.id); m.Status != "streaming" {
+		if m := nodes[0].message(t, tok, s.conv, s.id); m.Status != "streaming" {
 			t.Fatalf("stream %s was %s before the %s ended; make the answers longer", s.id, m.Status, label)
 		}
 	}
@@ -133,7 +133,7 @@ func streamsThrough(t *testing.T, cluster *testenv.RedisCluster, nodes []*node, 
 	}
 	for i, f := range fs {
 		s := sr[i/followers]
-		if err := f.check(nodes[0].storedMessage(t, tok, s.conv, s.id), chunks); err != nil {
+		if err := f.check(nodes[0].message(t, tok, s.conv, s.id), chunks); err != nil {
 			t.Fatalf("follower %d: %v", i, err)
 		}
 	}

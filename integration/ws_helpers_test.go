@@ -26,12 +26,8 @@ type frame struct {
 	Code             string          `json:"code"`
 	Message          json.RawMessage `json:"message"`
 	Error            *struct{ Code, Message string }
-	UserMessage      *msg `json:"user_message"`
-	AssistantMessage *msg `json:"assistant_message"`
-}
-
-type msg struct {
-	ID, ConversationID, Role, Content, Status string
+	UserMessage      *apiMessage `json:"user_message"`
+	AssistantMessage *apiMessage `json:"assistant_message"`
 }
 
 // wsClient is a test WebSocket client.

@@ -31,34 +31,10 @@ func demoNode(t testing.TB, cfg app.Config) *node {
 	return startNode(t, cfg)
 }
 
-// newConversation creates a conversation for the token's user.
-func (n *node) newConversation(t testing.TB, token string) string {
-	t.Helper()
-	var conv struct{ ID string }
-	if code := n.call(t, "POST", "/v1/conversations", token, map[string]string{"title": "t"}, &conv); code != 201 {
-		t.Fatalf("create conversation: %d", code)
-	}
-	return conv.ID
-}
-
-// storedMessage returns a message as GET /v1/conversations/:id shows it.
-func (n *node) storedMessage(t *testing.T, token, convID, msgID string) msg {
-	t.Helper()
-	var conv struct{ Messages []msg }
-	n.call(t, "GET", "/v1/conversations/"+convID, token, nil, &conv)
-	for _, m := range conv.Messages {
-		if m.ID == msgID {
-			return m
-		}
-	}
-	t.Fatalf("message %s not in conversation %s", msgID, convID)
-	return msg{}
-}
-
 func TestWS_SendStreamsToEnd(t *testing.T) {
 	n := demoNode(t, app.Config{Workers: 2})
 	tok := n.devToken(t, "alice")
-	conv := n.newConversation(t, tok)
+	conv := n.conversation(t, tok)
 	c := n.dial(t, tok)
 	c.write(map[string]any{"type": "send", "conversation_id": conv, "content": "Tell me about pub/sub", "request_id": "r1"})
 	acc, _ := c.readUntil("accepted")
@@ -69,7 +45,7 @@ func TestWS_SendStreamsToEnd(t *testing.T) {
 	if r.done.Status != "complete" || len(r.indexes) == 0 {
 		t.Fatalf("done = %+v after %d chunks", r.done, len(r.indexes))
 	}
-	stored := n.storedMessage(t, tok, conv, acc.StreamID)
+	stored := n.message(t, tok, conv, acc.StreamID)
 	if stored.Status != "complete" || stored.Content != r.text.String() {
 		t.Fatalf("stored %q (%s), streamed %q", stored.Content, stored.Status, r.text.String())
 	}
@@ -83,7 +59,7 @@ func TestWS_FanOutAcrossNodes(t *testing.T) {
 	a := demoNode(t, app.Config{Workers: 2, DatabaseURL: db, KeyPrefix: prefix, AuthSecret: secret, Provider: slow})
 	b := demoNode(t, app.Config{Workers: 0, DatabaseURL: db, KeyPrefix: prefix, AuthSecret: secret})
 	tok := a.devToken(t, "alice")
-	conv := a.newConversation(t, tok)
+	conv := a.conversation(t, tok)
 	var sent struct {
 		StreamID string `json:"stream_id"`
 	}
@@ -103,7 +79,7 @@ func TestWS_FanOutAcrossNodes(t *testing.T) {
 		wg.Go(func() { results[i] = c.follow(sent.StreamID, 0) })
 	}
 	wg.Wait()
-	stored := a.storedMessage(t, tok, conv, sent.StreamID)
+	stored := a.message(t, tok, conv, sent.StreamID)
 	for i, r := range results {
 		if r.text.String() != stored.Content || r.done.Status != "complete" {
 			t.Fatalf("follower %d got %d chunks %q, stored %q", i, len(r.indexes), r.text.String(), stored.Content)
@@ -114,7 +90,7 @@ func TestWS_FanOutAcrossNodes(t *testing.T) {
 func TestWS_ResumeMidStreamAndAfterDone(t *testing.T) {
 	n := demoNode(t, app.Config{Workers: 1, Provider: llm.NewDemo(llm.DemoConfig{TokensPerSec: 100})})
 	tok := n.devToken(t, "alice")
-	conv := n.newConversation(t, tok)
+	conv := n.conversation(t, tok)
 	c := n.dial(t, tok)
 	c.write(map[string]any{"type": "send", "conversation_id": conv, "content": "resume me"})
 	acc, _ := c.readUntil("accepted")
@@ -132,7 +108,7 @@ func TestWS_ResumeMidStreamAndAfterDone(t *testing.T) {
 	c2 := n.dial(t, tok)
 	c2.write(map[string]any{"type": "subscribe", "stream_id": acc.StreamID, "last_index": last})
 	r := c2.follow(acc.StreamID, last+1)
-	stored := n.storedMessage(t, tok, conv, acc.StreamID)
+	stored := n.message(t, tok, conv, acc.StreamID)
 	if text+r.text.String() != stored.Content {
 		t.Fatalf("resumed text differs from stored:\n%q\n%q", text+r.text.String(), stored.Content)
 	}
@@ -153,7 +129,7 @@ func TestWS_ResumeMidStreamAndAfterDone(t *testing.T) {
 func TestWS_SnapshotAfterTTL(t *testing.T) {
 	n := demoNode(t, app.Config{Workers: 1, StreamTTL: time.Second})
 	tok := n.devToken(t, "alice")
-	conv := n.newConversation(t, tok)
+	conv := n.conversation(t, tok)
 	c := n.dial(t, tok)
 	c.write(map[string]any{"type": "send", "conversation_id": conv, "content": "expire me"})
 	acc, _ := c.readUntil("accepted")
@@ -180,7 +156,7 @@ func TestWS_SnapshotAfterTTL(t *testing.T) {
 func TestWS_Watch(t *testing.T) {
 	n := demoNode(t, app.Config{Workers: 1})
 	tok := n.devToken(t, "alice")
-	conv := n.newConversation(t, tok)
+	conv := n.conversation(t, tok)
 	tab2 := n.dial(t, tok)
 	tab2.write(map[string]any{"type": "watch", "conversation_id": conv, "request_id": 7})
 	if f, _ := tab2.readUntil("watching"); string(f.RequestID) != "7" {
@@ -195,7 +171,7 @@ func TestWS_Watch(t *testing.T) {
 	for len(seen) < 2 {
 		f := tab2.read()
 		if f.Type == "message" {
-			var m msg
+			var m apiMessage
 			if err := jsonUnmarshal(f.Message, &m); err != nil {
 				t.Fatal(err)
 			}
@@ -217,7 +193,7 @@ func TestWS_Watch(t *testing.T) {
 			f = tab2.read()
 		}
 		if f.Type == "message" {
-			var m msg
+			var m apiMessage
 			_ = jsonUnmarshal(f.Message, &m)
 			if m.ID == acc.StreamID && m.Status == "complete" {
 				if m.Content != r.text.String() {
@@ -232,7 +208,7 @@ func TestWS_Watch(t *testing.T) {
 func TestWS_BadFrames(t *testing.T) {
 	n := demoNode(t, app.Config{Workers: 1})
 	alice, bob := n.devToken(t, "alice"), n.devToken(t, "bob")
-	conv := n.newConversation(t, alice)
+	conv := n.conversation(t, alice)
 	c := n.dial(t, bob)
 	cases := []struct {
 		raw, code string
@@ -260,7 +236,7 @@ func TestWS_BadFrames(t *testing.T) {
 		}
 	}
 	// Nothing changed: alice's conversation has no message.
-	var got struct{ Messages []msg }
+	var got struct{ Messages []apiMessage }
 	n.call(t, "GET", "/v1/conversations/"+conv, alice, nil, &got)
 	if len(got.Messages) != 0 {
 		t.Fatalf("bad frames created messages: %+v", got.Messages)
@@ -285,7 +261,7 @@ func TestWS_LongHistoryFitsSmallQueue(t *testing.T) {
 	cfg.WS.SendQueue = 32
 	n := demoNode(t, cfg)
 	tok := n.devToken(t, "alice")
-	conv := n.newConversation(t, tok)
+	conv := n.conversation(t, tok)
 	var sent struct {
 		StreamID string `json:"stream_id"`
 	}
@@ -297,8 +273,8 @@ func TestWS_LongHistoryFitsSmallQueue(t *testing.T) {
 	w := n.dial(t, tok)
 	w.write(map[string]any{"type": "watch", "conversation_id": conv})
 	w.readUntil("watching")
-	var stored msg
-	for stored = n.storedMessage(t, tok, conv, sent.StreamID); stored.Status == "streaming"; stored = n.storedMessage(t, tok, conv, sent.StreamID) {
+	var stored apiMessage
+	for stored = n.message(t, tok, conv, sent.StreamID); stored.Status == "streaming"; stored = n.message(t, tok, conv, sent.StreamID) {
 		w.read() // the status-change event (or a read timeout fails the test)
 	}
 	c := n.dial(t, tok)
