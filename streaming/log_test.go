@@ -155,38 +155,48 @@ func TestLog_Append(t *testing.T) {
 	keys := l.keys
 	ctx := ctxT(t)
 
-	t.Run("open stream lives longer than the TTL", func(t *testing.T) {
-		m := created(t, l, "open")
-		if _, err := l.Append(ctx, "open", m.Epoch, 0, chunkFrame("open", 0, "a")); err != nil {
-			t.Fatal(err)
-		}
-		for _, key := range []string{keys.Meta("open"), keys.Chunks("open")} {
+	// longTTL reports whether both keys of stream id expire later than a
+	// finished stream's would: the open stream's TTL, a day past the TTL.
+	longTTL := func(t *testing.T, id string) bool {
+		t.Helper()
+		for _, key := range []string{keys.Meta(id), keys.Chunks(id)} {
 			pttl, _ := strconv.ParseInt(l.redis(t, "PTTL", key), 10, 64)
 			if pttl < int64((testTTL+23*time.Hour)/time.Millisecond) {
-				t.Errorf("PTTL %s = %dms while open", key, pttl)
+				return false
 			}
+		}
+		return true
+	}
+	appendN := func(t *testing.T, id string, epoch, from, to int64) {
+		t.Helper()
+		for i := from; i < to; i++ {
+			if _, err := l.Append(ctx, id, epoch, i, chunkFrame(id, i, "a")); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	t.Run("open stream lives longer than the TTL", func(t *testing.T) {
+		m := created(t, l, "open")
+		appendN(t, "open", m.Epoch, 0, 1)
+		if !longTTL(t, "open") {
+			t.Error("keys of an open stream expire as a finished stream's would")
 		}
 	})
 	t.Run("a long stream keeps its keys alive", func(t *testing.T) {
 		m := created(t, l, "long")
-		for i := range int64(256) {
-			if _, err := l.Append(ctx, "long", m.Epoch, i, chunkFrame("long", i, "a")); err != nil {
-				t.Fatal(err)
-			}
-		}
-		// The TTL is refreshed every 256th chunk, not on each: shorten it,
-		// and the next refresh (chunk 256) puts it back.
+		appendN(t, "long", m.Epoch, 0, 255)
+		// The TTL is refreshed every 256th chunk, not on each: shorten it;
+		// chunk 255 leaves it short, chunk 256 puts it back.
 		for _, key := range []string{keys.Meta("long"), keys.Chunks("long")} {
 			l.redis(t, "PEXPIRE", key, "60000")
 		}
-		if _, err := l.Append(ctx, "long", m.Epoch, 256, chunkFrame("long", 256, "a")); err != nil {
-			t.Fatal(err)
+		appendN(t, "long", m.Epoch, 255, 256)
+		if longTTL(t, "long") {
+			t.Error("chunk 255 refreshed the TTL: every append pays for it")
 		}
-		for _, key := range []string{keys.Meta("long"), keys.Chunks("long")} {
-			pttl, _ := strconv.ParseInt(l.redis(t, "PTTL", key), 10, 64)
-			if pttl < int64((testTTL+23*time.Hour)/time.Millisecond) {
-				t.Errorf("PTTL %s = %dms after chunk 256", key, pttl)
-			}
+		appendN(t, "long", m.Epoch, 256, 257)
+		if !longTTL(t, "long") {
+			t.Error("chunk 256 did not refresh the TTL")
 		}
 	})
 	t.Run("retry of the same index is applied once", func(t *testing.T) {
