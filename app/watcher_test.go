@@ -99,21 +99,25 @@ func content(t *testing.T, frame string) string {
 	return f.Message.Content
 }
 
-func testWatcher(r *reads) *watcher {
+// testWatcher returns a watcher on blocking reads, closed when the test
+// ends, and a watching socket of conversation "c" that asked for a refill.
+func testWatcher(t *testing.T) (*reads, *watcher, *sink, *forward) {
+	r := newReads()
 	w := newWatcher(nil, streaming.Keys{}, r, slog.New(slog.DiscardHandler))
 	w.retryIn = time.Millisecond
-	return w
+	t.Cleanup(w.close)
+	a := newSink()
+	fa := &forward{w: w, conv: "c", sink: a}
+	fa.OnResync("")
+	return r, w, a, fa
 }
 
 // A watcher that asks while a read runs gets the next read, never the one
 // that started before its resync.
 func TestWatcher_RefillNotOlderThanItsResync(t *testing.T) {
-	r := newReads()
-	w := testWatcher(r)
-	defer w.close()
-	a, b := newSink(), newSink()
-	fa, fb := &forward{w: w, conv: "c", sink: a}, &forward{w: w, conv: "c", sink: b}
-	fa.OnResync("")
+	r, w, a, _ := testWatcher(t)
+	b := newSink()
+	fb := &forward{w: w, conv: "c", sink: b}
 	if n := r.next(t); n != 1 {
 		t.Fatalf("read %d started first", n)
 	}
@@ -136,12 +140,7 @@ func TestWatcher_RefillNotOlderThanItsResync(t *testing.T) {
 // A read overtaken by a live event is read again: the socket never gets an
 // older state after a newer one.
 func TestWatcher_RefillOvertakenByLiveEventReadsAgain(t *testing.T) {
-	r := newReads()
-	w := testWatcher(r)
-	defer w.close()
-	a := newSink()
-	fa := &forward{w: w, conv: "c", sink: a}
-	fa.OnResync("")
+	r, _, a, fa := testWatcher(t)
 	r.next(t)
 	fa.OnMessage("", []byte(`{"type":"message","live":true}`)) // while read 1 runs
 	a.await(t)
@@ -158,12 +157,7 @@ func TestWatcher_RefillOvertakenByLiveEventReadsAgain(t *testing.T) {
 
 // An unwatched socket gets nothing more, live or refilled.
 func TestWatcher_UnwatchedGetsNothing(t *testing.T) {
-	r := newReads()
-	w := testWatcher(r)
-	defer w.close()
-	a := newSink()
-	fa := &forward{w: w, conv: "c", sink: a}
-	fa.OnResync("")
+	r, w, a, fa := testWatcher(t)
 	r.next(t)
 	w.mu.Lock()
 	fa.stopped = true // what Watch's unwatch does before unsubscribing
