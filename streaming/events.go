@@ -46,7 +46,7 @@ func MessageFrame(m *chatstream.Message) []byte {
 func (e *Events) Publish(ctx context.Context, m *chatstream.Message) {
 	channel, frame := e.keys.ConversationChannel(m.ConversationID), rueidis.BinaryString(MessageFrame(m))
 	cmd := e.client.B().Publish().Channel(channel).Message(frame).Build()
-	if e.client.Mode() == rueidis.ClientModeCluster {
+	if sharded(e.client) {
 		cmd = e.client.B().Spublish().Channel(channel).Message(frame).Build()
 	}
 	err := e.client.Do(ctx, cmd).Error()

@@ -146,7 +146,7 @@ func NewHub(client rueidis.Client, cfg HubConfig) *Hub {
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &Hub{
 		client:   client,
-		sharded:  client.Mode() == rueidis.ClientModeCluster,
+		sharded:  sharded(client),
 		cfg:      cfg,
 		log:      cfg.Logger,
 		seed:     maphash.MakeSeed(),

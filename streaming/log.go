@@ -50,11 +50,15 @@ func NewLog(client rueidis.Client, keys Keys, ttl time.Duration) *Log {
 // with sharded pub/sub, which only SPUBLISH reaches (and a stream's channel
 // shares its keys' slot, as a script needs).
 func publishCommand(client rueidis.Client) string {
-	if client.Mode() == rueidis.ClientModeCluster {
+	if sharded(client) {
 		return "SPUBLISH"
 	}
 	return "PUBLISH"
 }
+
+// sharded reports whether client talks to a Redis Cluster, where channels
+// are sharded: published with SPUBLISH, followed with SSUBSCRIBE.
+func sharded(client rueidis.Client) bool { return client.Mode() == rueidis.ClientModeCluster }
 
 // Keys returns the key names the log uses.
 func (l *Log) Keys() Keys { return l.keys }

@@ -56,7 +56,7 @@ func (p Pinger) Ping(ctx context.Context) error {
 // hub needs sharded pub/sub (SSUBSCRIBE, SPUBLISH) and CLUSTER SHARDS, both
 // Redis 7.0. A single Redis of any supported version passes.
 func CheckCluster(ctx context.Context, client rueidis.Client) error {
-	if client.Mode() != rueidis.ClientModeCluster {
+	if !sharded(client) {
 		return nil
 	}
 	info, err := client.Do(ctx, client.B().Info().Section("server").Build()).ToString()
