@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -647,6 +648,10 @@ func (ss *session) opCtx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ss.ctx, 30*time.Second)
 }
 
+// maxLastIndex is the largest last_index a client may claim: the largest
+// integer a JavaScript client holds exactly. No stream comes near it.
+const maxLastIndex = 1<<53 - 1
+
 func (ss *session) subscribe(rid requestID, f clientFrame) {
 	id, ok := ss.requireID(rid, "stream_id", f.StreamID)
 	if !ok {
@@ -656,8 +661,8 @@ func (ss *session) subscribe(rid requestID, f clientFrame) {
 	if f.LastIndex != nil {
 		last = *f.LastIndex
 	}
-	if last < -1 {
-		ss.sendError(rid, id, chatstream.EINVALID, "Field \"last_index\" must be -1 or more.")
+	if last < -1 || last > maxLastIndex {
+		ss.sendError(rid, id, chatstream.EINVALID, fmt.Sprintf("Field \"last_index\" must be from -1 to %d.", int64(maxLastIndex)))
 		return
 	}
 	ctx, cancel := ss.opCtx()

@@ -3,6 +3,7 @@ package streaming
 import (
 	"context"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -382,5 +383,45 @@ func TestStreams_ClientAheadOfTheLogGetsSnapshot(t *testing.T) {
 	if len(s.frames) != 2 || !strings.Contains(string(s.frames[0]), `"type":"snapshot"`) ||
 		!strings.Contains(string(s.frames[0]), `"content":" t0 t1 t2"`) {
 		t.Fatalf("frames %q, want a snapshot of the 3 chunks, then done", s.frames)
+	}
+}
+
+// A client may claim any index up to the largest int64. Followers that
+// claim it, alone or between others in one history read, get a snapshot and
+// done; the others are served as usual. (last_index+1 used to overflow into
+// a negative start that also meant "no start": a panic that took the node
+// down, or a follow that never ended.)
+func TestStreams_LargestClaimedIndex(t *testing.T) {
+	const id = "5e6f7a8b-9c0d-4e1f-8a2b-3c4d5e6f7a8b"
+	e := newStreamsEnv(t, id)
+	for i := range int64(3) {
+		if _, err := e.log.Append(e.ctx, id, e.epoch, i, chunkFrames(id, i, i+1)[0]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	claims := []int64{-1, math.MaxInt64, -1, math.MaxInt64 - 1, MaxLastIndex + 1}
+	sinks := make([]*sinkLog, len(claims))
+	for i, last := range claims {
+		sinks[i] = newSinkLog()
+		f, err := e.streams.Follow(e.ctx, id, last, sinks[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+	}
+	if err := e.log.Finish(e.ctx, id, e.epoch, chatstream.StatusComplete, 3, nil); err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range sinks {
+		s.await(t, FrameDone, 2)
+		if claims[i] == -1 {
+			s.check(t, 0, 3, true)
+			continue
+		}
+		s.mu.Lock()
+		if len(s.frames) != 2 || !strings.Contains(string(s.frames[0]), `"type":"snapshot"`) {
+			t.Errorf("follower claiming %d: frames %q, want a snapshot, then done", claims[i], s.frames)
+		}
+		s.mu.Unlock()
 	}
 }

@@ -189,12 +189,15 @@ type stream struct {
 	resyncs   uint64 // resyncs so far; a read that spans one fills nothing
 }
 
+// MaxLastIndex is the largest lastIndex Follow takes as given; a larger one
+// is taken as this one. Positions stay far from overflowing: a client that
+// claims more chunks than a stream has gets a snapshot either way.
+const MaxLastIndex = 1 << 53
+
 // Follow starts delivering stream streamID to sink from index lastIndex+1.
 // The caller has checked that the socket's user may see the stream.
 func (s *Streams) Follow(ctx context.Context, streamID string, lastIndex int64, sink Sink) (*Follower, error) {
-	if lastIndex < -1 {
-		lastIndex = -1
-	}
+	lastIndex = min(max(lastIndex, -1), MaxLastIndex)
 	for {
 		st, err := s.acquire(ctx, streamID)
 		if err != nil {
@@ -413,18 +416,25 @@ func (st *stream) readLoop(ctx context.Context) {
 			st.mu.Unlock()
 			return
 		}
-		from, upTo := int64(-1), int64(-1)
+		// from and upTo are the lowest and highest next index of the
+		// batch's open follows; found says there is one.
+		var from, upTo int64
+		found := false
 		for _, f := range batch {
 			f.waiting = false
 			f.resync = false // this read starts after the resync: it covers the loss
-			if !f.ended && (from < 0 || f.next < from) {
+			if f.ended {
+				continue
+			}
+			if !found || f.next < from {
 				from = f.next
 			}
-			if !f.ended {
-				upTo = max(upTo, f.next)
+			if !found || f.next > upTo {
+				upTo = f.next
 			}
+			found = true
 		}
-		if from < 0 {
+		if !found {
 			st.mu.Unlock()
 			continue
 		}
