@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -18,7 +17,7 @@ func (db *DB) CreateConversation(ctx context.Context, userID, title string) (*ch
 		`INSERT INTO conversations (id, user_id, title) VALUES ($1, $2, $3) RETURNING created_at`,
 		c.ID, userID, title).Scan(&c.CreatedAt)
 	if err != nil {
-		return nil, fmt.Errorf("insert conversation: %w", err)
+		return nil, queryError(err, "insert conversation")
 	}
 	return c, nil
 }
@@ -29,7 +28,7 @@ func (db *DB) ListConversations(ctx context.Context, userID string, limit int) (
 		`SELECT id, user_id, title, created_at FROM conversations
 		 WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2`, userID, limit)
 	if err != nil {
-		return nil, fmt.Errorf("list conversations: %w", err)
+		return nil, queryError(err, "list conversations")
 	}
 	list, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*chatstream.Conversation, error) {
 		var c chatstream.Conversation
@@ -37,7 +36,7 @@ func (db *DB) ListConversations(ctx context.Context, userID string, limit int) (
 		return &c, err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("list conversations: %w", err)
+		return nil, queryError(err, "list conversations")
 	}
 	return list, nil
 }
@@ -55,7 +54,7 @@ func (db *DB) FindConversation(ctx context.Context, userID, id string) (*chatstr
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, notFound("Conversation")
 	} else if err != nil {
-		return nil, fmt.Errorf("find conversation %s: %w", id, err)
+		return nil, queryError(err, "find conversation %s", id)
 	}
 	return &c, nil
 }

@@ -143,3 +143,31 @@ const codeUniqueViolation = "23505"
 func notFound(what string) error {
 	return chatstream.Errorf(chatstream.ENOTFOUND, "%s not found.", what)
 }
+
+// errRefusedValue is what a client sees when Postgres refuses a value
+// itself (a character a text column cannot hold, a constraint): a retry of
+// the same statement can never succeed.
+var errRefusedValue = chatstream.Errorf(chatstream.EINVALID, "The request holds a value that cannot be stored.")
+
+// refusedError is a statement Postgres refused for its data. It unwraps to
+// both the client's invalid_request error and the Postgres error, so that
+// callers see a permanent error and the log sees the cause.
+type refusedError struct {
+	op  string
+	err error
+}
+
+func (e *refusedError) Error() string   { return e.op + ": " + e.err.Error() }
+func (e *refusedError) Unwrap() []error { return []error{errRefusedValue, e.err} }
+
+// queryError adds the operation to a query's error. Data exceptions (class
+// 22) and constraint violations (class 23) are refusals of the data: they
+// become invalid_request errors, never retried.
+func queryError(err error, format string, args ...any) error {
+	op := fmt.Sprintf(format, args...)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && (strings.HasPrefix(pgErr.Code, "22") || strings.HasPrefix(pgErr.Code, "23")) {
+		return &refusedError{op: op, err: err}
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}

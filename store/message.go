@@ -35,11 +35,11 @@ func (db *DB) ListMessages(ctx context.Context, userID, convID string) ([]*chats
 		FROM messages m JOIN conversations c ON c.id = m.conversation_id
 		WHERE m.conversation_id = $1 AND c.user_id = $2 ORDER BY m.seq`, convID, userID)
 	if err != nil {
-		return nil, fmt.Errorf("list messages: %w", err)
+		return nil, queryError(err, "list messages")
 	}
 	list, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*chatstream.Message, error) { return scanMessage(row) })
 	if err != nil {
-		return nil, fmt.Errorf("list messages: %w", err)
+		return nil, queryError(err, "list messages")
 	}
 	return list, nil
 }
@@ -54,11 +54,11 @@ func (db *DB) RecentMessages(ctx context.Context, convID string, limit int) ([]*
 		WHERE m.id IN (SELECT id FROM messages WHERE conversation_id = $1 ORDER BY seq DESC LIMIT $2)
 		ORDER BY m.seq`, convID, limit)
 	if err != nil {
-		return nil, fmt.Errorf("recent messages: %w", err)
+		return nil, queryError(err, "recent messages")
 	}
 	list, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*chatstream.Message, error) { return scanMessage(row) })
 	if err != nil {
-		return nil, fmt.Errorf("recent messages: %w", err)
+		return nil, queryError(err, "recent messages")
 	}
 	return list, nil
 }
@@ -82,7 +82,7 @@ func (db *DB) History(ctx context.Context, convID, beforeID string, limit int) (
 			ORDER BY m.seq DESC LIMIT $3) h ON true
 		ORDER BY h.seq`, convID, beforeID, limit)
 	if err != nil {
-		return nil, fmt.Errorf("history of %s: %w", beforeID, err)
+		return nil, queryError(err, "history of %s", beforeID)
 	}
 	found := false
 	var list []*chatstream.Message
@@ -94,7 +94,7 @@ func (db *DB) History(ctx context.Context, convID, beforeID string, limit int) (
 		var last *int64
 		if err := rows.Scan(&id, &conv, &role, &content, &status, &code, &msg, &created, &last); err != nil {
 			rows.Close()
-			return nil, fmt.Errorf("history of %s: %w", beforeID, err)
+			return nil, queryError(err, "history of %s", beforeID)
 		}
 		if id == nil {
 			continue // the target exists and has no history
@@ -110,7 +110,7 @@ func (db *DB) History(ctx context.Context, convID, beforeID string, limit int) (
 		list = append(list, m)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("history of %s: %w", beforeID, err)
+		return nil, queryError(err, "history of %s", beforeID)
 	}
 	if !found {
 		return nil, notFound("Message")
@@ -130,7 +130,7 @@ func (db *DB) FindMessage(ctx context.Context, userID, id string) (*chatstream.M
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, notFound("Message")
 	} else if err != nil {
-		return nil, fmt.Errorf("find message %s: %w", id, err)
+		return nil, queryError(err, "find message %s", id)
 	}
 	return m, nil
 }
@@ -163,18 +163,18 @@ func (db *DB) CreateExchangeThen(ctx context.Context, userID, convID, content st
 		if errors.Is(err, pgx.ErrNoRows) {
 			return notFound("Conversation")
 		} else if err != nil {
-			return fmt.Errorf("lock conversation %s: %w", convID, err)
+			return queryError(err, "lock conversation %s", convID)
 		}
 		insert := `INSERT INTO messages AS m (id, conversation_id, role, content, status)
 			VALUES ($1, $2, $3, $4, $5) RETURNING ` + messageColumns
 		if user, err = scanMessage(tx.QueryRow(ctx, insert, newID(), convID, chatstream.RoleUser, content, chatstream.StatusComplete)); err != nil {
-			return fmt.Errorf("insert user message: %w", err)
+			return queryError(err, "insert user message")
 		}
 		assistant, err = scanMessage(tx.QueryRow(ctx, insert, newID(), convID, chatstream.RoleAssistant, "", chatstream.StatusStreaming))
 		if isCode(err, codeUniqueViolation) {
 			return errBusy
 		} else if err != nil {
-			return fmt.Errorf("insert assistant message: %w", err)
+			return queryError(err, "insert assistant message")
 		}
 		if _, err = tx.Exec(ctx, `UPDATE conversations SET updated_at = now() WHERE id = $1`, convID); err != nil {
 			return err
@@ -217,11 +217,11 @@ func (db *DB) FinishMessage(ctx context.Context, id string, f chatstream.Final) 
 		if errors.Is(err, pgx.ErrNoRows) {
 			return nil, false, notFound("Message")
 		} else if err != nil {
-			return nil, false, fmt.Errorf("finish message %s: %w", id, err)
+			return nil, false, queryError(err, "finish message %s", id)
 		}
 		return m, false, nil
 	} else if err != nil {
-		return nil, false, fmt.Errorf("finish message %s: %w", id, err)
+		return nil, false, queryError(err, "finish message %s", id)
 	}
 	return m, true, nil
 }
@@ -235,7 +235,7 @@ func (db *DB) Message(ctx context.Context, id string) (*chatstream.Message, erro
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, notFound("Message")
 	} else if err != nil {
-		return nil, fmt.Errorf("message %s: %w", id, err)
+		return nil, queryError(err, "message %s", id)
 	}
 	return m, nil
 }

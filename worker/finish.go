@@ -9,6 +9,10 @@ import (
 	"github.com/chatstream/chatstream/streaming"
 )
 
+// CodeStoreRefused is the failure code of an answer Postgres refused to
+// store as it was.
+const CodeStoreRefused = "store_refused"
+
 // outcome is how a generation ended, before it is written.
 type outcome struct {
 	status  chatstream.Status
@@ -45,13 +49,22 @@ func (f *finisher) finish(ctx context.Context, streamID string, epoch int64, o o
 	// The chunk log may be gone (expired, lost by Redis); Postgres is
 	// written all the same, so that the message never stays streaming.
 	var stored *chatstream.Message
-	err = retry(ctx, "write final message", f.slog, func(ctx context.Context) error {
-		m, _, err := f.store.FinishMessage(ctx, streamID, chatstream.Final{
-			Content: o.content, Status: o.status, Failure: o.failure, Usage: o.usage, LastIndex: n - 1,
+	write := func(final chatstream.Final) error {
+		return retry(ctx, "write final message", f.slog, func(ctx context.Context) error {
+			m, _, err := f.store.FinishMessage(ctx, streamID, final)
+			stored = m
+			return err
 		})
-		stored = m
-		return err
-	})
+	}
+	err = write(chatstream.Final{Content: o.content, Status: o.status, Failure: o.failure, Usage: o.usage, LastIndex: n - 1})
+	if chatstream.ErrorCode(err) == chatstream.EINVALID {
+		// Postgres refuses the record itself: no retry can ever store it.
+		// The message ends failed without its text rather than streaming
+		// forever (and holding its conversation, a worker and the reaper).
+		f.slog.Error("final message refused; ending it failed", "stream_id", streamID, "err", err)
+		err = write(chatstream.Final{Status: chatstream.StatusFailed, Usage: o.usage, LastIndex: n - 1,
+			Failure: &chatstream.Failure{Code: CodeStoreRefused, Message: "The answer could not be stored."}})
+	}
 	if chatstream.ErrorCode(err) == chatstream.ENOTFOUND {
 		// The message is gone (its conversation deleted): end the stream as failed.
 		stored = &chatstream.Message{ID: streamID, Status: chatstream.StatusFailed, LastIndex: n - 1,

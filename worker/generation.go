@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/chatstream/chatstream"
 	"github.com/chatstream/chatstream/llm"
@@ -174,6 +175,9 @@ func (g *generation) pump(ctx context.Context, cancel context.CancelCauseFunc, s
 		defer close(readerDone)
 		for {
 			d, err := stream.Recv()
+			if d = storableText(d); d == "" && err == nil {
+				continue // nothing left to store
+			}
 			select {
 			case in <- recv{d, err}:
 			case <-ctx.Done():
@@ -286,6 +290,16 @@ func (g *generation) append(ctx context.Context, cancel context.CancelCauseFunc,
 		return false
 	}
 	return ctx.Err() == nil
+}
+
+// storableText is s as Postgres can store it: valid UTF-8 without U+0000,
+// which a text column refuses. A model may send either; stripped here, the
+// chunk log and the stored message hold the same text.
+func storableText(s string) string {
+	if strings.IndexByte(s, 0) < 0 && utf8.ValidString(s) {
+		return s
+	}
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "")
 }
 
 // buildPrompt turns the conversation's earlier messages into the prompt:

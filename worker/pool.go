@@ -47,8 +47,11 @@ type Config struct {
 	// HandBackWait bounds the work of handing jobs back once the grace
 	// period of Shutdown is over. Default 5s.
 	HandBackWait time.Duration
-	Logger       *slog.Logger
-	Metrics      *Metrics
+	// RecoverTimeout bounds the recovery of one job of a dead node; a job
+	// not recovered in time goes back to the queue. Default 30s.
+	RecoverTimeout time.Duration
+	Logger         *slog.Logger
+	Metrics        *Metrics
 }
 
 func (c *Config) setDefaults() {
@@ -81,6 +84,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.HandBackWait <= 0 {
 		c.HandBackWait = 5 * time.Second
+	}
+	if c.RecoverTimeout <= 0 {
+		c.RecoverTimeout = 30 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -237,8 +243,14 @@ func (p *Pool) reaper() {
 	}
 }
 
-// recoverNode takes over every job in node's processing list.
+// recoverNode takes over every job in node's processing list. Jobs are
+// recovered side by side, up to recoverConcurrency at once, each within
+// RecoverTimeout: one that cannot be finished now (Redis or Postgres down)
+// goes back to the queue for a worker to finish, and none waits behind it.
 func (p *Pool) recoverNode(ctx context.Context, node string) {
+	sem := make(chan struct{}, recoverConcurrency) // a token per recovery running
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	for ctx.Err() == nil {
 		t, ok, err := p.queue.Adopt(ctx, node)
 		if err != nil {
@@ -254,11 +266,40 @@ func (p *Pool) recoverNode(ctx context.Context, node string) {
 		if node != p.owner {
 			p.slog.Warn("recovering job of a dead node", "node", node, "stream_id", t.Job.StreamID)
 		}
-		if err := p.recover(ctx, t); err != nil {
-			p.slog.Error("recover job", "stream_id", t.Job.StreamID, "err", err)
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			// Adopted but not recovered: it stays in this node's list,
+			// which this node's shutdown (or its reaper) goes through.
+			return
 		}
+		// Each recovery ends within RecoverTimeout; recoverNode waits for them.
+		wg.Go(func() {
+			defer func() { <-sem }()
+			p.recoverOne(ctx, t)
+		})
 	}
 }
+
+// recoverOne recovers one adopted job within RecoverTimeout; a job it cannot
+// finish in time goes back to the queue.
+func (p *Pool) recoverOne(ctx context.Context, t streaming.Taken) {
+	rctx, cancel := context.WithTimeout(ctx, p.cfg.RecoverTimeout)
+	defer cancel()
+	err := p.recover(rctx, t)
+	if err == nil {
+		return
+	}
+	p.slog.Error("recover job; handing it to the queue", "stream_id", t.Job.StreamID, "err", err)
+	qctx, qcancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.HandBackWait)
+	defer qcancel()
+	if err := p.queue.Requeue(qctx, t.Raw); err != nil {
+		p.slog.Error("requeue unrecovered job; it stays with this node", "stream_id", t.Job.StreamID, "err", err)
+	}
+}
+
+// recoverConcurrency bounds the jobs of dead nodes recovered at once.
+const recoverConcurrency = 8
 
 // recover decides the fate of a job whose worker is gone: run again if it
 // emitted nothing, else end it with the text it had.
@@ -279,22 +320,28 @@ func (p *Pool) recover(ctx context.Context, t streaming.Taken) error {
 	case err != nil:
 		return err
 	}
-	switch {
-	case meta.Final != "":
-		err = p.fin.finishFromLog(ctx, id, meta.Epoch, meta.Final, meta.Failure)
-	case meta.Cancel:
-		err = p.fin.finishFromLog(ctx, id, meta.Epoch, chatstream.StatusCancelled, nil)
-	case meta.N == 0 && meta.Attempts < int64(2*p.cfg.MaxRuns):
+	if meta.N == 0 && meta.Final == "" && !meta.Cancel && meta.Attempts < int64(2*p.cfg.MaxRuns) {
 		p.metrics.Requeued.Inc()
 		return p.handBack(ctx, t, meta.Epoch)
-	default:
-		err = p.fin.finishFromLog(ctx, id, meta.Epoch, chatstream.StatusFailed, &chatstream.Failure{
-			Code: "worker_lost", Message: "The server generating this answer stopped; the answer is incomplete."})
 	}
-	if err != nil {
+	if err := p.endOrphan(ctx, t.Job, meta); err != nil {
 		return err
 	}
 	return p.queue.Done(ctx, t.Raw)
+}
+
+// endOrphan ends a stream whose earlier writer is gone, as the meta it
+// claimed says: with the status that writer marked final, cancelled if a
+// cancel was asked, else failed (worker_lost) with the text it had.
+func (p *Pool) endOrphan(ctx context.Context, job chatstream.Job, meta streaming.Meta) error {
+	switch {
+	case meta.Final != "":
+		return p.fin.finishFromLog(ctx, job.StreamID, meta.Epoch, meta.Final, meta.Failure)
+	case meta.Cancel:
+		return p.fin.finishFromLog(ctx, job.StreamID, meta.Epoch, chatstream.StatusCancelled, nil)
+	}
+	return p.fin.finishFromLog(ctx, job.StreamID, meta.Epoch, chatstream.StatusFailed, &chatstream.Failure{
+		Code: "worker_lost", Message: "The server generating this answer stopped; the answer is incomplete."})
 }
 
 // take is one of the goroutines that take jobs: it waits for a free worker
@@ -369,11 +416,10 @@ func (p *Pool) process(t streaming.Taken) {
 	case err != nil:
 		return // shutting down; the job stays for recoverNode
 	}
-	if meta.N > 0 {
-		// Chunks of an earlier run were sent already: a new answer cannot
-		// continue them. End it with the text it has.
-		fail := &chatstream.Failure{Code: "worker_lost", Message: "The server generating this answer stopped; the answer is incomplete."}
-		if err := p.fin.finishFromLog(p.finCtx, job.StreamID, meta.Epoch, chatstream.StatusFailed, fail); err != nil {
+	if meta.N > 0 || meta.Final != "" {
+		// An earlier run sent chunks already (a new answer cannot continue
+		// them) or had its end and was writing it: end it as that run left it.
+		if err := p.endOrphan(p.finCtx, job, meta); err != nil {
 			log.Error("end a rerun job", "err", err)
 			return
 		}

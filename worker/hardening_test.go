@@ -1,0 +1,129 @@
+package worker_test
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chatstream/chatstream"
+	"github.com/chatstream/chatstream/internal/streamtest"
+	"github.com/chatstream/chatstream/llm/llmtest"
+	"github.com/chatstream/chatstream/streaming"
+	"github.com/chatstream/chatstream/worker"
+)
+
+// A model that sends U+0000 (which a Postgres text column refuses) gets its
+// answer stored without it, chunks and message alike; the conversation
+// takes the next send. The final write used to be retried forever: the
+// message stayed streaming and the conversation answered 409 for good.
+func TestPool_ModelSendsNUL(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	n := e.startNode(t, nodeOpts{})
+	conv := e.conversation(t)
+	e.llm.Enqueue(llmtest.Script{Tokens: []string{"Hel\x00lo", "\x00", " wor\x00ld"}})
+	m := e.final(t, n.send(t, conv, "q").ID)
+	if m.Status != chatstream.StatusComplete || m.Content != "Hello world" {
+		t.Fatalf("message = %+v", m)
+	}
+	if texts := e.checkStream(t, m); strings.Join(texts, "|") != "Hello| world" {
+		t.Fatalf("chunks %q: a delta of NUL alone should make no chunk", texts)
+	}
+	e.llm.Enqueue(llmtest.Script{Tokens: streamtest.Tokens(2)})
+	if m := e.final(t, n.send(t, conv, "again").ID); m.Status != chatstream.StatusComplete {
+		t.Fatalf("the next send: %+v", m)
+	}
+}
+
+// blockingStore is the real store whose FinishMessage for one stream hangs
+// on its first call until the caller gives up, as a stuck Postgres would.
+type blockingStore struct {
+	worker.Store
+	stream string
+	once   sync.Once
+	hung   chan struct{} // closed once the call hangs
+}
+
+func (s *blockingStore) FinishMessage(ctx context.Context, id string, f chatstream.Final) (*chatstream.Message, bool, error) {
+	if id == s.stream {
+		first := false
+		s.once.Do(func() { first = true })
+		if first {
+			close(s.hung)
+			<-ctx.Done()
+			return nil, false, ctx.Err()
+		}
+	}
+	return s.Store.FinishMessage(ctx, id, f)
+}
+
+// The jobs of a dead node are recovered side by side, each within a time
+// limit: one whose record Postgres refuses ends failed at once, one whose
+// write hangs goes back to the queue after the limit and is finished from
+// there, and neither holds up a third.
+func TestPool_RecoveriesDoNotWaitForEachOther(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := streamtest.Ctx(t)
+	dead := e.startNode(t, nodeOpts{name: "dead", hbTTL: time.Second, cfg: worker.Config{Workers: 1}})
+	dead.shutdown(t, time.Second)
+	plant := func(texts ...string) string {
+		t.Helper()
+		_, asst, err := e.db.CreateExchange(ctx, "alice", e.conversation(t), "q")
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := asst.ID
+		if err := dead.log.Create(ctx, id, "alice", asst.ConversationID); err != nil {
+			t.Fatal(err)
+		}
+		if err := dead.queue.Enqueue(ctx, chatstream.Job{StreamID: id, ConversationID: asst.ConversationID, UserID: "alice"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok, err := dead.queue.Take(ctx); err != nil || !ok {
+			t.Fatalf("take: %v %v", ok, err)
+		}
+		m, err := dead.log.Claim(ctx, id, "dead")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, text := range texts {
+			// Written past the worker's own cleaning, as an older version
+			// or another writer might have.
+			if _, err := dead.log.Append(ctx, id, m.Epoch, int64(i), streaming.AppendChunkFrame(nil, id, int64(i), text, time.Now().UnixMicro())); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := dead.log.MarkFinal(ctx, id, m.Epoch, chatstream.StatusComplete, nil); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	hangs := plant("stuck ", "write")
+	refused := plant("a\x00", "b")
+	fine := plant("all ", "fine")
+	if err := dead.queue.Heartbeat(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st := &blockingStore{Store: e.db, stream: hangs, hung: make(chan struct{})}
+	e.startNode(t, nodeOpts{name: "survivor", store: st,
+		cfg: worker.Config{ReapInterval: 100 * time.Millisecond, RecoverTimeout: time.Second}})
+
+	<-st.hung
+	if m := e.final(t, fine); m.Status != chatstream.StatusComplete || m.Content != "all fine" {
+		t.Fatalf("the job behind a hung one: %+v", m)
+	}
+	m := e.final(t, refused)
+	if m.Status != chatstream.StatusFailed || m.Error == nil || m.Error.Code != worker.CodeStoreRefused || m.Content != "" {
+		t.Fatalf("the refused record: %+v (error %+v)", m, m.Error)
+	}
+	if h := e.final(t, hangs); h.Status != chatstream.StatusComplete || h.Content != "stuck write" {
+		t.Fatalf("the hung job, after its time limit: %+v", h)
+	}
+	streamtest.Eventually(t, 10*time.Second, func() bool {
+		n, _ := e.redis.Do(ctx, e.redis.B().Llen().Key(e.keys.Processing("survivor")).Build()).AsInt64()
+		return n == 0
+	}, "recovered jobs are still in the survivor's processing list")
+}
