@@ -92,17 +92,13 @@ func (s *Service) Cancel(ctx context.Context, userID, streamID string) error {
 	if !meta.Exists {
 		// Expired from Redis, or never there: Postgres says whether it is
 		// the user's stream; either way there is nothing left to stop.
-		m, err := s.store.FindMessage(ctx, userID, streamID)
-		if err != nil {
+		if _, err := s.streamMessage(ctx, userID, streamID); err != nil {
 			return err
-		}
-		if m.Role != chatstream.RoleAssistant {
-			return chatstream.Errorf(chatstream.ENOTFOUND, "Stream not found.")
 		}
 		return nil
 	}
 	if meta.User != userID {
-		return chatstream.Errorf(chatstream.ENOTFOUND, "Stream not found.")
+		return errStreamNotFound
 	}
 	held, err := s.log.Cancel(ctx, streamID)
 	if errors.Is(err, streaming.ErrEnded) || errors.Is(err, streaming.ErrGone) {
@@ -162,7 +158,7 @@ func isPermanent(err error) bool {
 func (s *Service) Authorize(ctx context.Context, userID, streamID string) error {
 	if owner, ok := s.owners.get(streamID); ok {
 		if owner != userID {
-			return chatstream.Errorf(chatstream.ENOTFOUND, "Stream not found.")
+			return errStreamNotFound
 		}
 		return nil
 	}
@@ -173,17 +169,27 @@ func (s *Service) Authorize(ctx context.Context, userID, streamID string) error 
 	if meta.Exists {
 		s.owners.put(streamID, meta.User)
 		if meta.User != userID {
-			return chatstream.Errorf(chatstream.ENOTFOUND, "Stream not found.")
+			return errStreamNotFound
 		}
 		return nil
 	}
-	m, err := s.store.FindMessage(ctx, userID, streamID)
-	if err != nil {
+	if _, err := s.streamMessage(ctx, userID, streamID); err != nil {
 		return err
-	}
-	if m.Role != chatstream.RoleAssistant {
-		return chatstream.Errorf(chatstream.ENOTFOUND, "Stream not found.")
 	}
 	s.owners.put(streamID, userID)
 	return nil
+}
+
+// errStreamNotFound answers every stream id a user may not see: missing,
+// another user's, or not an assistant message's — all exactly alike.
+var errStreamNotFound = chatstream.Errorf(chatstream.ENOTFOUND, "Stream not found.")
+
+// streamMessage returns the assistant message of stream streamID from
+// Postgres if userID owns it, else errStreamNotFound.
+func (s *Service) streamMessage(ctx context.Context, userID, streamID string) (*chatstream.Message, error) {
+	m, err := s.store.FindMessage(ctx, userID, streamID)
+	if chatstream.ErrorCode(err) == chatstream.ENOTFOUND || (err == nil && m.Role != chatstream.RoleAssistant) {
+		return nil, errStreamNotFound
+	}
+	return m, err
 }
