@@ -16,6 +16,7 @@ import (
 	"github.com/chatstream/chatstream/app"
 	"github.com/chatstream/chatstream/internal/testenv"
 	"github.com/chatstream/chatstream/llm"
+	"github.com/chatstream/chatstream/server"
 )
 
 // demoNode starts a node with workers on the demo model at a fast pace.
@@ -227,6 +228,7 @@ func TestWS_BadFrames(t *testing.T) {
 		{`{"type":"send","conversation_id":"` + conv + `","content":"   "}`, "invalid_request"},
 		{`{"type":"send","conversation_id":"` + conv + `","content":"` + fmt.Sprintf("%040000d", 0) + `"}`, "too_large"},
 		{`{"type":"cancel","stream_id":"00000000-0000-0000-0000-000000000000"}`, "not_found"},
+		{`{"type":"send","conversation_id":"` + conv + `","content":"a\u0000b"}`, "invalid_request"},
 	}
 	for i, tc := range cases {
 		c.writeRaw([]byte(tc.raw))
@@ -234,6 +236,13 @@ func TestWS_BadFrames(t *testing.T) {
 		if f.Type != "error" || f.Code != tc.code {
 			t.Fatalf("case %d %.60s: got %+v, want error %s", i, tc.raw, f, tc.code)
 		}
+	}
+	// A field of the wrong type: the error still carries the request_id,
+	// and says what was expected in JSON's words, not Go's.
+	c.writeRaw([]byte(`{"type":"subscribe","stream_id":"x","last_index":"7","request_id":"typed"}`))
+	if f := c.read(); f.Code != "invalid_frame" || string(f.RequestID) != `"typed"` ||
+		!strings.Contains(string(f.Message), "whole number") || strings.Contains(string(f.Message), "int64") {
+		t.Fatalf("wrong field type: %+v (message %s)", f, f.Message)
 	}
 	// Nothing changed: alice's conversation has no message.
 	var got struct{ Messages []apiMessage }
@@ -247,7 +256,7 @@ func TestWS_BadFrames(t *testing.T) {
 		t.Fatalf("socket unusable after bad frames: %+v", f)
 	}
 	// Over the read limit: closed with 1009.
-	c.writeRaw(make([]byte, 70<<10))
+	c.writeRaw(make([]byte, server.ReadLimit(32768)+1))
 	_, err := c.tryRead(10 * time.Second)
 	if status := websocketStatus(err); status != 1009 {
 		t.Fatalf("oversized frame: close status %d (%v), want 1009", status, err)

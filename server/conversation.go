@@ -2,6 +2,7 @@ package server
 
 import (
 	"net/http"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
@@ -21,8 +22,8 @@ func (s *Server) handleCreateConversation(c *gin.Context) {
 	if c.Request.ContentLength != 0 && !bindJSON(c, &req, 16<<10) {
 		return
 	}
-	if utf8.RuneCountInString(req.Title) > maxTitleRunes {
-		writeError(c, chatstream.Errorf(chatstream.EINVALID, "Field \"title\" must be at most %d characters.", maxTitleRunes))
+	if err := validTitle(req.Title); err != nil {
+		writeError(c, err)
 		return
 	}
 	conv, err := s.store.CreateConversation(c, c.GetString(ctxUser), req.Title)
@@ -63,4 +64,16 @@ func (s *Server) handleGetConversation(c *gin.Context) {
 	c.JSON(http.StatusOK, gin.H{
 		"id": conv.ID, "title": conv.Title, "created_at": conv.CreatedAt, "messages": msgs,
 	})
+}
+
+// validTitle checks a conversation title: at most maxTitleRunes characters,
+// none of them U+0000 (which Postgres cannot store).
+func validTitle(title string) error {
+	if utf8.RuneCountInString(title) > maxTitleRunes {
+		return chatstream.Errorf(chatstream.EINVALID, "Field \"title\" must be at most %d characters.", maxTitleRunes)
+	}
+	if strings.IndexByte(title, 0) >= 0 {
+		return chatstream.Errorf(chatstream.EINVALID, "Field \"title\" must not contain U+0000.")
+	}
+	return nil
 }

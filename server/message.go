@@ -14,6 +14,9 @@ func (s *Server) validateContent(content string) error {
 	if strings.TrimSpace(content) == "" {
 		return chatstream.Errorf(chatstream.EINVALID, "Field \"content\" must not be empty.")
 	}
+	if strings.IndexByte(content, 0) >= 0 {
+		return chatstream.Errorf(chatstream.EINVALID, "Field \"content\" must not contain U+0000.")
+	}
 	if len(content) > s.cfg.MaxContentBytes {
 		return chatstream.Errorf(chatstream.ETOOLARGE, "The message is %d bytes; the limit is %d.", len(content), s.cfg.MaxContentBytes)
 	}

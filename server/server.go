@@ -90,6 +90,9 @@ func (c *Config) setDefaults() {
 	if c.MaxContentBytes <= 0 {
 		c.MaxContentBytes = 32768
 	}
+	if c.WS.ReadLimit <= 0 {
+		c.WS.ReadLimit = ReadLimit(c.MaxContentBytes)
+	}
 	if c.ReadyTimeout <= 0 {
 		c.ReadyTimeout = 2 * time.Second
 	}
@@ -101,6 +104,17 @@ func (c *Config) setDefaults() {
 	}
 	c.WS.setDefaults()
 }
+
+// ReadLimit is the largest client frame for a largest message of
+// maxContent bytes: a client may escape every byte of it as six (\u00XX),
+// plus 1 KiB for the rest of the frame. Never below 64 KiB, never above 1 MiB.
+func ReadLimit(maxContent int) int64 {
+	return min(1<<20, max(64<<10, 6*int64(maxContent)+1024))
+}
+
+// MaxContentLimit is the largest MaxContentBytes whose messages always fit
+// the 1 MiB a frame may have, however they are escaped.
+const MaxContentLimit = ((1 << 20) - 1024) / 6
 
 // NewRegistry returns a Prometheus registry with the Go runtime and process
 // collectors.
@@ -210,7 +224,7 @@ func (s *Server) routes(page fs.FS) error {
 	authed.POST("/conversations/:id/messages", s.handleSendMessage)
 	authed.POST("/streams/:stream_id/cancel", s.handleCancel)
 	if s.streams != nil && s.watcher != nil {
-		authed.GET("/ws", s.handleWS)
+		v1.GET("/ws", s.authenticateUpgrade, s.handleWS)
 	}
 	s.engine = e
 	return nil

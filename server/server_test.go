@@ -193,25 +193,39 @@ func TestServer_Auth(t *testing.T) {
 	ts := newServer(t)
 	future := time.Now().Add(time.Hour).Unix()
 	cases := []struct {
-		name string
-		tok  string
+		name   string
+		tok    string
+		reason string // what the message says
 	}{
-		{"Missing", ""},
-		{"Malformed", "not.a.jwt"},
-		{"Expired", token(t, jwt.SigningMethodHS256, secret, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(-time.Minute).Unix()})},
-		{"WrongKey", token(t, jwt.SigningMethodHS256, []byte("another-secret-another-secret-12"), jwt.MapClaims{"sub": "alice", "exp": future})},
-		{"WrongAlg", token(t, jwt.SigningMethodHS512, secret, jwt.MapClaims{"sub": "alice", "exp": future})},
-		{"AlgNone", token(t, jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, jwt.MapClaims{"sub": "alice", "exp": future})},
-		{"NoSubject", token(t, jwt.SigningMethodHS256, secret, jwt.MapClaims{"exp": future})},
+		{"Missing", "", "required"},
+		{"Malformed", "not.a.jwt", "malformed"},
+		{"Expired", token(t, jwt.SigningMethodHS256, secret, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(-time.Minute).Unix()}), "expired"},
+		{"WrongKey", token(t, jwt.SigningMethodHS256, []byte("another-secret-another-secret-12"), jwt.MapClaims{"sub": "alice", "exp": future}), "signature"},
+		{"WrongAlg", token(t, jwt.SigningMethodHS512, secret, jwt.MapClaims{"sub": "alice", "exp": future}), "signature"},
+		{"AlgNone", token(t, jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, jwt.MapClaims{"sub": "alice", "exp": future}), "signature"},
+		{"NoSubject", token(t, jwt.SigningMethodHS256, secret, jwt.MapClaims{"exp": future}), "no subject"},
+		{"NoExpiry", token(t, jwt.SigningMethodHS256, secret, jwt.MapClaims{"sub": "alice"}), "no exp"},
+		{"NotYetValid", token(t, jwt.SigningMethodHS256, secret, jwt.MapClaims{"sub": "alice", "exp": future, "nbf": future - 600}), "not valid yet"},
+		{"SubjectWithNUL", token(t, jwt.SigningMethodHS256, secret, jwt.MapClaims{"sub": "al\x00ice", "exp": future}), "control characters"},
+		{"SubjectTooLong", token(t, jwt.SigningMethodHS256, secret, jwt.MapClaims{"sub": strings.Repeat("a", 257), "exp": future}), "bytes"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			ts.do(t, "GET", "/v1/conversations", tc.tok, "").wantError(t, 401, "unauthorized")
+			r := ts.do(t, "GET", "/v1/conversations", tc.tok, "")
+			r.wantError(t, 401, "unauthorized")
+			if msg := r.body["error"].(map[string]any)["message"].(string); !strings.Contains(msg, tc.reason) {
+				t.Fatalf("message %q does not say %q", msg, tc.reason)
+			}
 		})
 	}
-	t.Run("QueryToken", func(t *testing.T) {
-		if r := ts.do(t, "GET", "/v1/conversations?access_token="+userToken(t, "alice"), "", ""); r.status != 200 {
-			t.Fatalf("access_token query refused: %d %s", r.status, r.raw)
+	t.Run("QueryTokenOnlyOnTheUpgrade", func(t *testing.T) {
+		// Tokens in URLs end up in proxies' logs and browser histories:
+		// only the WebSocket upgrade, which browsers cannot give headers,
+		// takes one there.
+		r := ts.do(t, "GET", "/v1/conversations?access_token="+userToken(t, "alice"), "", "")
+		r.wantError(t, 401, "unauthorized")
+		if !strings.Contains(r.raw, "Authorization header") {
+			t.Fatalf("the refusal does not say where the token goes: %s", r.raw)
 		}
 	})
 }
@@ -279,6 +293,10 @@ func TestServer_Conversations(t *testing.T) {
 		ts.do(t, "POST", "/v1/conversations", alice, `{"title":"a"} {}`).wantError(t, 400, "invalid_request")
 		ts.do(t, "POST", "/v1/conversations", alice, `{"title":"`+strings.Repeat("x", 201)+`"}`).wantError(t, 400, "invalid_request")
 		ts.do(t, "POST", "/v1/conversations", alice, `{"title":"`+strings.Repeat("x", 20000)+`"}`).wantError(t, 413, "too_large")
+		ts.do(t, "POST", "/v1/conversations", alice, `{"title":"a\u0000b"}`).wantError(t, 400, "invalid_request")
+		if r := ts.do(t, "POST", "/v1/conversations", alice, `{"title":5}`); !strings.Contains(r.raw, "string") || strings.Contains(r.raw, "struct") {
+			t.Fatalf("a title of the wrong type is not explained in JSON's words: %s", r.raw)
+		}
 		r := ts.do(t, "GET", "/v1/conversations", alice, "")
 		if n := len(r.body["conversations"].([]any)); n != 2 {
 			t.Fatalf("bad input changed the list: %d conversations", n)

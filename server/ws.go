@@ -44,6 +44,7 @@ type Watcher interface {
 // wsConfig tunes the WebSocket endpoint.
 type wsConfig struct {
 	// ReadLimit is the largest client frame; larger closes the socket 1009.
+	// Default ReadLimit(MaxContentBytes).
 	ReadLimit int64
 	// SendQueue is each socket's outbound queue, in frames; a socket whose
 	// queue is full is closed with 1013.
@@ -61,9 +62,6 @@ type wsConfig struct {
 }
 
 func (c *wsConfig) setDefaults() {
-	if c.ReadLimit <= 0 {
-		c.ReadLimit = 64 << 10
-	}
 	if c.SendQueue <= 0 {
 		c.SendQueue = 512
 	}
@@ -90,7 +88,12 @@ var (
 	errShuttingDown = errors.New("server shutting down")
 	errPeerGone     = errors.New("peer does not answer pings")
 	errWriteTimeout = errors.New("a frame write timed out")
+	errTokenExpired = errors.New("access token expired")
 )
+
+// StatusTokenExpired closes a socket whose access token expired; the client
+// reconnects with a fresh token and resumes.
+const StatusTokenExpired websocket.StatusCode = 4001
 
 // sockets tracks the open sockets, since http.Server.Shutdown neither closes
 // nor waits for hijacked connections.
@@ -118,7 +121,8 @@ func (t *sockets) addLocked(ss *session) {
 }
 
 // watchWrites closes sockets whose current write has taken longer than the
-// write timeout, and pings each socket every ping interval. One goroutine for
+// write timeout or whose access token expired, and pings each socket every
+// ping interval. One goroutine for
 // all sockets replaces a timer per frame (a context deadline on each write
 // was a tenth of the writers' CPU) and a ticker per socket.
 func (t *sockets) watchWrites() {
@@ -132,10 +136,12 @@ func (t *sockets) watchWrites() {
 			t.mu.Unlock()
 			return
 		}
-		var stuck, due []*session
+		var stuck, due, expired []*session
 		for ss := range t.open {
 			if start := ss.writeStart.Load(); start != 0 && time.Duration(now-start) > t.writeTimeout {
 				stuck = append(stuck, ss)
+			} else if ss.expires > 0 && now >= ss.expires {
+				expired = append(expired, ss)
 			} else if time.Duration(now-ss.lastPing.Load()) >= t.pingInterval {
 				ss.lastPing.Store(now)
 				due = append(due, ss)
@@ -145,6 +151,9 @@ func (t *sockets) watchWrites() {
 		for _, ss := range stuck {
 			ss.stop(errWriteTimeout)
 			ss.conn.CloseNow() // unblocks the write
+		}
+		for _, ss := range expired {
+			ss.stop(errTokenExpired)
 		}
 		for _, ss := range due {
 			ss.ping()
@@ -200,10 +209,14 @@ func (s *Server) handleWS(c *gin.Context) {
 	// The socket lives on the server's context, not the request's: after
 	// the upgrade the request context means nothing.
 	ctx, cancel := context.WithCancelCause(context.Background())
+	exp, _ := c.Get(ctxTokenExp)
+	expires, _ := exp.(time.Time)
 	sess := &session{
 		srv:     s,
 		conn:    conn,
 		user:    c.GetString(ctxUser),
+		opened:  time.Now(),
+		expires: unixNanoOrZero(expires),
 		closed:  make(chan struct{}),
 		ctx:     ctx,
 		cancel:  cancel,
@@ -227,6 +240,7 @@ func (s *Server) handleWS(c *gin.Context) {
 		sess.stop(errShuttingDown)
 	}
 	s.metrics.socketsOpen.Inc()
+	sess.log.Info("websocket opened", "remote", c.ClientIP())
 	// The socket runs on a goroutine of its own and the handler returns:
 	// the connection is hijacked, and the handler's deep stack (net/http,
 	// Gin, middleware) would otherwise stay allocated for the socket's life —
@@ -249,6 +263,14 @@ type session struct {
 	conn *websocket.Conn
 	user string
 	log  *slog.Logger
+	// opened is when the socket opened; expires when its access token
+	// expires (Unix ns; 0: never), at which the watchdog closes it.
+	opened  time.Time
+	expires int64
+	// framesIn counts the client's frames (the reader's alone);
+	// framesOut the frames written.
+	framesIn  int64
+	framesOut atomic.Int64
 
 	// out is the outbound queue, at most SendQueue frames; Send never
 	// blocks on it, a full queue closes the socket.
@@ -404,6 +426,10 @@ func (ss *session) stop(cause error) { ss.cancel(cause) }
 func (ss *session) run() {
 	ss.readLoop()
 	ss.stop(context.Canceled)
+	defer func() {
+		ss.log.Info("websocket closed", "reason", closeReason(context.Cause(ss.ctx)),
+			"duration_ms", time.Since(ss.opened).Milliseconds(), "frames_in", ss.framesIn, "frames_out", ss.framesOut.Load())
+	}()
 	ss.out.close()
 	<-ss.closed
 	ss.writers.Wait()
@@ -438,6 +464,7 @@ func (ss *session) readLoop() {
 			}
 			return
 		}
+		ss.framesIn++
 		if typ != websocket.MessageText {
 			ss.sendError(nil, "", "invalid_frame", "Frames must be text frames holding one JSON object.")
 			continue
@@ -465,6 +492,7 @@ func (ss *session) writeLoop() {
 				ss.writeStart.Store(time.Now().UnixNano())
 				err := ss.conn.Write(context.Background(), websocket.MessageText, frame)
 				ss.writeStart.Store(0)
+				ss.framesOut.Add(1)
 				batch[i] = nil
 				if err != nil {
 					// A write that failed or timed out has closed the
@@ -527,9 +555,37 @@ func (ss *session) close(cause error) {
 	case errors.Is(cause, errWriteTimeout):
 		ss.srv.metrics.wsErrors.WithLabelValues("write_timeout").Inc()
 		ss.conn.CloseNow()
+	case errors.Is(cause, errTokenExpired):
+		ss.conn.Close(StatusTokenExpired, "access token expired; reconnect with a fresh token and resume")
 	default:
 		ss.conn.Close(websocket.StatusNormalClosure, "")
 	}
+}
+
+// closeReason names why a socket closed, for its log line.
+func closeReason(cause error) string {
+	switch {
+	case errors.Is(cause, errSlowConsumer):
+		return "slow_consumer"
+	case errors.Is(cause, errShuttingDown):
+		return "shutdown"
+	case errors.Is(cause, errPeerGone):
+		return "ping_timeout"
+	case errors.Is(cause, errWriteTimeout):
+		return "write_timeout"
+	case errors.Is(cause, errTokenExpired):
+		return "token_expired"
+	case errors.Is(cause, context.Canceled):
+		return "client"
+	}
+	return "write_failed"
+}
+
+func unixNanoOrZero(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
 }
 
 // requestID is a client's request_id, echoed as it came (any JSON value).
@@ -600,13 +656,16 @@ func (ss *session) sendErr(rid requestID, streamID string, err error) {
 func (ss *session) handle(data []byte) {
 	var f clientFrame
 	if err := json.Unmarshal(data, &f); err != nil {
-		ss.sendError(nil, "", "invalid_frame", "The frame is not a JSON object of the expected shape: "+jsonProblem(err)+".")
+		// A field of the wrong type fails the whole decode; the request_id
+		// alone may still be readable, and the error is echoed with it.
+		var only struct {
+			RequestID requestID `json:"request_id"`
+		}
+		_ = json.Unmarshal(data, &only)
+		ss.sendError(echoable(only.RequestID), "", "invalid_frame", "The frame is not a JSON object of the expected shape: "+jsonProblem(err)+".")
 		return
 	}
-	rid := f.RequestID
-	if len(rid) > 0 && (len(rid) > 128 || !json.Valid(rid)) {
-		rid = nil
-	}
+	rid := echoable(f.RequestID)
 	switch f.Type {
 	case "subscribe":
 		ss.subscribe(rid, f)
@@ -625,6 +684,15 @@ func (ss *session) handle(data []byte) {
 	default:
 		ss.sendError(rid, "", "unknown_type", "Unknown frame type \""+truncate(f.Type, 32)+"\".")
 	}
+}
+
+// echoable returns rid if it can be echoed: a JSON value of at most 128
+// bytes; else nil.
+func echoable(rid requestID) requestID {
+	if len(rid) > 128 || !json.Valid(rid) {
+		return nil
+	}
+	return rid
 }
 
 func truncate(s string, n int) string {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/chatstream/chatstream/app"
+	"github.com/chatstream/chatstream/server"
 )
 
 // configError names the variable that is wrong and why, in one line.
@@ -123,7 +124,7 @@ func loadConfig(e env) (app.Config, error) {
 	if c.StreamTTL, err = e.duration("STREAM_TTL", time.Hour, time.Second); err != nil {
 		return c, err
 	}
-	if c.MaxContentBytes, err = e.integer("MAX_CONTENT_BYTES", 32768, 1, 1<<20); err != nil {
+	if c.MaxContentBytes, err = e.integer("MAX_CONTENT_BYTES", 32768, 1, server.MaxContentLimit); err != nil {
 		return c, err
 	}
 	if c.ShutdownGrace, err = e.duration("SHUTDOWN_GRACE", 10*time.Second, 0); err != nil {
