@@ -4,9 +4,9 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
+	"runtime/debug"
 	"strconv"
 	"time"
 
@@ -89,7 +89,8 @@ func (s *Server) recoverPanic(c *gin.Context) {
 			if err, ok := v.(error); ok && errors.Is(err, http.ErrAbortHandler) {
 				panic(v) // net/http's way to abort a response; not a bug
 			}
-			_ = c.Error(fmt.Errorf("panic: %v", v))
+			s.metrics.panics.Inc()
+			s.log.Error("panic serving a request", "request_id", c.GetString(ctxRequestID), "panic", v, "stack", string(debug.Stack()))
 			writeStatus(c, http.StatusInternalServerError, "internal", "Internal error.")
 		}
 	}()
@@ -101,6 +102,7 @@ type httpMetrics struct {
 	duration    *prometheus.HistogramVec
 	socketsOpen prometheus.Gauge
 	wsErrors    *prometheus.CounterVec
+	panics      prometheus.Counter
 }
 
 func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
@@ -122,7 +124,11 @@ func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
 			Name: "chatstream_websocket_errors_total",
 			Help: "WebSocket error frames and abnormal closes, by code.",
 		}, []string{"code"}),
+		panics: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chatstream_server_panics_total",
+			Help: "Panics recovered while serving a request or a socket frame.",
+		}),
 	}
-	reg.MustRegister(m.requests, m.duration, m.socketsOpen, m.wsErrors)
+	reg.MustRegister(m.requests, m.duration, m.socketsOpen, m.wsErrors, m.panics)
 	return m
 }

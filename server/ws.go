@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -89,6 +90,7 @@ var (
 	errPeerGone     = errors.New("peer does not answer pings")
 	errWriteTimeout = errors.New("a frame write timed out")
 	errTokenExpired = errors.New("access token expired")
+	errWriterPanic  = errors.New("the socket's writer panicked")
 )
 
 // StatusTokenExpired closes a socket whose access token expired; the client
@@ -478,6 +480,14 @@ func (ss *session) readLoop() {
 // at once (the closing is closeOnStop's, and the close frame goes before
 // anything still queued).
 func (ss *session) writeLoop() {
+	defer func() {
+		if v := recover(); v != nil {
+			ss.srv.metrics.panics.Inc()
+			ss.log.Error("panic in a websocket writer; closing the socket", "panic", v, "stack", string(debug.Stack()))
+			ss.stop(errWriterPanic)
+			ss.conn.CloseNow()
+		}
+	}()
 	var batch [][]byte
 	linger := time.NewTimer(writerLinger)
 	defer linger.Stop()
@@ -652,8 +662,17 @@ func (ss *session) sendErr(rid requestID, streamID string, err error) {
 }
 
 // handle serves one client frame. Bad frames get an error frame and change
-// nothing; the socket stays open.
+// nothing; the socket stays open. A panic while serving one is logged and
+// answered as an internal error: it takes down neither the socket nor the
+// node.
 func (ss *session) handle(data []byte) {
+	defer func() {
+		if v := recover(); v != nil {
+			ss.srv.metrics.panics.Inc()
+			ss.log.Error("panic serving a websocket frame; the socket stays open", "panic", v, "stack", string(debug.Stack()))
+			ss.sendError(nil, "", chatstream.EINTERNAL, "Internal error.")
+		}
+	}()
 	var f clientFrame
 	if err := json.Unmarshal(data, &f); err != nil {
 		// A field of the wrong type fails the whole decode; the request_id

@@ -425,3 +425,55 @@ func TestStreams_LargestClaimedIndex(t *testing.T) {
 		s.mu.Unlock()
 	}
 }
+
+// panicSink panics on its first Send, as a socket's code with a bug might.
+type panicSink struct {
+	*sinkLog
+	once sync.Once
+}
+
+func (p *panicSink) Send(fr []byte) bool {
+	panicked := false
+	p.once.Do(func() { panicked = true })
+	if panicked {
+		panic("sink bug")
+	}
+	return p.sinkLog.Send(fr)
+}
+
+// A panic while a history read is handed over is logged and counted; the
+// followers of that read get an error frame, and the stream and the node
+// go on serving.
+func TestStreams_PanicInAHistoryReadIsContained(t *testing.T) {
+	const id = "6f7a8b9c-0d1e-4f2a-8b3c-4d5e6f7a8b9c"
+	e := newStreamsEnv(t, id)
+	for i := range int64(3) {
+		if _, err := e.log.Append(e.ctx, id, e.epoch, i, chunkFrames(id, i, i+1)[0]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bad := &panicSink{sinkLog: newSinkLog()}
+	f, err := e.streams.Follow(e.ctx, id, -1, bad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	bad.await(t, "error", 0) // sent after the panic, to the same sink
+	if !f.Ended() {
+		t.Fatal("the follower whose sink panicked goes on")
+	}
+	if got := testutil.ToFloat64(e.metrics.Panics); got != 1 {
+		t.Fatalf("%v panics counted, want 1", got)
+	}
+	good := newSinkLog()
+	g, err := e.streams.Follow(e.ctx, id, -1, good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	if err := e.log.Finish(e.ctx, id, e.epoch, chatstream.StatusComplete, 3, nil); err != nil {
+		t.Fatal(err)
+	}
+	good.await(t, FrameDone, 2)
+	good.check(t, 0, 3, true)
+}

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -366,7 +367,7 @@ func (s *shard) run(ctx context.Context) {
 			return
 		case m := <-s.q:
 			for _, hd := range s.hub.lookup(m.channel) {
-				hd.OnMessage(m.channel, m.payload)
+				s.dispatch(hd, m.channel, m.payload, false)
 			}
 		case <-s.wake:
 			s.mu.Lock()
@@ -375,11 +376,28 @@ func (s *shard) run(ctx context.Context) {
 			s.mu.Unlock()
 			for ch := range drops {
 				for _, hd := range s.hub.lookup(ch) {
-					hd.OnResync(ch)
+					s.dispatch(hd, ch, nil, true)
 				}
 			}
 		}
 	}
+}
+
+// dispatch hands one message (or a resync) to a handler. A handler's panic
+// is logged and goes no further: the shard goes on serving its other
+// channels.
+func (s *shard) dispatch(hd Handler, channel string, payload []byte, resync bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			s.hub.cfg.Metrics.Panics.Inc()
+			s.hub.log.Error("panic in a pub/sub handler", "channel", channel, "panic", v, "stack", string(debug.Stack()))
+		}
+	}()
+	if resync {
+		hd.OnResync(channel)
+		return
+	}
+	hd.OnMessage(channel, payload)
 }
 
 // connLoop owns the link's dedicated pub/sub connection: it connects,

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/rueidis"
 	"go.uber.org/goleak"
 
@@ -410,5 +411,31 @@ func TestHub_CloseEndsPendingSubscribe(t *testing.T) {
 	}
 	if _, err := hub.Subscribe(context.Background(), "late", newHubRecorder()); !errors.Is(err, streaming.ErrHubClosed) {
 		t.Fatalf("Subscribe after Close: %v", err)
+	}
+}
+
+// hubPanicker panics on every message.
+type hubPanicker struct{}
+
+func (hubPanicker) OnMessage(string, []byte) { panic("handler bug") }
+func (hubPanicker) OnResync(string)          {}
+
+// A handler's panic stops at the dispatch: the other handlers of the
+// channel and of the shard go on getting every message, and it is counted.
+func TestHub_HandlerPanicIsContained(t *testing.T) {
+	client := hubClient(t, testenv.RedisURL(t))
+	metrics := streaming.NewMetrics(nil)
+	hub := streaming.NewHub(client, streaming.HubConfig{Metrics: metrics})
+	defer hub.Close()
+	ch := testenv.Namespace(t) + "panics"
+	rec := newHubRecorder()
+	defer hubSubscribe(t, hub, ch, hubPanicker{})()
+	defer hubSubscribe(t, hub, ch, rec)()
+	for i := range 3 {
+		hubPublish(t, client, ch, strconv.Itoa(i))
+	}
+	rec.await(t, "3 messages beside a panicking handler", func(r *hubRecorder) bool { return len(r.msgs[ch]) == 3 })
+	if got := testutil.ToFloat64(metrics.Panics); got != 3 {
+		t.Fatalf("%v panics counted, want 3", got)
 	}
 }

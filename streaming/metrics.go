@@ -9,6 +9,7 @@ type Metrics struct {
 	HubMoved      prometheus.Counter
 	HistoryReads  prometheus.Counter
 	HistoryCached prometheus.Counter
+	Panics        prometheus.Counter
 }
 
 // NewMetrics creates the metrics and registers them with reg (if non-nil).
@@ -34,9 +35,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "chatstream_history_cached_total",
 			Help: "Catch-ups served from the node's copy of a stream's log instead of a read.",
 		}),
+		Panics: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chatstream_delivery_panics_total",
+			Help: "Panics recovered in history readers and pub/sub dispatch (each logged with its stack).",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.HubReconnects, m.HubDropped, m.HubMoved, m.HistoryReads, m.HistoryCached)
+		reg.MustRegister(m.HubReconnects, m.HubDropped, m.HubMoved, m.HistoryReads, m.HistoryCached, m.Panics)
 	}
 	return m
 }

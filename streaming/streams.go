@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -301,7 +302,7 @@ func (st *stream) enqueueLocked(f *Follower) {
 		st.reading = true
 		// The reader lives while followers wait for history, at most until
 		// Streams.Close.
-		go func() { defer s.readers.Done(); st.readLoop(s.ctx) }()
+		go func() { defer s.readers.Done(); st.readLoopSafe(s.ctx) }()
 	}
 }
 
@@ -404,89 +405,175 @@ func (st *stream) endLocked(f *Follower) { f.ended = true }
 // readLoop reads history for the waiting followers until none waits. The
 // node's copy of the log serves them when it covers their next index;
 // otherwise a read serves every follower waiting when it started, and
-// rebuilds the copy.
+// rebuilds the copy. Every section under st.mu releases it with a defer, so
+// that a panic (a bug) leaves the stream usable: readLoopSafe recovers it.
 func (st *stream) readLoop(ctx context.Context) {
 	s := st.owner
 	for {
-		st.mu.Lock()
-		batch := st.waiting
-		st.waiting = nil
-		if len(batch) == 0 || ctx.Err() != nil {
-			st.reading = false
-			st.mu.Unlock()
+		b := st.nextBatch(ctx)
+		switch {
+		case b.stop:
 			return
-		}
-		// from and upTo are the lowest and highest next index of the
-		// batch's open follows; found says there is one.
-		var from, upTo int64
-		found := false
-		for _, f := range batch {
-			f.waiting = false
-			f.resync = false // this read starts after the resync: it covers the loss
-			if f.ended {
-				continue
-			}
-			if !found || f.next < from {
-				from = f.next
-			}
-			if !found || f.next > upTo {
-				upTo = f.next
-			}
-			found = true
-		}
-		if !found {
-			st.mu.Unlock()
+		case b.followers == nil:
 			continue
-		}
-		if st.cache.covers(from, upTo) {
-			hist, done := st.cache.history(from)
-			st.mu.Unlock()
+		case b.cached:
 			s.cfg.Metrics.HistoryCached.Inc()
-			st.deliver(ctx, batch, hist, done)
+			st.deliver(ctx, b.followers, b.hist, b.done)
 			continue
 		}
-		var live [][]byte
-		st.recording = &live
-		resyncs := st.resyncs
-		st.mu.Unlock()
-
 		rctx, cancel := context.WithTimeout(ctx, s.cfg.ReadTimeout)
-		hist, err := s.log.Read(rctx, st.id, from)
+		hist, err := s.log.Read(rctx, st.id, b.from)
 		cancel()
 		s.cfg.Metrics.HistoryReads.Inc()
-		st.mu.Lock()
-		st.recording = nil
-		if err == nil && hist.Meta.Exists && hist.From+int64(len(hist.Frames)) == hist.Meta.N && st.resyncs == resyncs {
-			st.cache.fill(st.id, hist, live)
-		}
-		st.mu.Unlock()
+		st.stopRecording(hist, err, b)
 		if err == nil && !hist.Meta.Exists {
-			err = st.fromRecord(ctx, batch)
+			err = st.fromRecord(ctx, b.followers)
 			if err == nil {
 				continue
 			}
 		} else if err == nil && hist.From+int64(len(hist.Frames)) < hist.Meta.N {
 			// The meta counts chunks the list no longer holds.
-			err = st.fromRecord(ctx, batch)
+			err = st.fromRecord(ctx, b.followers)
 			if err == nil {
 				continue
 			}
 		}
 		if err != nil {
-			st.retryLater(ctx, batch, err)
+			st.retryLater(ctx, b.followers, err)
 			continue
 		}
 		var done []byte
 		if hist.Meta.Status.Final() {
 			done = DoneFrame(st.id, hist.Meta.Status, hist.Meta.N-1, hist.Meta.Failure)
 		}
-		st.deliver(ctx, batch, hist, done)
+		st.deliver(ctx, b.followers, hist, done)
 	}
+}
+
+// readBatch is what one turn of readLoop serves.
+type readBatch struct {
+	stop      bool        // nobody waits (or Streams closed): the reader ends
+	followers []*Follower // nil: nothing to serve this turn
+	from      int64       // the lowest next index among them
+	// cached says the node's copy serves them: hist and done are its.
+	cached bool
+	hist   History
+	done   []byte
+	// live collects the frames published while the read is in flight;
+	// resyncs is the count of resyncs when it started.
+	live    [][]byte
+	resyncs uint64
+}
+
+// nextBatch takes the waiting followers for one read, or serves them from
+// the node's copy of the log.
+func (st *stream) nextBatch(ctx context.Context) *readBatch {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	batch := st.waiting
+	st.waiting = nil
+	if len(batch) == 0 || ctx.Err() != nil {
+		st.reading = false
+		return &readBatch{stop: true}
+	}
+	// from and upTo are the lowest and highest next index of the
+	// batch's open follows; found says there is one.
+	var from, upTo int64
+	found := false
+	for _, f := range batch {
+		f.waiting = false
+		f.resync = false // this read starts after the resync: it covers the loss
+		if f.ended {
+			continue
+		}
+		if !found || f.next < from {
+			from = f.next
+		}
+		if !found || f.next > upTo {
+			upTo = f.next
+		}
+		found = true
+	}
+	if !found {
+		return &readBatch{}
+	}
+	b := &readBatch{followers: batch, from: from}
+	if st.cache.covers(from, upTo) {
+		b.cached = true
+		b.hist, b.done = st.cache.history(from)
+		return b
+	}
+	st.recording = &b.live
+	b.resyncs = st.resyncs
+	return b
+}
+
+// stopRecording ends the recording of live frames of a read, and rebuilds
+// the node's copy from the read if it saw the whole log and no resync came.
+func (st *stream) stopRecording(hist History, err error, b *readBatch) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.recording = nil
+	if err == nil && hist.Meta.Exists && hist.From+int64(len(hist.Frames)) == hist.Meta.N && st.resyncs == b.resyncs {
+		st.cache.fill(st.id, hist, b.live)
+	}
+}
+
+// readLoopSafe is readLoop that survives a panic: it is logged, the
+// followers waiting for history get an error frame (their clients
+// resubscribe), and the stream's other followers and the node go on.
+func (st *stream) readLoopSafe(ctx context.Context) {
+	defer func() {
+		if v := recover(); v != nil {
+			st.owner.slog.Error("panic reading stream history; its waiting followers get an error",
+				"stream_id", st.id, "panic", v, "stack", string(debug.Stack()))
+			st.owner.cfg.Metrics.Panics.Inc()
+			st.abandonWaiting()
+		}
+	}()
+	st.readLoop(ctx)
+}
+
+// abandonWaiting ends, with an error frame, every follower that is not live:
+// those waiting for a read and those of the read that panicked.
+func (st *stream) abandonWaiting() {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.reading = false
+	st.recording = nil
+	st.waiting = nil
+	st.cache.invalidate()
+	frame := errorFrame(st.id, chatstream.EINTERNAL, "The stream's history could not be read; resubscribe.")
+	for f := range st.followers {
+		if f.ended || f.live {
+			continue
+		}
+		f.waiting = false
+		safeSend(f.sink, frame)
+		st.endLocked(f)
+	}
+}
+
+// safeSend sends frame to sink, ignoring a panic: the sink that just
+// panicked may panic again.
+func safeSend(sink Sink, frame []byte) {
+	defer func() { _ = recover() }()
+	sink.Send(frame)
 }
 
 // deliver serves a history read to the followers of batch; done is the
 // stream's done frame when the read found it over.
 func (st *stream) deliver(ctx context.Context, batch []*Follower, hist History, done []byte) {
+	if ahead := st.serve(batch, hist, done); len(ahead) > 0 {
+		if err := st.snapshotFromLog(ctx, ahead); err != nil {
+			st.retryLater(ctx, ahead, err)
+		}
+	}
+}
+
+// serve hands a history read to the followers of batch, and returns those
+// ahead of it: they claim chunks the stream does not have.
+func (st *stream) serve(batch []*Follower, hist History, done []byte) (ahead []*Follower) {
 	end := hist.From + int64(len(hist.Frames)) // one past the last index read
 	// have is how many chunks the stream is known to have: the meta's count,
 	// or more if the list read after it already held more. An empty read
@@ -495,8 +582,8 @@ func (st *stream) deliver(ctx context.Context, batch []*Follower, hist History, 
 	if len(hist.Frames) > 0 {
 		have = max(have, end)
 	}
-	var ahead []*Follower
 	st.mu.Lock()
+	defer st.mu.Unlock()
 	for _, f := range batch {
 		if f.ended {
 			continue
@@ -533,12 +620,7 @@ func (st *stream) deliver(ctx context.Context, batch []*Follower, hist History, 
 			f.live = true
 		}
 	}
-	st.mu.Unlock()
-	if len(ahead) > 0 {
-		if err := st.snapshotFromLog(ctx, ahead); err != nil {
-			st.retryLater(ctx, ahead, err)
-		}
-	}
+	return ahead
 }
 
 // snapshotFromLog sends followers that are ahead of the chunk log the whole

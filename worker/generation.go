@@ -3,8 +3,10 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"runtime/debug"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -173,6 +175,16 @@ func (g *generation) pump(ctx context.Context, cancel context.CancelCauseFunc, s
 	readerDone := make(chan struct{})
 	go func() {
 		defer close(readerDone)
+		defer func() {
+			if v := recover(); v != nil {
+				// A provider's bug fails this generation, not the node.
+				g.log.Error("panic reading the model's stream", "panic", v, "stack", string(debug.Stack()))
+				select {
+				case in <- recv{err: fmt.Errorf("model stream panicked: %v", v)}:
+				case <-ctx.Done():
+				}
+			}
+		}()
 		for {
 			d, err := stream.Recv()
 			if d = storableText(d); d == "" && err == nil {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/chatstream/chatstream"
 	"github.com/chatstream/chatstream/internal/streamtest"
+	"github.com/chatstream/chatstream/llm"
 	"github.com/chatstream/chatstream/llm/llmtest"
 	"github.com/chatstream/chatstream/streaming"
 	"github.com/chatstream/chatstream/worker"
@@ -126,4 +127,31 @@ func TestPool_RecoveriesDoNotWaitForEachOther(t *testing.T) {
 		n, _ := e.redis.Do(ctx, e.redis.B().Llen().Key(e.keys.Processing("survivor")).Build()).AsInt64()
 		return n == 0
 	}, "recovered jobs are still in the survivor's processing list")
+}
+
+// boomProvider panics on a prompt that says "boom" and is the demo model
+// otherwise.
+type boomProvider struct{ llm.Provider }
+
+func (p boomProvider) Stream(ctx context.Context, req llm.Request) (llm.Stream, error) {
+	if req.Messages[len(req.Messages)-1].Content == "boom" {
+		panic("provider bug")
+	}
+	return p.Provider.Stream(ctx, req)
+}
+
+// A panic in a generation ends that generation (after the bounded reruns
+// a job that emitted nothing gets), not the node: the next one runs.
+func TestPool_PanicInAGenerationIsContained(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	n := e.startNode(t, nodeOpts{provider: boomProvider{llm.NewDemo(llm.DemoConfig{TokensPerSec: -1})},
+		cfg: worker.Config{MaxRuns: 1}})
+	m := e.final(t, n.send(t, e.conversation(t), "boom").ID)
+	if m.Status != chatstream.StatusFailed || m.Error == nil {
+		t.Fatalf("the generation that panicked: %+v", m)
+	}
+	if m := e.final(t, n.send(t, e.conversation(t), "fine").ID); m.Status != chatstream.StatusComplete {
+		t.Fatalf("the next generation: %+v", m)
+	}
 }

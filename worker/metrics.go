@@ -13,6 +13,7 @@ type Metrics struct {
 	Recovered   prometheus.Counter
 	QueueWait   prometheus.Histogram
 	AppendRetry prometheus.Counter
+	Panics      prometheus.Counter
 }
 
 // NewMetrics creates the metrics and registers them with reg (if non-nil).
@@ -49,9 +50,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		AppendRetry: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "chatstream_chunk_append_retries_total", Help: "Chunk appends retried after a Redis error.",
 		}),
+		Panics: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chatstream_generation_panics_total", Help: "Panics recovered while running a generation (each logged with its stack).",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Enqueued, m.Finished, m.Active, m.Chunks, m.TTFB, m.Requeued, m.Recovered, m.QueueWait, m.AppendRetry)
+		reg.MustRegister(m.Enqueued, m.Finished, m.Active, m.Chunks, m.TTFB, m.Requeued, m.Recovered, m.QueueWait, m.AppendRetry, m.Panics)
 	}
 	return m
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -386,9 +387,24 @@ func (p *Pool) take(slots chan struct{}) {
 		go func() {
 			defer p.workers.Done()
 			defer func() { <-slots }()
-			p.process(t)
+			p.processSafe(t)
 		}()
 	}
+}
+
+// processSafe is process that survives a panic (a bug): it is logged and
+// the job is settled as a dead node's would be, run again if it emitted
+// nothing (a bounded number of times), else ended with its text.
+func (p *Pool) processSafe(t streaming.Taken) {
+	defer func() {
+		if v := recover(); v != nil {
+			p.metrics.Panics.Inc()
+			p.slog.Error("panic running a generation; settling its job", "stream_id", t.Job.StreamID,
+				"panic", v, "stack", string(debug.Stack()))
+			p.recoverOne(p.finCtx, t)
+		}
+	}()
+	p.process(t)
 }
 
 // process runs one job to its end.
