@@ -23,8 +23,21 @@ func (k Keys) CancelChannel(s string) string { return k.Prefix + "stream:{" + s 
 // ConversationChannel carries message events of conversation c.
 func (k Keys) ConversationChannel(c string) string { return k.Prefix + "conversation:{" + c + "}" }
 
-// Pending is the list of jobs waiting for a worker.
+// Pending is the list of tickets, one per job waiting for a worker: what
+// workers block on.
 func (k Keys) Pending() string { return k.Prefix + "{queue}:pending" }
+
+// Jobs is the sorted set of waiting jobs, by round (see Queue).
+func (k Keys) Jobs() string { return k.Prefix + "{queue}:jobs" }
+
+// Rounds maps each user with waiting jobs to the round of their last one.
+func (k Keys) Rounds() string { return k.Prefix + "{queue}:rounds" }
+
+// Round is the round being served: that of the job taken last.
+func (k Keys) Round() string { return k.Prefix + "{queue}:round" }
+
+// Seq numbers the jobs queued, to keep arrival order within a round.
+func (k Keys) Seq() string { return k.Prefix + "{queue}:seq" }
 
 // Processing is the list of jobs taken by the workers of node n.
 func (k Keys) Processing(n string) string { return k.Prefix + "{queue}:processing:" + n }

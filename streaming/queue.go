@@ -31,10 +31,15 @@ func (c *QueueConfig) setDefaults() {
 	}
 }
 
-// Queue is the reliable job queue: jobs wait in a list; a worker moves one
-// atomically into its node's processing list, and removes it only when the
-// job is done. A node that stops heart-beating is dead: any node takes its
-// processing list over.
+// Queue is the reliable job queue, fair between users: jobs wait in a
+// sorted set by round, a user's first waiting job in the round after the
+// one being served, each next one a round later, so a user's backlog
+// delays another user's first job by at most one job per user waiting.
+// A worker blocks on a list of tickets (one per waiting job), moves one
+// atomically into its node's processing list, and swaps it there for the
+// next job in line; it removes the job only when the job is done. A node
+// that stops heart-beating is dead: any node takes its processing list
+// over (a ticket found there goes back to the tickets).
 type Queue struct {
 	client rueidis.Client
 	keys   Keys
@@ -60,27 +65,81 @@ type Taken struct {
 	Raw string
 }
 
-// Enqueue adds job at the back of the queue.
+// ticket stands for a waiting job in the tickets list. An entry that is not
+// a ticket is a job itself, queued by a version before fair queueing.
+const ticket = "t"
+
+// enqueueScript puts a job in line for its user and adds its ticket. In the
+// sorted set a job is prefixed by its 16-digit sequence number, so that
+// within a round jobs go in the order they came.
+// KEYS: tickets, jobs, rounds, round, seq. ARGV: job, user.
+var enqueueScript = rueidis.NewLuaScript(`
+local cur = tonumber(redis.call('GET', KEYS[4]) or '0')
+local last = tonumber(redis.call('HGET', KEYS[3], ARGV[2]) or '0')
+local r = math.max(last, cur) + 1
+redis.call('HSET', KEYS[3], ARGV[2], r)
+local seq = redis.call('INCR', KEYS[5])
+redis.call('ZADD', KEYS[2], r, string.format('%016d', seq) .. ARGV[1])
+redis.call('LPUSH', KEYS[1], 't')
+return r
+`)
+
+// Enqueue puts job in line behind its user's other waiting jobs.
 func (q *Queue) Enqueue(ctx context.Context, job chatstream.Job) error {
 	b, err := json.Marshal(job)
 	if err != nil {
 		return err
 	}
-	if err := q.client.Do(ctx, q.client.B().Lpush().Key(q.keys.Pending()).Element(string(b)).Build()).Error(); err != nil {
+	k := q.keys
+	err = enqueueScript.Exec(ctx, q.client, []string{k.Pending(), k.Jobs(), k.Rounds(), k.Round(), k.Seq()},
+		[]string{string(b), job.UserID}).Error()
+	if err != nil {
 		return fmt.Errorf("enqueue %s: %w", job.StreamID, err)
 	}
 	return nil
 }
 
+// swapScript swaps a ticket in a processing list for the next job in line,
+// and makes that job's round the one being served. KEYS: processing, jobs,
+// rounds, round. ARGV: ticket. Returns the job, or nil when there is none
+// (the ticket is dropped).
+var swapScript = rueidis.NewLuaScript(`
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return false end
+local popped = redis.call('ZPOPMIN', KEYS[2])
+if #popped == 0 then return false end
+local job = string.sub(popped[1], 17)
+redis.call('SET', KEYS[4], popped[2])
+local ok, decoded = pcall(cjson.decode, job)
+local user = ok and type(decoded) == 'table' and decoded['user_id']
+if type(user) == 'string' and tonumber(redis.call('HGET', KEYS[3], user)) == tonumber(popped[2]) then
+  redis.call('HDEL', KEYS[3], user)
+end
+redis.call('LPUSH', KEYS[1], job)
+return job
+`)
+
 // Take waits up to BlockTimeout for a job and moves it into this node's
 // processing list. ok is false when none came.
 func (q *Queue) Take(ctx context.Context) (t Taken, ok bool, err error) {
-	cmd := q.client.B().Blmove().Source(q.keys.Pending()).Destination(q.keys.Processing(q.node)).
+	k := q.keys
+	cmd := q.client.B().Blmove().Source(k.Pending()).Destination(k.Processing(q.node)).
 		Right().Left().Timeout(q.cfg.BlockTimeout.Seconds()).Build()
 	raw, err := q.client.Do(ctx, cmd).ToString()
 	if rueidis.IsRedisNil(err) {
 		return Taken{}, false, nil
 	} else if err != nil {
+		return Taken{}, false, fmt.Errorf("take job: %w", err)
+	}
+	if raw != ticket {
+		return q.decode(raw) // queued by an older version: a job itself
+	}
+	raw, err = swapScript.Exec(ctx, q.client, []string{k.Processing(q.node), k.Jobs(), k.Rounds(), k.Round()},
+		[]string{ticket}).ToString()
+	if rueidis.IsRedisNil(err) {
+		return Taken{}, false, nil // a ticket without a job
+	} else if err != nil {
+		// The ticket may still be in the processing list: this node's
+		// shutdown, or a reaper, gives it back.
 		return Taken{}, false, fmt.Errorf("take job: %w", err)
 	}
 	return q.decode(raw)
@@ -104,19 +163,29 @@ func (q *Queue) Done(ctx context.Context, raw string) error {
 	return nil
 }
 
-// requeueScript moves a job from a processing list to the front of the
-// queue. KEYS: processing, pending. ARGV: raw job.
+// requeueScript moves a job from a processing list to the front of the line,
+// or a ticket back to the tickets. KEYS: processing, tickets, jobs, rounds,
+// round. ARGV: raw entry.
 var requeueScript = rueidis.NewLuaScript(`
-if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
-  redis.call('RPUSH', KEYS[2], ARGV[1])
-  return 1
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
+if ARGV[1] ~= 't' then
+  local cur = redis.call('GET', KEYS[5]) or '0'
+  redis.call('ZADD', KEYS[3], cur, string.rep('0', 16) .. ARGV[1])
+  local ok, decoded = pcall(cjson.decode, ARGV[1])
+  local user = ok and type(decoded) == 'table' and decoded['user_id']
+  if type(user) == 'string' then
+    redis.call('HSETNX', KEYS[4], user, cur)
+  end
 end
-return 0
+redis.call('RPUSH', KEYS[2], 't')
+return 1
 `)
 
 // Requeue hands a job of this node back to the queue, first in line.
 func (q *Queue) Requeue(ctx context.Context, raw string) error {
-	err := requeueScript.Exec(ctx, q.client, []string{q.keys.Processing(q.node), q.keys.Pending()}, []string{raw}).Error()
+	k := q.keys
+	err := requeueScript.Exec(ctx, q.client,
+		[]string{k.Processing(q.node), k.Pending(), k.Jobs(), k.Rounds(), k.Round()}, []string{raw}).Error()
 	if err != nil {
 		return fmt.Errorf("requeue job: %w", err)
 	}
@@ -171,15 +240,23 @@ func (q *Queue) DeadNodes(ctx context.Context) ([]string, error) {
 
 // Adopt moves one job of dead node into this node's processing list. ok is
 // false when the dead node holds no more jobs; then the node is forgotten.
+// Tickets the dead node held go back to the tickets on the way.
 func (q *Queue) Adopt(ctx context.Context, dead string) (t Taken, ok bool, err error) {
-	raw, err := q.client.Do(ctx, q.client.B().Lmove().Source(q.keys.Processing(dead)).
-		Destination(q.keys.Processing(q.node)).Right().Left().Build()).ToString()
-	if rueidis.IsRedisNil(err) {
-		return Taken{}, false, q.forget(ctx, dead)
-	} else if err != nil {
-		return Taken{}, false, fmt.Errorf("adopt job of %s: %w", dead, err)
+	for {
+		raw, err := q.client.Do(ctx, q.client.B().Lmove().Source(q.keys.Processing(dead)).
+			Destination(q.keys.Processing(q.node)).Right().Left().Build()).ToString()
+		if rueidis.IsRedisNil(err) {
+			return Taken{}, false, q.forget(ctx, dead)
+		} else if err != nil {
+			return Taken{}, false, fmt.Errorf("adopt job of %s: %w", dead, err)
+		}
+		if raw != ticket {
+			return q.decode(raw)
+		}
+		if err := q.Requeue(ctx, raw); err != nil {
+			return Taken{}, false, fmt.Errorf("adopt job of %s: %w", dead, err)
+		}
 	}
-	return q.decode(raw)
 }
 
 // forgetScript drops a dead node from the set once it holds no jobs and has
@@ -200,7 +277,7 @@ func (q *Queue) forget(ctx context.Context, dead string) error {
 	return nil
 }
 
-// Pending returns the number of jobs waiting.
+// Pending returns the number of jobs waiting (one ticket each).
 func (q *Queue) Pending(ctx context.Context) (int64, error) {
 	return q.client.Do(ctx, q.client.B().Llen().Key(q.keys.Pending()).Build()).AsInt64()
 }

@@ -1,6 +1,7 @@
 package streaming_test
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -207,5 +208,57 @@ func TestQueue_Adopt(t *testing.T) {
 	}
 	if members, _ := client.Do(ctx, client.B().Smembers().Key(keys.Nodes()).Build()).AsStrSlice(); len(members) != 0 {
 		t.Fatalf("nodes after leave = %v", members)
+	}
+}
+
+// One user's backlog does not delay another user's first job behind it:
+// jobs are served a round at a time, one per user per round.
+func TestQueue_FairBetweenUsers(t *testing.T) {
+	_, _, qs := newQueues(t, streaming.QueueConfig{BlockTimeout: 100 * time.Millisecond}, "a")
+	q := qs[0]
+	ctx := ctxT(t)
+	enqueue := func(user string, n int) {
+		for i := range n {
+			if err := q.Enqueue(ctx, chatstream.Job{StreamID: fmt.Sprintf("%s%d", user, i), UserID: user}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	enqueue("greedy", 20)
+	take(t, q) // greedy0 runs
+	enqueue("b", 1)
+	enqueue("c", 2)
+	var order []string
+	for range 22 {
+		order = append(order, take(t, q).Job.StreamID)
+	}
+	want := []string{"greedy1", "b0", "c0", "greedy2", "c1", "greedy3"}
+	if !slices.Equal(order[:len(want)], want) {
+		t.Fatalf("order %q, want it to start %q", order, want)
+	}
+	if n, err := q.Pending(ctx); err != nil || n != 0 {
+		t.Fatalf("pending after taking all = %d, %v", n, err)
+	}
+}
+
+// A ticket left in a dead node's processing list (it died between taking
+// the ticket and swapping it for its job) goes back to the queue, and the
+// job behind it is taken by another node.
+func TestQueue_TicketOfADeadNode(t *testing.T) {
+	client, keys, qs := newQueues(t, streaming.QueueConfig{BlockTimeout: 100 * time.Millisecond}, "dead", "alive")
+	dead, alive := qs[0], qs[1]
+	ctx := ctxT(t)
+	if err := dead.Enqueue(ctx, chatstream.Job{StreamID: "j1", UserID: "u"}); err != nil {
+		t.Fatal(err)
+	}
+	// What the dead node's BLMOVE did before it died.
+	if err := client.Do(ctx, client.B().Lmove().Source(keys.Pending()).Destination(keys.Processing("dead")).Right().Left().Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := alive.Adopt(ctx, "dead"); ok || err != nil {
+		t.Fatalf("adopt of a ticket alone: ok=%v err=%v, want nothing to adopt", ok, err)
+	}
+	if got := take(t, alive); got.Job.StreamID != "j1" {
+		t.Fatalf("took %+v, want j1", got.Job)
 	}
 }
