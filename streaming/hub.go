@@ -367,7 +367,7 @@ func (s *shard) run(ctx context.Context) {
 			return
 		case m := <-s.q:
 			for _, hd := range s.hub.lookup(m.channel) {
-				s.dispatch(hd, m.channel, m.payload, false)
+				s.hub.call(hd, m.channel, m.payload, false)
 			}
 		case <-s.wake:
 			s.mu.Lock()
@@ -376,21 +376,21 @@ func (s *shard) run(ctx context.Context) {
 			s.mu.Unlock()
 			for ch := range drops {
 				for _, hd := range s.hub.lookup(ch) {
-					s.dispatch(hd, ch, nil, true)
+					s.hub.call(hd, ch, nil, true)
 				}
 			}
 		}
 	}
 }
 
-// dispatch hands one message (or a resync) to a handler. A handler's panic
-// is logged and goes no further: the shard goes on serving its other
-// channels.
-func (s *shard) dispatch(hd Handler, channel string, payload []byte, resync bool) {
+// call hands one message (or a resync) to a handler. A handler's panic is
+// logged and goes no further: the shard (or the link) goes on serving its
+// other channels.
+func (h *Hub) call(hd Handler, channel string, payload []byte, resync bool) {
 	defer func() {
 		if v := recover(); v != nil {
-			s.hub.cfg.Metrics.Panics.Inc()
-			s.hub.log.Error("panic in a pub/sub handler", "channel", channel, "panic", v, "stack", string(debug.Stack()))
+			h.cfg.Metrics.Panics.Inc()
+			h.log.Error("panic in a pub/sub handler", "channel", channel, "panic", v, "stack", string(debug.Stack()))
 		}
 	}()
 	if resync {
@@ -574,9 +574,13 @@ func (l *link) reconcile(ctx context.Context, dc rueidis.DedicatedClient) error 
 		}
 	}
 	h.mu.Unlock()
+	if len(resync) > 0 {
+		// Subscribed again: the link is up before its followers hear of it.
+		l.connected.Store(true)
+	}
 	for _, ch := range resync {
 		for _, hd := range *ch.handlers.Load() {
-			hd.OnResync(ch.name)
+			h.call(hd, ch.name, nil, true)
 		}
 	}
 	return nil
