@@ -45,13 +45,16 @@ type Conversation struct {
 // Message is one turn of a conversation. An assistant message's ID is the
 // stream ID of the generation that writes it.
 type Message struct {
-	ID             string    `json:"id"`
-	ConversationID string    `json:"conversation_id"`
-	Role           Role      `json:"role"`
-	Content        string    `json:"content"`
-	Status         Status    `json:"status"`
-	Error          *Failure  `json:"error,omitempty"`
-	CreatedAt      time.Time `json:"created_at"`
+	ID             string   `json:"id"`
+	ConversationID string   `json:"conversation_id"`
+	Role           Role     `json:"role"`
+	Content        string   `json:"content"`
+	Status         Status   `json:"status"`
+	Error          *Failure `json:"error,omitempty"`
+	// FinishReason is why the model stopped ("stop", "length", …), on an
+	// assistant message that ended; empty for none.
+	FinishReason string    `json:"finish_reason,omitempty"`
+	CreatedAt    time.Time `json:"created_at"`
 	// LastIndex is the index of the last chunk of a finished assistant
 	// message's stream (-1: none, or not finished).
 	LastIndex int64 `json:"-"`
@@ -85,6 +88,8 @@ type Final struct {
 	Status  Status
 	Failure *Failure
 	Usage   *Usage
+	// FinishReason is the model's finish reason; empty for none.
+	FinishReason string
 	// LastIndex is the index of the stream's last chunk, -1 if none.
 	LastIndex int64
 }

@@ -3,6 +3,7 @@ package chatstream
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Error codes. They are the snake_case codes clients see in the HTTP error
@@ -24,6 +25,9 @@ const (
 type Error struct {
 	Code    string
 	Message string
+	// RetryAfter, when positive, is how long a refused client should wait
+	// before trying again (the Retry-After of a 429).
+	RetryAfter time.Duration
 }
 
 // Error implements the error interface.
@@ -34,6 +38,21 @@ func (e *Error) Error() string {
 // Errorf returns an *Error with the given code and a formatted message.
 func Errorf(code, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// RateLimited returns a rate_limited error that says when to try again.
+func RateLimited(retryAfter time.Duration, format string, args ...any) *Error {
+	return &Error{Code: ERATELIMIT, Message: fmt.Sprintf(format, args...), RetryAfter: retryAfter}
+}
+
+// RetryAfter returns the RetryAfter of the first *Error in err's chain, 0
+// if none says.
+func RetryAfter(err error) time.Duration {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.RetryAfter
+	}
+	return 0
 }
 
 // ErrorCode returns the code of the first *Error in err's chain, EINTERNAL for

@@ -19,6 +19,7 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/chatstream/chatstream/frontend"
+	"github.com/chatstream/chatstream/limits"
 	"github.com/chatstream/chatstream/llm"
 	"github.com/chatstream/chatstream/server"
 	"github.com/chatstream/chatstream/store"
@@ -67,6 +68,15 @@ type Config struct {
 	KeyPrefix string
 	// WS tunes the WebSocket endpoint (queue size, timeouts, limits).
 	WS server.WSConfig
+	// Limits are the per-user limits, shared by every node through Redis.
+	// Its PresenceTTL defaults to HeartbeatTTL.
+	Limits limits.Config
+	// AllowedHosts, TrustedProxies, BodyTimeout and MaxConnsPerAddr guard
+	// the HTTP server; see server.Config.
+	AllowedHosts    []string
+	TrustedProxies  []string
+	BodyTimeout     time.Duration
+	MaxConnsPerAddr int
 }
 
 func (c *Config) setDefaults() {
@@ -112,6 +122,7 @@ type Main struct {
 	db      *store.DB
 	redis   rueidis.Client
 	hub     *streaming.Hub
+	limits  *limits.Limiter
 	streams *streaming.Streams
 	watch   *watcher
 	pool    *worker.Pool
@@ -176,14 +187,23 @@ func (m *Main) Start(ctx context.Context) (err error) {
 	chunkLog := streaming.NewLog(m.redis, keys, m.cfg.StreamTTL)
 	queue := streaming.NewQueue(m.redis, keys, m.cfg.NodeID, streaming.QueueConfig{HeartbeatTTL: m.cfg.HeartbeatTTL})
 	events := streaming.NewEvents(m.redis, keys, m.log)
+	lcfg := m.cfg.Limits
+	lcfg.Logger = m.log
+	if lcfg.PresenceTTL <= 0 {
+		lcfg.PresenceTTL = m.cfg.HeartbeatTTL
+	}
+	m.limits = limits.New(m.redis, m.cfg.KeyPrefix, m.cfg.NodeID, chunkLog, lcfg)
+	if err = m.limits.Start(ctx); err != nil {
+		return err
+	}
 	m.hub = streaming.NewHub(m.redis, streaming.HubConfig{Logger: m.log, Metrics: smetrics})
 	m.streams = streaming.NewStreams(m.hub, chunkLog, m.db, streaming.StreamsConfig{Logger: m.log, Metrics: smetrics})
 	m.watch = newWatcher(m.hub, keys, m.db, m.log)
-	gens := worker.NewService(m.db, chunkLog, queue, events, wmetrics, m.log)
+	gens := worker.NewService(m.db, chunkLog, queue, events, m.limits, wmetrics, m.log)
 	if m.cfg.Workers > 0 {
 		wcfg := m.cfg.Worker
 		wcfg.Workers, wcfg.Logger, wcfg.Metrics = m.cfg.Workers, m.log, wmetrics
-		m.pool = worker.NewPool(wcfg, m.db, chunkLog, queue, m.hub, events, m.cfg.provider())
+		m.pool = worker.NewPool(wcfg, m.db, chunkLog, queue, m.hub, events, m.limits, m.cfg.provider())
 		if err = m.pool.Start(ctx); err != nil {
 			return err
 		}
@@ -192,12 +212,17 @@ func (m *Main) Start(ctx context.Context) (err error) {
 		AuthSecret:      secret,
 		AuthDev:         m.cfg.AuthDev,
 		MaxContentBytes: m.cfg.MaxContentBytes,
+		AllowedHosts:    m.cfg.AllowedHosts,
+		TrustedProxies:  m.cfg.TrustedProxies,
+		BodyTimeout:     m.cfg.BodyTimeout,
+		MaxConnsPerAddr: m.cfg.MaxConnsPerAddr,
 		Logger:          m.log,
 		Registry:        m.reg,
 		WS:              m.cfg.WS,
 	}, server.Deps{
 		Store:       m.db,
 		Generations: gens,
+		Limits:      m.limits,
 		Checks:      map[string]server.Pinger{"postgres": m.db, "redis": streaming.Pinger{Client: m.redis}},
 		Streams:     streamsAdapter{m.streams},
 		Watcher:     m.watch,
@@ -276,6 +301,9 @@ func (m *Main) closeResources() {
 	}
 	if m.hub != nil {
 		m.hub.Close()
+	}
+	if m.limits != nil {
+		m.limits.Close()
 	}
 	if m.redis != nil {
 		m.redis.Close()

@@ -81,6 +81,7 @@ type apiMessage struct {
 	Content        string              `json:"content"`
 	Status         chatstream.Status   `json:"status"`
 	Error          *chatstream.Failure `json:"error"`
+	FinishReason   string              `json:"finish_reason"`
 }
 
 type sent struct {
@@ -158,7 +159,8 @@ func (c *cluster) llen(t *testing.T, id string) int64 {
 func (c *cluster) checkStream(t *testing.T, m apiMessage) []string {
 	t.Helper()
 	return streamtest.CheckStream(t, c.redis, c.keys, c.frames,
-		&chatstream.Message{ID: m.ID, ConversationID: m.ConversationID, Content: m.Content, Status: m.Status, Error: m.Error})
+		&chatstream.Message{ID: m.ID, ConversationID: m.ConversationID, Content: m.Content, Status: m.Status, Error: m.Error,
+			FinishReason: m.FinishReason})
 }
 
 // usage reads the token counts stored with message id.

@@ -31,9 +31,11 @@ import (
 	"github.com/chatstream/chatstream"
 	"github.com/chatstream/chatstream/app"
 	"github.com/chatstream/chatstream/internal/testenv"
+	"github.com/chatstream/chatstream/limits"
 	"github.com/chatstream/chatstream/llm"
 	"github.com/chatstream/chatstream/server"
 	"github.com/chatstream/chatstream/streaming"
+	"github.com/chatstream/chatstream/worker"
 )
 
 // hubCluster starts nodes on one database, one key prefix and one
@@ -45,6 +47,9 @@ func hubCluster(t *testing.T, cfg app.Config, workers ...int) []*node {
 	}
 	if cfg.KeyPrefix == "" {
 		cfg.KeyPrefix = testenv.Namespace(t)
+	}
+	if cfg.Limits == (limits.Config{}) {
+		cfg.Limits = limits.Off() // many sockets and streams of one user
 	}
 	nodes := make([]*node, len(workers))
 	for i, w := range workers {
@@ -519,6 +524,7 @@ func TestWS_SlowReaderClosed1013(t *testing.T) {
 		RedisURL: redis.URL(),
 		Provider: hubFlood{n: chunks, size: 64 << 10, every: 2 * time.Millisecond},
 		WS:       server.WSConfig{SendQueue: 64, WriteTimeout: 5 * time.Second},
+		Worker:   worker.Config{MaxAnswerBytes: 20 << 20}, // past the 1 MiB default
 	}, 1)
 	n := nodes[0]
 	tok := n.devToken(t, "alice")

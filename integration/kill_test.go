@@ -16,6 +16,7 @@ import (
 	"github.com/chatstream/chatstream"
 	"github.com/chatstream/chatstream/app"
 	"github.com/chatstream/chatstream/internal/streamtest"
+	"github.com/chatstream/chatstream/limits"
 	"github.com/chatstream/chatstream/llm"
 	"github.com/chatstream/chatstream/llm/llmtest"
 	"github.com/chatstream/chatstream/worker"
@@ -34,6 +35,8 @@ type processSpec struct {
 	LLMURL      string
 	AuthSecret  []byte
 	Workers     int
+	HTTPAddr    string        // empty: any free port
+	Limits      limits.Config // the per-user limits
 }
 
 // TestMain runs the test binary as a node process when a kill test starts
@@ -58,8 +61,12 @@ func runNodeProcess(raw string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if spec.HTTPAddr == "" {
+		spec.HTTPAddr = "127.0.0.1:0"
+	}
 	return app.New(app.Config{
-		HTTPAddr:     "127.0.0.1:0",
+		HTTPAddr:     spec.HTTPAddr,
+		Limits:       spec.Limits,
 		RedisURL:     spec.RedisURL,
 		DatabaseURL:  spec.DatabaseURL,
 		AuthSecret:   spec.AuthSecret,
@@ -97,15 +104,19 @@ func (b *syncBuffer) String() string {
 }
 
 // startProcess runs a worker node of the cluster as a child process and
-// returns once its heartbeat is in Redis.
-func (c *cluster) startProcess(t *testing.T, nodeID string) *nodeProcess {
+// returns once its heartbeat is in Redis; mods change its spec.
+func (c *cluster) startProcess(t *testing.T, nodeID string, mods ...func(*processSpec)) *nodeProcess {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	spec, _ := json.Marshal(processSpec{DatabaseURL: c.db, RedisURL: os.Getenv("REDIS_URL"), KeyPrefix: c.keys.Prefix,
-		NodeID: nodeID, LLMURL: c.llm.URL(), AuthSecret: c.secret, Workers: 1})
+	ps := processSpec{DatabaseURL: c.db, RedisURL: os.Getenv("REDIS_URL"), KeyPrefix: c.keys.Prefix,
+		NodeID: nodeID, LLMURL: c.llm.URL(), AuthSecret: c.secret, Workers: 1}
+	for _, mod := range mods {
+		mod(&ps)
+	}
+	spec, _ := json.Marshal(ps)
 	p := &nodeProcess{out: &syncBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(exe)
 	p.cmd.Env = append(os.Environ(), nodeProcessEnv+"="+string(spec))

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/chatstream/chatstream/app"
+	"github.com/chatstream/chatstream/limits"
 	"github.com/chatstream/chatstream/llm"
 	"github.com/chatstream/chatstream/loadgen"
 )
@@ -14,7 +15,8 @@ import (
 // The load generator's own correctness: small runs whose counts must be
 // exact. No timing is asserted.
 func TestLoadgen_Scenarios(t *testing.T) {
-	n := demoNode(t, app.Config{Workers: 32, Provider: llm.NewDemo(llm.DemoConfig{})})
+	// The load generator's users each run many generations and sockets.
+	n := demoNode(t, app.Config{Workers: 32, Provider: llm.NewDemo(llm.DemoConfig{}), Limits: limits.Off()})
 	ctx := context.Background()
 	t.Run("Steady", func(t *testing.T) {
 		rep, err := loadgen.Run(ctx, loadgen.Config{BaseURL: n.url, Scenario: loadgen.Steady,

@@ -134,6 +134,10 @@ func (s *Server) handleDevToken(c *gin.Context) {
 		writeError(c, err)
 		return
 	}
+	if err := s.limits.AllowDevToken(c, c.ClientIP()); err != nil {
+		writeError(c, err)
+		return
+	}
 	tok, err := s.issueToken(req.User, s.cfg.DevTokenTTL)
 	if err != nil {
 		writeError(c, err)

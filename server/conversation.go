@@ -26,6 +26,10 @@ func (s *Server) handleCreateConversation(c *gin.Context) {
 		writeError(c, err)
 		return
 	}
+	if err := s.limits.AllowConversation(c, c.GetString(ctxUser)); err != nil {
+		writeError(c, err)
+		return
+	}
 	conv, err := s.store.CreateConversation(c, c.GetString(ctxUser), req.Title)
 	if err != nil {
 		writeError(c, err)

@@ -3,6 +3,8 @@ package server
 import (
 	"errors"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -37,6 +39,9 @@ func writeError(c *gin.Context, err error) {
 	if code == chatstream.EINTERNAL {
 		_ = c.Error(err) // the access log reports it with the request id
 	}
+	if d := chatstream.RetryAfter(err); d > 0 {
+		c.Header("Retry-After", strconv.Itoa(retryAfterSeconds(d)))
+	}
 	writeStatus(c, httpStatus(code), code, chatstream.ErrorMessage(err))
 }
 
@@ -48,7 +53,14 @@ func writeStatus(c *gin.Context, status int, code, message string) {
 // answers the error itself and returns false when the body is not valid.
 func bindJSON(c *gin.Context, v any, limit int64) bool {
 	c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, limit)
-	if err := decodeJSON(c.Request.Body, v); err != nil {
+	err := decodeJSON(c.Request.Body, v)
+	if err == nil {
+		// The body is in: the rest of the request is not bound by the
+		// body's deadline (net/http reads on in the background, and a
+		// deadline hit there would cancel the request).
+		_ = http.NewResponseController(c.Writer).SetReadDeadline(time.Time{})
+	}
+	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			writeError(c, chatstream.Errorf(chatstream.ETOOLARGE, "The request body is larger than %d bytes.", limit))
@@ -58,4 +70,10 @@ func bindJSON(c *gin.Context, v any, limit int64) bool {
 		return false
 	}
 	return true
+}
+
+// retryAfterSeconds is d as the whole seconds of a Retry-After header,
+// rounded up and at least 1.
+func retryAfterSeconds(d time.Duration) int {
+	return max(1, int((d+time.Second-1)/time.Second))
 }

@@ -103,6 +103,8 @@ type httpMetrics struct {
 	socketsOpen prometheus.Gauge
 	wsErrors    *prometheus.CounterVec
 	panics      prometheus.Counter
+	// connsRefused counts connections closed at once for MaxConnsPerAddr.
+	connsRefused prometheus.Counter
 }
 
 func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
@@ -128,7 +130,11 @@ func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
 			Name: "chatstream_server_panics_total",
 			Help: "Panics recovered while serving a request or a socket frame.",
 		}),
+		connsRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chatstream_connections_refused_total",
+			Help: "Connections closed at once because their client address had MAX_CONNS_PER_ADDR open.",
+		}),
 	}
-	reg.MustRegister(m.requests, m.duration, m.socketsOpen, m.wsErrors, m.panics)
+	reg.MustRegister(m.requests, m.duration, m.socketsOpen, m.wsErrors, m.panics, m.connsRefused)
 	return m
 }

@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -38,10 +40,31 @@ type Generations interface {
 	Authorize(ctx context.Context, userID, streamID string) error
 }
 
+// Limits are the per-user (and per-address) limits the server checks; a
+// refusal is a rate_limited error.
+type Limits interface {
+	// AcquireSocket counts a socket of user; release is called once it closes.
+	AcquireSocket(ctx context.Context, user string) (release func(), err error)
+	// AllowDevToken counts a dev token for the client address addr.
+	AllowDevToken(ctx context.Context, addr string) error
+	// AllowConversation counts a conversation created by user.
+	AllowConversation(ctx context.Context, user string) error
+}
+
+// noLimits holds nothing back.
+type noLimits struct{}
+
+func (noLimits) AcquireSocket(context.Context, string) (func(), error) { return func() {}, nil }
+func (noLimits) AllowDevToken(context.Context, string) error           { return nil }
+func (noLimits) AllowConversation(context.Context, string) error       { return nil }
+
 // Deps are the server's collaborators.
 type Deps struct {
 	Store       Store
 	Generations Generations
+	// Limits are checked before sockets, dev tokens and conversations are
+	// made; nil for none.
+	Limits Limits
 	// Checks are the dependencies /readyz pings, by name.
 	Checks map[string]Pinger
 	// Streams and Watcher serve the WebSocket; without them /v1/ws is not routed.
@@ -66,9 +89,19 @@ type Config struct {
 	DevTokenTTL time.Duration
 	// MaxContentBytes is the largest user message. Default 32768.
 	MaxContentBytes int
-	// TrustedProxies are the proxies whose X-Forwarded-For is believed.
-	// Default none.
+	// TrustedProxies are the proxies (addresses or CIDR prefixes) whose
+	// X-Forwarded-For is believed, and whose connections are not capped by
+	// MaxConnsPerAddr. Default none.
 	TrustedProxies []string
+	// BodyTimeout bounds how long a request body may take to arrive.
+	// Default 10s.
+	BodyTimeout time.Duration
+	// AllowedHosts are the Host names (or "*.example.com") served; others
+	// get 400. Default: the loopback names with AuthDev, else any host.
+	AllowedHosts []string
+	// MaxConnsPerAddr caps the open connections of one client address;
+	// 0 takes the default 512, negative turns the cap off.
+	MaxConnsPerAddr int
 	// ReadyTimeout bounds each dependency check of /readyz. Default 2s.
 	ReadyTimeout time.Duration
 	// Logger receives the request log. Default: discard.
@@ -96,6 +129,15 @@ func (c *Config) setDefaults() {
 	if c.ReadyTimeout <= 0 {
 		c.ReadyTimeout = 2 * time.Second
 	}
+	if c.BodyTimeout <= 0 {
+		c.BodyTimeout = 10 * time.Second
+	}
+	if len(c.AllowedHosts) == 0 && c.AuthDev {
+		c.AllowedHosts = loopbackHosts
+	}
+	if c.MaxConnsPerAddr == 0 {
+		c.MaxConnsPerAddr = DefaultMaxConnsPerAddr
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -104,6 +146,10 @@ func (c *Config) setDefaults() {
 	}
 	c.WS.setDefaults()
 }
+
+// DefaultMaxConnsPerAddr is the default cap on one client address's open
+// connections.
+const DefaultMaxConnsPerAddr = 512
 
 // ReadLimit is the largest client frame for a largest message of
 // maxContent bytes: a client may escape every byte of it as six (\u00XX),
@@ -129,6 +175,7 @@ type Server struct {
 	cfg     Config
 	store   Store
 	gens    Generations
+	limits  Limits
 	streams Streams
 	watcher Watcher
 	sockets sockets
@@ -138,6 +185,8 @@ type Server struct {
 	engine  *gin.Engine
 	metrics *httpMetrics
 	http    *http.Server
+	hosts   []string       // AllowedHosts, lower case; nil: any
+	trusted []netip.Prefix // TrustedProxies
 }
 
 // New returns a server over its dependencies.
@@ -146,12 +195,25 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if len(cfg.AuthSecret) == 0 {
 		return nil, errors.New("server: AuthSecret is required")
 	}
-	s := &Server{cfg: cfg, store: deps.Store, gens: deps.Generations, checks: deps.Checks, log: cfg.Logger,
+	s := &Server{cfg: cfg, store: deps.Store, gens: deps.Generations, limits: deps.Limits, checks: deps.Checks, log: cfg.Logger,
 		streams: deps.Streams, watcher: deps.Watcher}
+	if s.limits == nil {
+		s.limits = noLimits{}
+	}
 	s.sockets.open = make(map[*session]struct{})
 	s.sockets.writeTimeout = cfg.WS.WriteTimeout
 	s.sockets.pingInterval = cfg.WS.PingInterval
 	s.metrics = newHTTPMetrics(cfg.Registry)
+	for _, h := range cfg.AllowedHosts {
+		s.hosts = append(s.hosts, strings.ToLower(strings.Trim(h, "[]")))
+	}
+	for _, p := range cfg.TrustedProxies {
+		prefix, err := parsePrefix(p)
+		if err != nil {
+			return nil, fmt.Errorf("trusted proxy %q: %w", p, err)
+		}
+		s.trusted = append(s.trusted, prefix)
+	}
 	if err := s.routes(deps.Page); err != nil {
 		return nil, err
 	}
@@ -172,6 +234,9 @@ func (s *Server) Handler() http.Handler { return s.engine }
 // Serve accepts connections on ln until Shutdown. It returns nil after a
 // graceful shutdown.
 func (s *Server) Serve(ln net.Listener) error {
+	if s.cfg.MaxConnsPerAddr > 0 {
+		ln = newCapListener(ln, s.cfg.MaxConnsPerAddr, s.trusted, s.metrics.connsRefused)
+	}
 	if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serve http: %w", err)
 	}
@@ -194,7 +259,7 @@ func (s *Server) routes(page fs.FS) error {
 	if err := e.SetTrustedProxies(s.cfg.TrustedProxies); err != nil {
 		return fmt.Errorf("trusted proxies: %w", err)
 	}
-	e.Use(s.requestID, s.accessLog, s.recoverPanic)
+	e.Use(s.requestID, s.accessLog, s.recoverPanic, s.allowedHost, s.bodyDeadline)
 	e.NoRoute(func(c *gin.Context) {
 		if s.page != nil && wantsPage(c.Request) {
 			s.servePage(c)
@@ -228,6 +293,18 @@ func (s *Server) routes(page fs.FS) error {
 	}
 	s.engine = e
 	return nil
+}
+
+// parsePrefix reads an address or a CIDR prefix.
+func parsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		return netip.ParsePrefix(s)
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
 }
 
 func (s *Server) handleReady(c *gin.Context) {

@@ -57,6 +57,12 @@ type wsConfig struct {
 	PingInterval, PingTimeout time.Duration
 	// MaxFollows and MaxWatches bound a socket's subscriptions.
 	MaxFollows, MaxWatches int
+	// SubscribeRate and SubscribeBurst bound the subscribe and watch frames
+	// of a socket (each costs Redis and Postgres reads): SubscribeBurst at
+	// once, then SubscribeRate a second. Defaults 10 and 128 (a page that
+	// reconnects resubscribes everything it follows at once).
+	SubscribeRate  float64
+	SubscribeBurst int
 	// OriginPatterns are the cross-origin hosts allowed to open sockets;
 	// same-origin (and non-browser) clients are always allowed.
 	OriginPatterns []string
@@ -80,6 +86,12 @@ func (c *wsConfig) setDefaults() {
 	}
 	if c.MaxWatches <= 0 {
 		c.MaxWatches = 64
+	}
+	if c.SubscribeRate <= 0 {
+		c.SubscribeRate = 10
+	}
+	if c.SubscribeBurst <= 0 {
+		c.SubscribeBurst = 128
 	}
 }
 
@@ -199,11 +211,18 @@ func (s *Server) handleWS(c *gin.Context) {
 	s.sockets.wg.Add(1)
 	s.sockets.mu.Unlock()
 
+	release, err := s.limits.AcquireSocket(c, c.GetString(ctxUser))
+	if err != nil {
+		s.sockets.wg.Done()
+		writeError(c, err)
+		return
+	}
 	conn, err := websocket.Accept(smallBuffers{c.Writer}, c.Request, &websocket.AcceptOptions{
 		OriginPatterns: s.cfg.WS.OriginPatterns,
 	})
 	if err != nil {
 		// Accept has answered the client already.
+		release()
 		s.sockets.wg.Done()
 		return
 	}
@@ -226,6 +245,7 @@ func (s *Server) handleWS(c *gin.Context) {
 		watches: make(map[string]func()),
 		log:     s.log.With("request_id", c.GetString(ctxRequestID), "user", c.GetString(ctxUser)),
 	}
+	sess.subscribes = bucket{rate: s.cfg.WS.SubscribeRate, burst: float64(s.cfg.WS.SubscribeBurst), tokens: float64(s.cfg.WS.SubscribeBurst)}
 	sess.out = outQueue{max: s.cfg.WS.SendQueue, writers: &sess.writers, wake: make(chan struct{}, 1)}
 	sess.lastPing.Store(time.Now().UnixNano())
 	// When the session stops, for whatever cause, the connection is closed
@@ -250,6 +270,7 @@ func (s *Server) handleWS(c *gin.Context) {
 	// closes; sockets.wg tracks it.
 	go func() {
 		defer s.sockets.wg.Done()
+		defer release()
 		sess.run()
 		s.metrics.socketsOpen.Dec()
 		s.sockets.mu.Lock()
@@ -273,6 +294,8 @@ type session struct {
 	// framesOut the frames written.
 	framesIn  int64
 	framesOut atomic.Int64
+	// subscribes is the reader's token bucket of subscribe and watch frames.
+	subscribes bucket
 
 	// out is the outbound queue, at most SendQueue frames; Send never
 	// blocks on it, a full queue closes the socket.
@@ -611,13 +634,15 @@ type clientFrame struct {
 	LastIndex      *int64    `json:"last_index"`
 }
 
-// errorFrame is the error frame.
+// errorFrame is the error frame. RetryAfter (seconds; an extension) says
+// when a rate_limited request may be tried again.
 type errorFrame struct {
-	Type      string    `json:"type"`
-	RequestID requestID `json:"request_id,omitempty"`
-	StreamID  string    `json:"stream_id,omitempty"`
-	Code      string    `json:"code"`
-	Message   string    `json:"message"`
+	Type       string    `json:"type"`
+	RequestID  requestID `json:"request_id,omitempty"`
+	StreamID   string    `json:"stream_id,omitempty"`
+	Code       string    `json:"code"`
+	Message    string    `json:"message"`
+	RetryAfter int       `json:"retry_after,omitempty"`
 }
 
 // ackFrame confirms subscribe, unsubscribe, watch, unwatch and cancel (an
@@ -647,8 +672,12 @@ func (ss *session) sendJSON(v any) {
 }
 
 func (ss *session) sendError(rid requestID, streamID, code, message string) {
-	ss.srv.metrics.wsErrors.WithLabelValues(code).Inc()
-	ss.sendJSON(errorFrame{Type: "error", RequestID: rid, StreamID: streamID, Code: code, Message: message})
+	ss.sendErrorFrame(errorFrame{Type: "error", RequestID: rid, StreamID: streamID, Code: code, Message: message})
+}
+
+func (ss *session) sendErrorFrame(f errorFrame) {
+	ss.srv.metrics.wsErrors.WithLabelValues(f.Code).Inc()
+	ss.sendJSON(f)
 }
 
 // sendErr answers err as an error frame: domain errors with their code,
@@ -658,7 +687,11 @@ func (ss *session) sendErr(rid requestID, streamID string, err error) {
 	if code == chatstream.EINTERNAL {
 		ss.log.Warn("websocket request failed", "err", err)
 	}
-	ss.sendError(rid, streamID, code, chatstream.ErrorMessage(err))
+	f := errorFrame{Type: "error", RequestID: rid, StreamID: streamID, Code: code, Message: chatstream.ErrorMessage(err)}
+	if d := chatstream.RetryAfter(err); d > 0 {
+		f.RetryAfter = retryAfterSeconds(d)
+	}
+	ss.sendErrorFrame(f)
 }
 
 // handle serves one client frame. Bad frames get an error frame and change
@@ -739,9 +772,21 @@ func (ss *session) opCtx() (context.Context, context.CancelFunc) {
 // integer a JavaScript client holds exactly. No stream comes near it.
 const maxLastIndex = 1<<53 - 1
 
+// allowSubscribe takes a token for a subscribe or watch frame; false means
+// a rate_limited error frame was sent.
+func (ss *session) allowSubscribe(rid requestID, streamID string) bool {
+	wait := ss.subscribes.take(time.Now())
+	if wait == 0 {
+		return true
+	}
+	ss.sendErrorFrame(errorFrame{Type: "error", RequestID: rid, StreamID: streamID, Code: chatstream.ERATELIMIT,
+		Message: "Too many subscriptions on this socket; slow down.", RetryAfter: retryAfterSeconds(wait)})
+	return false
+}
+
 func (ss *session) subscribe(rid requestID, f clientFrame) {
 	id, ok := ss.requireID(rid, "stream_id", f.StreamID)
-	if !ok {
+	if !ok || !ss.allowSubscribe(rid, id) {
 		return
 	}
 	last := int64(-1)
@@ -820,7 +865,7 @@ func (ss *session) unsubscribe(rid requestID, f clientFrame) {
 
 func (ss *session) watch(rid requestID, f clientFrame) {
 	id, ok := ss.requireID(rid, "conversation_id", f.ConversationID)
-	if !ok {
+	if !ok || !ss.allowSubscribe(rid, "") {
 		return
 	}
 	ctx, cancel := ss.opCtx()

@@ -11,13 +11,16 @@ import (
 	"github.com/chatstream/chatstream"
 )
 
-const messageColumns = `m.id, m.conversation_id, m.role, m.content, m.status, m.error_code, m.error_message, m.created_at, m.last_index`
+const messageColumns = `m.id, m.conversation_id, m.role, m.content, m.status, m.error_code, m.error_message, m.created_at, m.last_index, m.finish_reason`
 
 func scanMessage(row pgx.Row) (*chatstream.Message, error) {
 	var m chatstream.Message
-	var code, msg *string
-	if err := row.Scan(&m.ID, &m.ConversationID, &m.Role, &m.Content, &m.Status, &code, &msg, &m.CreatedAt, &m.LastIndex); err != nil {
+	var code, msg, reason *string
+	if err := row.Scan(&m.ID, &m.ConversationID, &m.Role, &m.Content, &m.Status, &code, &msg, &m.CreatedAt, &m.LastIndex, &reason); err != nil {
 		return nil, err
+	}
+	if reason != nil {
+		m.FinishReason = *reason
 	}
 	if code != nil {
 		m.Error = &chatstream.Failure{Code: *code}
@@ -75,7 +78,7 @@ func (db *DB) History(ctx context.Context, convID, beforeID string, limit int) (
 	// of NULLs) and "no such message" (no row).
 	rows, err := db.pool.Query(ctx, `WITH target AS (
 			SELECT seq FROM messages WHERE id = $2 AND conversation_id = $1)
-		SELECT h.id, h.conversation_id, h.role, h.content, h.status, h.error_code, h.error_message, h.created_at, h.last_index
+		SELECT h.id, h.conversation_id, h.role, h.content, h.status, h.error_code, h.error_message, h.created_at, h.last_index, h.finish_reason
 		FROM target LEFT JOIN LATERAL (
 			SELECT `+messageColumns+`, m.seq FROM messages m
 			WHERE m.conversation_id = $1 AND m.seq < target.seq
@@ -89,10 +92,10 @@ func (db *DB) History(ctx context.Context, convID, beforeID string, limit int) (
 	for rows.Next() {
 		found = true
 		var id, conv, role, content, status *string
-		var code, msg *string
+		var code, msg, reason *string
 		var created *time.Time
 		var last *int64
-		if err := rows.Scan(&id, &conv, &role, &content, &status, &code, &msg, &created, &last); err != nil {
+		if err := rows.Scan(&id, &conv, &role, &content, &status, &code, &msg, &created, &last, &reason); err != nil {
 			rows.Close()
 			return nil, queryError(err, "history of %s", beforeID)
 		}
@@ -101,6 +104,9 @@ func (db *DB) History(ctx context.Context, convID, beforeID string, limit int) (
 		}
 		m := &chatstream.Message{ID: *id, ConversationID: *conv, Role: chatstream.Role(*role), Content: *content,
 			Status: chatstream.Status(*status), CreatedAt: *created, LastIndex: *last}
+		if reason != nil {
+			m.FinishReason = *reason
+		}
 		if code != nil {
 			m.Error = &chatstream.Failure{Code: *code}
 			if msg != nil {
@@ -206,11 +212,15 @@ func (db *DB) FinishMessage(ctx context.Context, id string, f chatstream.Final) 
 	if f.Usage != nil {
 		prompt, completion = &f.Usage.PromptTokens, &f.Usage.CompletionTokens
 	}
+	var reason *string
+	if f.FinishReason != "" {
+		reason = &f.FinishReason
+	}
 	m, err := scanMessage(db.pool.QueryRow(ctx, `UPDATE messages AS m
 		SET content = $2, status = $3, error_code = $4, error_message = $5,
-		    prompt_tokens = $6, completion_tokens = $7, last_index = $8, updated_at = now()
+		    prompt_tokens = $6, completion_tokens = $7, last_index = $8, finish_reason = $9, updated_at = now()
 		WHERE id = $1 AND status IN ('pending', 'streaming')
-		RETURNING `+messageColumns, id, f.Content, f.Status, code, text, prompt, completion, f.LastIndex))
+		RETURNING `+messageColumns, id, f.Content, f.Status, code, text, prompt, completion, f.LastIndex, reason))
 	if errors.Is(err, pgx.ErrNoRows) {
 		// Already final (or unknown): report what is stored.
 		m, err = scanMessage(db.pool.QueryRow(ctx, `SELECT `+messageColumns+` FROM messages m WHERE m.id = $1`, id))

@@ -54,7 +54,7 @@ func (c *logCache) fill(streamID string, hist History, live [][]byte) {
 		c.size += len(fr)
 	}
 	if hist.Meta.Status.Final() {
-		c.done = DoneFrame(streamID, hist.Meta.Status, hist.Meta.N-1, hist.Meta.Failure)
+		c.done = hist.Meta.doneFrame(streamID)
 	}
 	for _, fr := range live {
 		if typ, idx, ok := ScanFrame(fr); ok {

@@ -170,7 +170,7 @@ func TestLog_Cluster(t *testing.T) {
 		if held, err := log.Cancel(ctx, id); err != nil || !held {
 			t.Fatalf("cancel: %v, %v", held, err)
 		}
-		if err := log.Finish(ctx, id, m.Epoch, chatstream.StatusCancelled, 1, nil); err != nil {
+		if err := log.Finish(ctx, id, m.Epoch, chatstream.StatusCancelled, 1, nil, ""); err != nil {
 			t.Fatal(err)
 		}
 		rec.await(t, id+" chunk and done", func(r *hubRecorder) bool { return len(r.msgs[ch]) == 2 })

@@ -34,18 +34,32 @@ func AppendChunkFrame(dst []byte, streamID string, index int64, content string, 
 
 // Done is the end of a stream as the done frame tells it.
 type Done struct {
-	Type      string              `json:"type"`
-	StreamID  string              `json:"stream_id"`
-	MessageID string              `json:"message_id"`
-	Status    chatstream.Status   `json:"status"`
-	LastIndex int64               `json:"last_index"`
-	Error     *chatstream.Failure `json:"error,omitempty"`
+	Type         string              `json:"type"`
+	StreamID     string              `json:"stream_id"`
+	MessageID    string              `json:"message_id"`
+	Status       chatstream.Status   `json:"status"`
+	LastIndex    int64               `json:"last_index"`
+	Error        *chatstream.Failure `json:"error,omitempty"`
+	FinishReason string              `json:"finish_reason,omitempty"`
 }
 
-// DoneFrame returns the done frame of a stream.
-func DoneFrame(streamID string, status chatstream.Status, lastIndex int64, failure *chatstream.Failure) []byte {
-	b, _ := json.Marshal(Done{Type: FrameDone, StreamID: streamID, MessageID: streamID, Status: status, LastIndex: lastIndex, Error: failure})
+// Frame returns d encoded.
+func (d Done) Frame() []byte {
+	b, _ := json.Marshal(d)
 	return b
+}
+
+// DoneFrame returns the done frame of a stream that ended without a finish
+// reason.
+func DoneFrame(streamID string, status chatstream.Status, lastIndex int64, failure *chatstream.Failure) []byte {
+	return Done{Type: FrameDone, StreamID: streamID, MessageID: streamID, Status: status, LastIndex: lastIndex, Error: failure}.Frame()
+}
+
+// messageDone is the done frame of a stream as its final message in
+// Postgres tells it.
+func messageDone(m *chatstream.Message) []byte {
+	return Done{Type: FrameDone, StreamID: m.ID, MessageID: m.ID, Status: m.Status, LastIndex: m.LastIndex,
+		Error: m.Error, FinishReason: m.FinishReason}.Frame()
 }
 
 // Chunk is a decoded chunk frame.

@@ -79,12 +79,20 @@ type Meta struct {
 	// Postgres, so that a reaper can finish the flush as it meant to.
 	Final   chatstream.Status
 	Failure *chatstream.Failure
+	// FinishReason is the model's finish reason, once the stream ended.
+	FinishReason string
 	// Attempts counts the claims, to bound how often a job is run again.
 	Attempts int64
 }
 
 // LastIndex is the index of the last chunk, -1 if none.
 func (m Meta) LastIndex() int64 { return m.N - 1 }
+
+// doneFrame is the done frame of an ended stream as its meta tells it.
+func (m Meta) doneFrame(streamID string) []byte {
+	return Done{Type: FrameDone, StreamID: streamID, MessageID: streamID, Status: m.Status, LastIndex: m.N - 1,
+		Error: m.Failure, FinishReason: m.FinishReason}.Frame()
+}
 
 func parseMeta(h map[string]string) Meta {
 	if len(h) == 0 {
@@ -97,6 +105,7 @@ func parseMeta(h map[string]string) Meta {
 		ConversationID: h["conv"],
 		Cancel:         h["cancel"] == "1",
 		Final:          chatstream.Status(h["final"]),
+		FinishReason:   h["reason"],
 	}
 	m.Epoch, _ = strconv.ParseInt(h["epoch"], 10, 64)
 	m.N, _ = strconv.ParseInt(h["n"], 10, 64)
@@ -259,13 +268,13 @@ func (l *Log) MarkFinal(ctx context.Context, streamID string, epoch int64, statu
 
 // finishScript ends the stream: status, done frame published, keys set to
 // expire. KEYS: meta, chunks. ARGV: epoch, status, error json, done frame,
-// channel, ttl ms, publish command.
+// channel, ttl ms, publish command, finish reason.
 var finishScript = rueidis.NewLuaScript(`
 local m = redis.call('HMGET', KEYS[1], 'epoch', 'status')
 if not m[1] then return -1 end
 if m[1] ~= ARGV[1] then return -2 end
 if m[2] ~= 'streaming' then return -3 end
-redis.call('HSET', KEYS[1], 'status', ARGV[2], 'final', ARGV[2], 'error', ARGV[3])
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'final', ARGV[2], 'error', ARGV[3], 'reason', ARGV[8])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
 redis.call(ARGV[7], ARGV[5], ARGV[4])
@@ -273,13 +282,15 @@ return 0
 `)
 
 // Finish ends the stream with status after n chunks: it publishes the done
-// frame and lets the stream's keys expire after the TTL.
-func (l *Log) Finish(ctx context.Context, streamID string, epoch int64, status chatstream.Status, n int64, failure *chatstream.Failure) error {
-	done := DoneFrame(streamID, status, n-1, failure)
+// frame and lets the stream's keys expire after the TTL. reason is the
+// model's finish reason ("stop", "length", …; empty for none).
+func (l *Log) Finish(ctx context.Context, streamID string, epoch int64, status chatstream.Status, n int64, failure *chatstream.Failure, reason string) error {
+	done := Done{Type: FrameDone, StreamID: streamID, MessageID: streamID, Status: status, LastIndex: n - 1,
+		Error: failure, FinishReason: reason}.Frame()
 	v, err := finishScript.Exec(ctx, l.client,
 		[]string{l.keys.Meta(streamID), l.keys.Chunks(streamID)},
 		[]string{strconv.FormatInt(epoch, 10), string(status), failureJSON(failure), rueidis.BinaryString(done),
-			l.keys.Channel(streamID), ms(l.ttl), l.publish}).AsInt64()
+			l.keys.Channel(streamID), ms(l.ttl), l.publish, reason}).AsInt64()
 	if err != nil {
 		return fmt.Errorf("finish stream %s: %w", streamID, err)
 	}
@@ -422,4 +433,14 @@ func failureJSON(f *chatstream.Failure) string {
 	}
 	b, _ := json.Marshal(f)
 	return string(b)
+}
+
+// Running reports whether stream streamID is still being generated: its
+// meta exists and says it is open.
+func (l *Log) Running(ctx context.Context, streamID string) (bool, error) {
+	m, err := l.Meta(ctx, streamID)
+	if err != nil {
+		return false, err
+	}
+	return m.Exists && !m.Status.Final(), nil
 }

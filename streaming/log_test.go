@@ -93,7 +93,7 @@ func TestLog_Lifecycle(t *testing.T) {
 	if err := l.MarkFinal(ctx, id, claimed.Epoch, chatstream.StatusComplete, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Finish(ctx, id, claimed.Epoch, chatstream.StatusComplete, int64(len(texts)), nil); err != nil {
+	if err := l.Finish(ctx, id, claimed.Epoch, chatstream.StatusComplete, int64(len(texts)), nil, ""); err != nil {
 		t.Fatal(err)
 	}
 
@@ -235,7 +235,7 @@ func TestLog_Append(t *testing.T) {
 	})
 	t.Run("after finish", func(t *testing.T) {
 		m := created(t, l, "ended")
-		if err := l.Finish(ctx, "ended", m.Epoch, chatstream.StatusComplete, 0, nil); err != nil {
+		if err := l.Finish(ctx, "ended", m.Epoch, chatstream.StatusComplete, 0, nil, ""); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := l.Append(ctx, "ended", m.Epoch, 0, chunkFrame("ended", 0, "a")); !errors.Is(err, streaming.ErrEnded) {
@@ -281,7 +281,7 @@ func TestLog_Claim(t *testing.T) {
 		if err := l.MarkFinal(ctx, id, first.Epoch, chatstream.StatusComplete, nil); !errors.Is(err, streaming.ErrFenced) {
 			t.Fatalf("mark final of the first epoch: %v, want ErrFenced", err)
 		}
-		if err := l.Finish(ctx, id, first.Epoch, chatstream.StatusComplete, 1, nil); !errors.Is(err, streaming.ErrFenced) {
+		if err := l.Finish(ctx, id, first.Epoch, chatstream.StatusComplete, 1, nil, ""); !errors.Is(err, streaming.ErrFenced) {
 			t.Fatalf("finish of the first epoch: %v, want ErrFenced", err)
 		}
 		// Nothing of the first epoch was written or published.
@@ -332,13 +332,13 @@ func TestLog_Claim(t *testing.T) {
 			t.Fatalf("claim of a missing stream: %v, want ErrGone", err)
 		}
 		m := created(t, l, "over")
-		if err := l.Finish(ctx, "over", m.Epoch, chatstream.StatusCancelled, 0, nil); err != nil {
+		if err := l.Finish(ctx, "over", m.Epoch, chatstream.StatusCancelled, 0, nil, ""); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := l.Claim(ctx, "over", "x"); !errors.Is(err, streaming.ErrEnded) {
 			t.Fatalf("claim of an ended stream: %v, want ErrEnded", err)
 		}
-		if err := l.Finish(ctx, "over", m.Epoch, chatstream.StatusComplete, 0, nil); !errors.Is(err, streaming.ErrEnded) {
+		if err := l.Finish(ctx, "over", m.Epoch, chatstream.StatusComplete, 0, nil, ""); !errors.Is(err, streaming.ErrEnded) {
 			t.Fatalf("second finish: %v, want ErrEnded", err)
 		}
 		if err := l.MarkFinal(ctx, "never", 1, chatstream.StatusComplete, nil); !errors.Is(err, streaming.ErrGone) {
@@ -385,7 +385,7 @@ func TestLog_Finish(t *testing.T) {
 	m := created(t, l, id)
 	sub := subscribe(t, l.client, keys.Channel(id))
 	fail := &chatstream.Failure{Code: "llm_unavailable", Message: "down"}
-	if err := l.Finish(ctx, id, m.Epoch, chatstream.StatusFailed, 0, fail); err != nil {
+	if err := l.Finish(ctx, id, m.Epoch, chatstream.StatusFailed, 0, fail, ""); err != nil {
 		t.Fatal(err)
 	}
 	var done streaming.Done
@@ -433,7 +433,7 @@ func TestLog_Cancel(t *testing.T) {
 	if meta, _ := l.Meta(ctx, id); !meta.Cancel {
 		t.Fatalf("meta = %+v, want cancel", meta)
 	}
-	if err := l.Finish(ctx, id, m.Epoch, chatstream.StatusCancelled, 1, nil); err != nil {
+	if err := l.Finish(ctx, id, m.Epoch, chatstream.StatusCancelled, 1, nil, ""); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := l.Cancel(ctx, id); !errors.Is(err, streaming.ErrEnded) {

@@ -444,7 +444,7 @@ func (st *stream) readLoop(ctx context.Context) {
 		}
 		var done []byte
 		if hist.Meta.Status.Final() {
-			done = DoneFrame(st.id, hist.Meta.Status, hist.Meta.N-1, hist.Meta.Failure)
+			done = hist.Meta.doneFrame(st.id)
 		}
 		st.deliver(ctx, b.followers, hist, done)
 	}
@@ -655,7 +655,7 @@ func (st *stream) snapshotFromLog(ctx context.Context, batch []*Follower) error 
 			continue
 		}
 		if hist.Meta.Status.Final() {
-			st.sendLocked(f, DoneFrame(st.id, hist.Meta.Status, last, hist.Meta.Failure))
+			st.sendLocked(f, hist.Meta.doneFrame(st.id))
 			st.endLocked(f)
 		} else {
 			st.enqueueLocked(f)
@@ -682,7 +682,7 @@ func (st *stream) fromRecord(ctx context.Context, batch []*Follower) error {
 		return errStillOpen
 	}
 	snap := snapshotFrame(st.id, m.Content, m.LastIndex)
-	done := DoneFrame(st.id, m.Status, m.LastIndex, m.Error)
+	done := messageDone(m)
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	for _, f := range batch {

@@ -26,7 +26,7 @@ func TestService_SendWithRedisDown(t *testing.T) {
 	client.Close() // every command now fails
 	log := streaming.NewLog(client, e.keys, time.Minute)
 	queue := streaming.NewQueue(client, e.keys, "down", streaming.QueueConfig{})
-	svc := worker.NewService(e.db, log, queue, streaming.NewEvents(client, e.keys, nil), nil, nil)
+	svc := worker.NewService(e.db, log, queue, streaming.NewEvents(client, e.keys, nil), nil, nil, nil)
 	_, _, err = svc.Send(streamtest.Ctx(t), "alice", conv, "hello")
 	if code := chatstream.ErrorCode(err); code != chatstream.EUNAVAILABLE {
 		t.Fatalf("send with Redis down: %v (code %s), want unavailable", err, code)

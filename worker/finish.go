@@ -19,6 +19,9 @@ type outcome struct {
 	failure *chatstream.Failure
 	content string
 	usage   *chatstream.Usage
+	// finishReason is the model's ("stop", "length", …), or "length" when
+	// the answer reached MaxAnswerBytes; empty for none.
+	finishReason string
 	// fromLog says the writer does not know for sure what the chunk log
 	// holds (an append gave up): the end is written from the log.
 	fromLog bool
@@ -32,12 +35,15 @@ type finisher struct {
 	store   Store
 	log     *streaming.Log
 	events  *streaming.Events
+	limits  Limits
 	slog    *slog.Logger
 	metrics *Metrics
 }
 
-// finish ends stream streamID, held with epoch, after n chunks.
-func (f *finisher) finish(ctx context.Context, streamID string, epoch int64, o outcome, n int64) error {
+// finish ends the stream of job, held with epoch, after n chunks. Once the
+// end is written the generation no longer counts against its user's limit.
+func (f *finisher) finish(ctx context.Context, job chatstream.Job, epoch int64, o outcome, n int64) error {
+	streamID := job.StreamID
 	err := retry(ctx, "mark final", f.slog, func(ctx context.Context) error {
 		return f.log.MarkFinal(ctx, streamID, epoch, o.status, o.failure)
 	})
@@ -56,7 +62,8 @@ func (f *finisher) finish(ctx context.Context, streamID string, epoch int64, o o
 			return err
 		})
 	}
-	err = write(chatstream.Final{Content: o.content, Status: o.status, Failure: o.failure, Usage: o.usage, LastIndex: n - 1})
+	err = write(chatstream.Final{Content: o.content, Status: o.status, Failure: o.failure, Usage: o.usage,
+		FinishReason: o.finishReason, LastIndex: n - 1})
 	if chatstream.ErrorCode(err) == chatstream.EINVALID {
 		// Postgres refuses the record itself: no retry can ever store it.
 		// The message ends failed without its text rather than streaming
@@ -72,10 +79,13 @@ func (f *finisher) finish(ctx context.Context, streamID string, epoch int64, o o
 	} else if err != nil {
 		return err
 	}
+	// The generation is over as far as its user's limit goes: released
+	// before done is sent, so that a client that sees done may send again.
+	f.limits.ReleaseGeneration(ctx, job.UserID, streamID)
 	// Postgres is the record: if the message was ended before (a duplicate
 	// finish), the done frame tells what it says.
 	err = retry(ctx, "finish stream", f.slog, func(ctx context.Context) error {
-		return f.log.Finish(ctx, streamID, epoch, stored.Status, n, stored.Error)
+		return f.log.Finish(ctx, streamID, epoch, stored.Status, n, stored.Error, stored.FinishReason)
 	})
 	if err != nil && !errors.Is(err, streaming.ErrFenced) && !errors.Is(err, streaming.ErrEnded) && !errors.Is(err, streaming.ErrGone) {
 		return err
@@ -87,9 +97,10 @@ func (f *finisher) finish(ctx context.Context, streamID string, epoch int64, o o
 	return nil
 }
 
-// finishFromLog ends a stream whose writer is gone, with the text the chunk
-// log holds.
-func (f *finisher) finishFromLog(ctx context.Context, streamID string, epoch int64, status chatstream.Status, failure *chatstream.Failure) error {
+// finishFromLog ends the stream of a job whose writer is gone, with the
+// text the chunk log holds.
+func (f *finisher) finishFromLog(ctx context.Context, job chatstream.Job, epoch int64, status chatstream.Status, failure *chatstream.Failure) error {
+	streamID := job.StreamID
 	var content string
 	var n int64
 	err := retry(ctx, "read chunk log", f.slog, func(ctx context.Context) (err error) {
@@ -99,5 +110,5 @@ func (f *finisher) finishFromLog(ctx context.Context, streamID string, epoch int
 	if err != nil {
 		return err
 	}
-	return f.finish(ctx, streamID, epoch, outcome{status: status, failure: failure, content: content}, n)
+	return f.finish(ctx, job, epoch, outcome{status: status, failure: failure, content: content}, n)
 }

@@ -25,6 +25,7 @@ type generation struct {
 
 	n       int64           // chunks appended
 	content strings.Builder // their text joined
+	left    int             // bytes the answer may still take (MaxAnswerBytes)
 	frame   []byte          // reused buffer for chunk frames
 	// resync asks the pump to re-read the cancel flag; buffered 1, the
 	// hub's dispatcher never blocks on it.
@@ -103,11 +104,17 @@ func (g *generation) run(cancelled bool) (o outcome, ok bool) {
 			Message: "The answer could not be stored; please retry."})
 		o.fromLog = true
 		return o, true
+	case errors.Is(cause, errAnswerFull):
+		// As if the model had stopped for its token limit.
+		o := g.outcome(chatstream.StatusComplete, nil)
+		o.finishReason = "length"
+		return o, true
 	case errors.Is(recvErr, io.EOF):
 		o := g.outcome(chatstream.StatusComplete, nil)
 		if u, ok := stream.Usage(); ok {
 			o.usage = &u
 		}
+		o.finishReason = stream.FinishReason()
 		return o, true
 	}
 	f := llm.Failure(recvErr)
@@ -226,16 +233,24 @@ func (g *generation) pump(ctx context.Context, cancel context.CancelCauseFunc, s
 				return r.err
 			}
 			stall.Reset(p.cfg.StallTimeout)
+			delta, full := g.fit(r.delta)
 			if p.cfg.FlushInterval <= 0 {
-				if !g.append(ctx, cancel, r.delta) {
+				if delta != "" && !g.append(ctx, cancel, delta) {
 					return context.Cause(ctx)
 				}
-				continue
+			} else {
+				pending.WriteString(delta)
+				if flush == nil {
+					flushTimer = time.NewTimer(p.cfg.FlushInterval)
+					flush = flushTimer.C
+				}
 			}
-			pending.WriteString(r.delta)
-			if flush == nil {
-				flushTimer = time.NewTimer(p.cfg.FlushInterval)
-				flush = flushTimer.C
+			if full {
+				if !appendPending() {
+					return context.Cause(ctx)
+				}
+				cancel(errAnswerFull)
+				return errAnswerFull
 			}
 		case <-flush:
 			flush = nil
@@ -253,6 +268,22 @@ func (g *generation) pump(ctx context.Context, cancel context.CancelCauseFunc, s
 			return context.Cause(ctx)
 		}
 	}
+}
+
+// fit returns what of delta the answer still takes, and whether the answer
+// is full with it: an answer holds at most MaxAnswerBytes, cut at a
+// character boundary.
+func (g *generation) fit(delta string) (string, bool) {
+	if len(delta) <= g.left {
+		g.left -= len(delta)
+		return delta, false
+	}
+	cut := g.left
+	for cut > 0 && !utf8.RuneStart(delta[cut]) {
+		cut--
+	}
+	g.left = 0
+	return delta[:cut], true
 }
 
 // append writes one chunk to the chunk log, retrying Redis errors for a

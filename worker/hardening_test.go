@@ -155,3 +155,25 @@ func TestPool_PanicInAGenerationIsContained(t *testing.T) {
 		t.Fatalf("the next generation: %+v", m)
 	}
 }
+
+// An answer stops at MaxAnswerBytes, cut at a character boundary, and ends
+// complete with finish reason "length"; the model's request is dropped.
+func TestPool_MaxAnswerBytes(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	n := e.startNode(t, nodeOpts{cfg: worker.Config{MaxAnswerBytes: 21}})
+	e.llm.Enqueue(llmtest.Script{Tokens: []string{"0123456789", "abcdefghij", "éé", "never sent"}, Interval: 10 * time.Millisecond})
+	m := e.final(t, n.send(t, e.conversation(t), "q").ID)
+	if m.Status != chatstream.StatusComplete || m.FinishReason != "length" || m.Content != "0123456789abcdefghij" {
+		t.Fatalf("message = %+v", m)
+	}
+	e.checkStream(t, m) // the done frame says "length" too
+	if err := e.llm.WaitActive(streamtest.Ctx(t), 0); err != nil {
+		t.Fatalf("the model request goes on: %v", err)
+	}
+	// An answer that ends by itself says why too.
+	e.llm.Enqueue(llmtest.Script{Tokens: []string{"short"}})
+	if m := e.final(t, n.send(t, e.conversation(t), "q").ID); m.FinishReason != "stop" {
+		t.Fatalf("a whole answer: %+v", m)
+	}
+}

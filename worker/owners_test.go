@@ -51,7 +51,7 @@ func TestService_AuthorizeRemembersOwners(t *testing.T) {
 	keys := streaming.Keys{}
 	log := streaming.NewLog(client, keys, time.Minute)
 	svc := NewService(noStore{}, log, streaming.NewQueue(client, keys, "n", streaming.QueueConfig{}),
-		streaming.NewEvents(client, keys, nil), nil, nil)
+		streaming.NewEvents(client, keys, nil), nil, nil, nil)
 	for _, id := range []string{"s1", "s2"} {
 		if err := log.Create(ctx, id, "alice", "c"); err != nil {
 			t.Fatal(err)

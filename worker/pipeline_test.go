@@ -110,8 +110,8 @@ func (e *env) startNode(t *testing.T, o nodeOpts) *node {
 	if provider == nil {
 		provider = llm.NewOpenAI(llm.OpenAIConfig{BaseURL: e.llm.URL(), APIKey: "test", Model: "m", IncludeUsage: true, RetryBase: time.Millisecond})
 	}
-	n.svc = worker.NewService(st, n.log, n.queue, events, nil, nil)
-	n.pool = worker.NewPool(o.cfg, st, n.log, n.queue, hub, events, provider)
+	n.svc = worker.NewService(st, n.log, n.queue, events, nil, nil, nil)
+	n.pool = worker.NewPool(o.cfg, st, n.log, n.queue, hub, events, nil, provider)
 	if err := n.pool.Start(streamtest.Ctx(t)); err != nil {
 		t.Fatal(err)
 	}

@@ -28,6 +28,10 @@ type Config struct {
 	HistoryBytes    int
 	// MaxTokens caps each answer; 0 leaves it to the provider.
 	MaxTokens int
+	// MaxAnswerBytes caps the text of each answer, for every model: past
+	// it the answer ends complete with finish reason "length". Default
+	// DefaultMaxAnswerBytes.
+	MaxAnswerBytes int
 	// StallTimeout fails a generation that receives no token for this long.
 	// Default 60s.
 	StallTimeout time.Duration
@@ -68,6 +72,9 @@ func (c *Config) setDefaults() {
 	if c.HistoryBytes <= 0 {
 		c.HistoryBytes = 24000
 	}
+	if c.MaxAnswerBytes <= 0 {
+		c.MaxAnswerBytes = DefaultMaxAnswerBytes
+	}
 	if c.StallTimeout <= 0 {
 		c.StallTimeout = 60 * time.Second
 	}
@@ -97,6 +104,9 @@ func (c *Config) setDefaults() {
 	}
 }
 
+// DefaultMaxAnswerBytes is the largest answer, 1 MiB.
+const DefaultMaxAnswerBytes = 1 << 20
+
 // Causes that end a generation early.
 var (
 	errCancelRequested = errors.New("cancel requested")
@@ -104,6 +114,7 @@ var (
 	errFenced          = errors.New("job taken over by another worker")
 	errShutdown        = errors.New("node shutting down")
 	errRedis           = errors.New("redis unavailable")
+	errAnswerFull      = errors.New("the answer reached MaxAnswerBytes")
 )
 
 // Pool runs the generation workers of a node, its heartbeat and its reaper.
@@ -135,11 +146,11 @@ type Pool struct {
 
 // NewPool returns a pool; Start starts it.
 func NewPool(cfg Config, store Store, log *streaming.Log, queue *streaming.Queue, hub *streaming.Hub,
-	events *streaming.Events, provider llm.Provider) *Pool {
+	events *streaming.Events, limits Limits, provider llm.Provider) *Pool {
 	cfg.setDefaults()
 	p := &Pool{cfg: cfg, store: store, log: log, queue: queue, hub: hub, provider: provider,
 		slog: cfg.Logger, metrics: cfg.Metrics, owner: queue.Node()}
-	p.fin = &finisher{store: store, log: log, events: events, slog: cfg.Logger, metrics: cfg.Metrics}
+	p.fin = &finisher{store: store, log: log, events: events, limits: orNoLimits(limits), slog: cfg.Logger, metrics: cfg.Metrics}
 	p.finCtx, p.stopFinishing = context.WithCancel(context.Background())
 	p.runCtx, p.stopRunning = context.WithCancelCause(p.finCtx)
 	p.takeCtx, p.stopTaking = context.WithCancel(p.runCtx)
@@ -314,7 +325,7 @@ func (p *Pool) recover(ctx context.Context, t streaming.Taken) error {
 	case errors.Is(err, streaming.ErrGone):
 		// The chunk log is gone: end the message as it stands.
 		fail := &chatstream.Failure{Code: "stream_lost", Message: "The answer's stream was lost."}
-		if err := p.fin.finish(ctx, id, 0, outcome{status: chatstream.StatusFailed, failure: fail}, 0); err != nil {
+		if err := p.fin.finish(ctx, t.Job, 0, outcome{status: chatstream.StatusFailed, failure: fail}, 0); err != nil {
 			return err
 		}
 		return p.queue.Done(ctx, t.Raw)
@@ -337,11 +348,11 @@ func (p *Pool) recover(ctx context.Context, t streaming.Taken) error {
 func (p *Pool) endOrphan(ctx context.Context, job chatstream.Job, meta streaming.Meta) error {
 	switch {
 	case meta.Final != "":
-		return p.fin.finishFromLog(ctx, job.StreamID, meta.Epoch, meta.Final, meta.Failure)
+		return p.fin.finishFromLog(ctx, job, meta.Epoch, meta.Final, meta.Failure)
 	case meta.Cancel:
-		return p.fin.finishFromLog(ctx, job.StreamID, meta.Epoch, chatstream.StatusCancelled, nil)
+		return p.fin.finishFromLog(ctx, job, meta.Epoch, chatstream.StatusCancelled, nil)
 	}
-	return p.fin.finishFromLog(ctx, job.StreamID, meta.Epoch, chatstream.StatusFailed, &chatstream.Failure{
+	return p.fin.finishFromLog(ctx, job, meta.Epoch, chatstream.StatusFailed, &chatstream.Failure{
 		Code: "worker_lost", Message: "The server generating this answer stopped; the answer is incomplete."})
 }
 
@@ -444,7 +455,7 @@ func (p *Pool) process(t streaming.Taken) {
 	}
 	p.metrics.Active.Inc()
 	defer p.metrics.Active.Dec()
-	g := &generation{pool: p, job: job, epoch: meta.Epoch, log: log}
+	g := &generation{pool: p, job: job, epoch: meta.Epoch, log: log, left: p.cfg.MaxAnswerBytes}
 	o, ok := g.run(meta.Cancel)
 	switch {
 	case !ok && g.n == 0 && context.Cause(p.runCtx) == errShutdown:
@@ -457,10 +468,10 @@ func (p *Pool) process(t streaming.Taken) {
 	case !ok:
 		return // fenced: the job is someone else's now
 	}
-	finish := func(ctx context.Context) error { return p.fin.finish(ctx, job.StreamID, g.epoch, o, g.n) }
+	finish := func(ctx context.Context) error { return p.fin.finish(ctx, job, g.epoch, o, g.n) }
 	if o.fromLog {
 		finish = func(ctx context.Context) error {
-			return p.fin.finishFromLog(ctx, job.StreamID, g.epoch, o.status, o.failure)
+			return p.fin.finishFromLog(ctx, job, g.epoch, o.status, o.failure)
 		}
 	}
 	if err := finish(p.finCtx); err != nil {

@@ -25,6 +25,31 @@ type Store interface {
 	FinishMessage(ctx context.Context, id string, f chatstream.Final) (*chatstream.Message, bool, error)
 }
 
+// Limits are the per-user limits generations are held to.
+type Limits interface {
+	// AllowSend counts a send of user, or refuses it (rate_limited).
+	AllowSend(ctx context.Context, user string) error
+	// AcquireGeneration counts a generation of user, or refuses it
+	// (rate_limited) when the user has too many.
+	AcquireGeneration(ctx context.Context, user, streamID string) error
+	// ReleaseGeneration stops counting it.
+	ReleaseGeneration(ctx context.Context, user, streamID string)
+}
+
+// noLimits holds nothing back.
+type noLimits struct{}
+
+func (noLimits) AllowSend(context.Context, string) error                 { return nil }
+func (noLimits) AcquireGeneration(context.Context, string, string) error { return nil }
+func (noLimits) ReleaseGeneration(context.Context, string, string)       {}
+
+func orNoLimits(l Limits) Limits {
+	if l == nil {
+		return noLimits{}
+	}
+	return l
+}
+
 // Service is the request side of generations, used by the API: it creates
 // them and cancels them.
 type Service struct {
@@ -32,37 +57,60 @@ type Service struct {
 	log     *streaming.Log
 	queue   *streaming.Queue
 	events  *streaming.Events
+	limits  Limits
 	fin     *finisher
 	slog    *slog.Logger
 	metrics *Metrics
 	owners  *owners
 }
 
-// NewService returns the request side of generations.
-func NewService(store Store, log *streaming.Log, queue *streaming.Queue, events *streaming.Events, metrics *Metrics, logger *slog.Logger) *Service {
+// NewService returns the request side of generations; limits may be nil
+// for none.
+func NewService(store Store, log *streaming.Log, queue *streaming.Queue, events *streaming.Events, limits Limits, metrics *Metrics, logger *slog.Logger) *Service {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	if metrics == nil {
 		metrics = NewMetrics(nil)
 	}
-	return &Service{store: store, log: log, queue: queue, events: events, slog: logger, metrics: metrics,
-		fin:    &finisher{store: store, log: log, events: events, slog: logger, metrics: metrics},
+	limits = orNoLimits(limits)
+	return &Service{store: store, log: log, queue: queue, events: events, limits: limits, slog: logger, metrics: metrics,
+		fin:    &finisher{store: store, log: log, events: events, limits: limits, slog: logger, metrics: metrics},
 		owners: newOwners(ownersSize)}
 }
 
 // Send stores a user message with the assistant message that will answer it
 // and queues the generation. The assistant message's id is the stream id.
+// The user's limits are checked first: a refused send stores nothing.
 func (s *Service) Send(ctx context.Context, userID, convID, content string) (user, assistant *chatstream.Message, err error) {
+	if err := s.limits.AllowSend(ctx, userID); err != nil {
+		if chatstream.ErrorCode(err) != chatstream.EINTERNAL {
+			return nil, nil, err
+		}
+		s.slog.Error("count a send against its limit", "err", err)
+		return nil, nil, chatstream.Errorf(chatstream.EUNAVAILABLE, "The answer could not be started; please retry.")
+	}
 	// The job is queued inside the messages' transaction: if Redis fails,
 	// nothing is stored; if the commit fails after, the job finds no
-	// message and ends (see generation.open).
+	// message and ends (see generation.open). The generation is counted
+	// against the user's limit there too: a refusal rolls everything back.
 	var redisErr error
+	held := ""
 	user, assistant, err = s.store.CreateExchangeThen(ctx, userID, convID, content, func(_, a *chatstream.Message) error {
+		if err := s.limits.AcquireGeneration(ctx, userID, a.ID); err != nil {
+			if chatstream.ErrorCode(err) != chatstream.ERATELIMIT {
+				redisErr = err
+			}
+			return err
+		}
+		held = a.ID
 		job := chatstream.Job{StreamID: a.ID, ConversationID: convID, UserID: userID, EnqueuedAt: time.Now().UnixMicro()}
 		redisErr = s.enqueue(ctx, job)
 		return redisErr
 	})
+	if err != nil && held != "" {
+		s.limits.ReleaseGeneration(context.WithoutCancel(ctx), userID, held)
+	}
 	if redisErr != nil {
 		s.slog.Error("enqueue generation", "err", redisErr)
 		return nil, nil, chatstream.Errorf(chatstream.EUNAVAILABLE, "The answer could not be started; please retry.")
@@ -120,7 +168,7 @@ func (s *Service) Cancel(ctx context.Context, userID, streamID string) error {
 	} else if err != nil {
 		return err
 	}
-	return s.fin.finishFromLog(ctx, streamID, claimed.Epoch, chatstream.StatusCancelled, nil)
+	return s.fin.finishFromLog(ctx, chatstream.Job{StreamID: streamID, UserID: userID}, claimed.Epoch, chatstream.StatusCancelled, nil)
 }
 
 // retry calls fn until it succeeds, fn says stop, or ctx ends, with

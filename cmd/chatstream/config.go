@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net/netip"
 	"net/url"
 	"os"
 	"strconv"
@@ -9,7 +10,9 @@ import (
 	"time"
 
 	"github.com/chatstream/chatstream/app"
+	"github.com/chatstream/chatstream/limits"
 	"github.com/chatstream/chatstream/server"
+	"github.com/chatstream/chatstream/worker"
 )
 
 // configError names the variable that is wrong and why, in one line.
@@ -169,7 +172,75 @@ func loadConfig(e env) (app.Config, error) {
 	if w.FlushInterval, err = e.duration("CHUNK_FLUSH_INTERVAL", 0, 0); err != nil {
 		return c, err
 	}
+	if w.MaxAnswerBytes, err = e.integer("MAX_ANSWER_BYTES", worker.DefaultMaxAnswerBytes, 1, 1<<30); err != nil {
+		return c, err
+	}
+	if err := loadLimits(e, &c); err != nil {
+		return c, err
+	}
 	return c, nil
+}
+
+// loadLimits reads the per-user limits and the HTTP server's guards.
+func loadLimits(e env, c *app.Config) error {
+	// A limit of 0 turns it off; limits.Config says that with -1.
+	limit := func(name string, def int, dst *int) error {
+		n, err := e.integer(name, def, 0, 1<<30)
+		if err != nil {
+			return err
+		}
+		if *dst = n; n == 0 {
+			*dst = -1
+		}
+		return nil
+	}
+	l := &c.Limits
+	for _, v := range []struct {
+		name string
+		def  int
+		dst  *int
+	}{
+		{"MAX_ACTIVE_GENERATIONS_PER_USER", limits.DefaultMaxActiveGenerations, &l.MaxActiveGenerations},
+		{"SEND_RATE_PER_USER", limits.DefaultSendRate, &l.SendRate},
+		{"MAX_SOCKETS_PER_USER", limits.DefaultMaxSockets, &l.MaxSockets},
+		{"DEV_TOKEN_RATE", limits.DefaultDevTokenRate, &l.DevTokenRate},
+		{"CONVERSATION_RATE_PER_USER", limits.DefaultConversationRate, &l.ConversationRate},
+		{"MAX_CONNS_PER_ADDR", server.DefaultMaxConnsPerAddr, &c.MaxConnsPerAddr},
+	} {
+		if err := limit(v.name, v.def, v.dst); err != nil {
+			return err
+		}
+	}
+	var err error
+	if c.BodyTimeout, err = e.duration("BODY_TIMEOUT", 10*time.Second, 100*time.Millisecond); err != nil {
+		return err
+	}
+	c.AllowedHosts = e.list("ALLOWED_HOSTS")
+	for _, h := range c.AllowedHosts {
+		if h == "*" {
+			return &configError{"ALLOWED_HOSTS", `"*" would serve any Host, which is the default without AUTH_DEV; list the hosts`}
+		}
+	}
+	c.TrustedProxies = e.list("TRUSTED_PROXIES")
+	for _, p := range c.TrustedProxies {
+		if _, err := netip.ParsePrefix(p); err != nil {
+			if _, err := netip.ParseAddr(p); err != nil {
+				return &configError{"TRUSTED_PROXIES", fmt.Sprintf("%q is not an address or a CIDR prefix", p)}
+			}
+		}
+	}
+	return nil
+}
+
+// list reads a comma-separated list; empty items are left out.
+func (e env) list(name string) []string {
+	var out []string
+	for _, v := range strings.Split(e.str(name, ""), ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 func (e env) float(name string, def, min, max float64) (float64, error) {

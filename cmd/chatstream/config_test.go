@@ -22,6 +22,18 @@ func TestLoadConfig_Defaults(t *testing.T) {
 		c.OpenAIAPIKey != "" || c.DemoTokensPerSec != 30 || c.Worker.StallTimeout != time.Minute || c.Worker.FlushInterval != 0 || c.DatabaseMaxConns != 0 || c.RedisFlushDelay != 0 {
 		t.Fatalf("defaults = %+v", c)
 	}
+	if l := c.Limits; l.MaxActiveGenerations != 4 || l.SendRate != 30 || l.MaxSockets != 32 || l.DevTokenRate != 10 ||
+		l.ConversationRate != 60 || c.MaxConnsPerAddr != 512 || c.BodyTimeout != 10*time.Second || c.Worker.MaxAnswerBytes != 1<<20 {
+		t.Fatalf("limits = %+v, conns per address %d, body timeout %s, answer cap %d", l, c.MaxConnsPerAddr, c.BodyTimeout, c.Worker.MaxAnswerBytes)
+	}
+	off, err := loadConfig(mapEnv(map[string]string{"AUTH_DEV": "true", "MAX_SOCKETS_PER_USER": "0", "MAX_CONNS_PER_ADDR": "0",
+		"ALLOWED_HOSTS": "chat.example.com, *.example.org", "TRUSTED_PROXIES": "10.0.0.0/8,192.168.1.7"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if off.Limits.MaxSockets != -1 || off.MaxConnsPerAddr != -1 || len(off.AllowedHosts) != 2 || len(off.TrustedProxies) != 2 {
+		t.Fatalf("0 turns a limit off, lists are read: %+v", off)
+	}
 }
 
 func TestLoadConfig_Errors(t *testing.T) {
@@ -47,6 +59,16 @@ func TestLoadConfig_Errors(t *testing.T) {
 		{"BadStall", map[string]string{"AUTH_SECRET": secret, "LLM_STALL_TIMEOUT": "1ns"}, "LLM_STALL_TIMEOUT"},
 		{"BadFlush", map[string]string{"AUTH_SECRET": secret, "CHUNK_FLUSH_INTERVAL": "soon"}, "CHUNK_FLUSH_INTERVAL"},
 		{"AnyOrigin", map[string]string{"AUTH_SECRET": secret, "WS_ORIGINS": "chat.example.com, *"}, "WS_ORIGINS"},
+		{"BadAnswerCap", map[string]string{"AUTH_SECRET": secret, "MAX_ANSWER_BYTES": "0"}, "MAX_ANSWER_BYTES"},
+		{"BadActive", map[string]string{"AUTH_SECRET": secret, "MAX_ACTIVE_GENERATIONS_PER_USER": "-1"}, "MAX_ACTIVE_GENERATIONS_PER_USER"},
+		{"BadSendRate", map[string]string{"AUTH_SECRET": secret, "SEND_RATE_PER_USER": "lots"}, "SEND_RATE_PER_USER"},
+		{"BadSockets", map[string]string{"AUTH_SECRET": secret, "MAX_SOCKETS_PER_USER": "1.5"}, "MAX_SOCKETS_PER_USER"},
+		{"BadDevTokenRate", map[string]string{"AUTH_SECRET": secret, "DEV_TOKEN_RATE": "x"}, "DEV_TOKEN_RATE"},
+		{"BadConnsPerAddr", map[string]string{"AUTH_SECRET": secret, "MAX_CONNS_PER_ADDR": "-2"}, "MAX_CONNS_PER_ADDR"},
+		{"BadBodyTimeout", map[string]string{"AUTH_SECRET": secret, "BODY_TIMEOUT": "1ns"}, "BODY_TIMEOUT"},
+		{"AnyHost", map[string]string{"AUTH_SECRET": secret, "ALLOWED_HOSTS": "chat.example.com,*"}, "ALLOWED_HOSTS"},
+		{"BadProxy", map[string]string{"AUTH_SECRET": secret, "TRUSTED_PROXIES": "10.0.0.0/8, lb"}, "TRUSTED_PROXIES"},
+		{"MessageTooLargeForAFrame", map[string]string{"AUTH_SECRET": secret, "MAX_CONTENT_BYTES": "200000"}, "MAX_CONTENT_BYTES"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

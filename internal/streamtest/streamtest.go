@@ -115,7 +115,7 @@ func CheckStream(tb testing.TB, client rueidis.Client, keys streaming.Keys, rec 
 		tb.Fatal(err)
 	}
 	if done.Type != "done" || done.Status != m.Status || done.LastIndex != int64(len(texts))-1 ||
-		done.MessageID != m.ID || done.StreamID != m.ID {
+		done.MessageID != m.ID || done.StreamID != m.ID || done.FinishReason != m.FinishReason {
 		tb.Fatalf("done = %+v, message %+v", done, m)
 	}
 	if (done.Error == nil) != (m.Error == nil) || (done.Error != nil && *done.Error != *m.Error) {
