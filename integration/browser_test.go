@@ -14,6 +14,7 @@ import (
 	"github.com/chromedp/chromedp/kb"
 
 	"github.com/chatstream/chatstream/app"
+	"github.com/chatstream/chatstream/limits"
 	"github.com/chatstream/chatstream/llm"
 )
 
@@ -309,5 +310,26 @@ func TestBrowser_Screenshots(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(dir, shot.name), png, 0o644); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// A refused send (the user's rate is spent) is shown with the server's
+// message, and the text typed stays in the box.
+func TestBrowser_RateLimitShown(t *testing.T) {
+	n := demoNode(t, app.Config{Workers: 1, Limits: limits.Config{SendRate: 1}})
+	ctx := newBrowser(t)
+	signIn(t, ctx, n, "alice")
+	id := sendFromPage(t, ctx, "/demo tokens=3\nfirst")
+	waitStatus(t, ctx, id, "complete")
+	run(t, ctx, "second send",
+		chromedp.Focus(chromedp.CSS("#input")),
+		chromedp.SendKeys(chromedp.CSS("#input"), "second"),
+		chromedp.SendKeys(chromedp.CSS("#input"), kb.Enter),
+		poll(`[...document.querySelectorAll(".flash")].some((e) => e.textContent.includes("Too many messages"))`),
+	)
+	// (chromedp types Enter's character too, which a real keyboard's
+	// prevented keydown would not.)
+	if v := eval[string](t, ctx, `document.getElementById("input").value`); strings.TrimSpace(v) != "second" {
+		t.Fatalf("the refused message left the box: %q", v)
 	}
 }

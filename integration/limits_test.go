@@ -165,3 +165,26 @@ func freePort(t *testing.T) string {
 	defer ln.Close()
 	return fmt.Sprint(ln.Addr())
 }
+
+// A generation of a node that died is ended by another node's reaper, and
+// no longer counts against its user's limit.
+func TestLimits_GenerationOfADeadNodeIsFreed(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	lim := limits.Config{MaxActiveGenerations: 1}
+	api := c.node(t, 0, func(cfg *app.Config) { cfg.Limits = lim })
+	proc := c.startProcess(t, "doomed", func(ps *processSpec) { ps.Limits = lim })
+	alice := api.devToken(t, "alice")
+	c.llm.Enqueue(llmtest.Script{Tokens: streamtest.Tokens(1000), Interval: 20 * time.Millisecond})
+	s := api.send(t, alice, api.conversation(t, alice), "q")
+	streamtest.Eventually(t, 10*time.Second, func() bool { return c.llen(t, s.StreamID) >= 1 }, "the doomed node never started")
+	next := api.conversation(t, alice)
+	api.post(t, "/v1/conversations/"+next+"/messages", alice, map[string]string{"content": "second"}).wantLimited(t, "a second generation")
+	proc.kill(t)
+	c.node(t, 1, func(cfg *app.Config) { cfg.Limits = lim }) // its reaper takes the dead node's job over
+	if m := api.final(t, alice, s.UserMessage.ConversationID, s.StreamID); m.Status != chatstream.StatusFailed || m.Error.Code != "worker_lost" {
+		t.Fatalf("the dead node's answer: %+v", m)
+	}
+	c.llm.Enqueue(llmtest.Script{Tokens: streamtest.Tokens(2)})
+	api.send(t, alice, next, "second, now")
+}

@@ -32,8 +32,12 @@ stop_server() {
 }
 trap stop_server EXIT
 
+# The load generator's 50 users each run many generations and sockets from
+# one address: the per-user and per-address limits are off for load runs
+# (0 turns each off), as they would be for a trusted load balancer's tests.
+limits_off="MAX_ACTIVE_GENERATIONS_PER_USER=0 SEND_RATE_PER_USER=0 MAX_SOCKETS_PER_USER=0 CONVERSATION_RATE_PER_USER=0 MAX_CONNS_PER_ADDR=0"
 start_server() { # name
-	GOGC=${BENCH_GOGC:-100} REDIS_KEY_PREFIX="bench-$1-$$:" WORKERS=${BENCH_WORKERS:-2500} HTTP_ADDR=127.0.0.1:$port LOG_LEVEL=warn \
+	env $limits_off GOGC=${BENCH_GOGC:-100} REDIS_KEY_PREFIX="bench-$1-$$:" WORKERS=${BENCH_WORKERS:-2500} HTTP_ADDR=127.0.0.1:$port LOG_LEVEL=warn \
 		./bin/chatstream serve >"$out/$1.server.log" 2>&1 &
 	server=$!
 	for _ in $(seq 100); do curl -sf "$url/readyz" >/dev/null && return 0; sleep 0.1; done
