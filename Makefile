@@ -10,7 +10,7 @@ SERVICES := scripts/services.sh
 # What `make run` serves with; override on the command line or in the env.
 HTTP_ADDR ?= 127.0.0.1:8080
 
-.PHONY: run test build services browser stop vet bench bench-full screenshots clean
+.PHONY: run test build services browser stop vet bench bench-full fuzz screenshots clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/chatstream
@@ -49,6 +49,10 @@ bench: services
 ## bench-full: the full-size load scenarios of BENCHMARKS.md (several minutes).
 bench-full: services
 	@scripts/bench.sh full
+
+## fuzz: every fuzz target for FUZZTIME each (default 5m); BENCHMARKS.md has the counts.
+fuzz:
+	@scripts/fuzz.sh
 
 ## screenshots: refresh docs/screenshot-*.png from the browser test.
 screenshots: services browser

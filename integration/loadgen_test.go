@@ -94,3 +94,25 @@ func TestAsk(t *testing.T) {
 		t.Fatalf("ask against a closed port: %v", err)
 	}
 }
+
+// A short soak: steady load with cancels, resumes and bad frames loses and
+// repeats nothing, every bad frame gets its error frame, and the server's
+// resources are sampled four times.
+func TestLoadgen_Soak(t *testing.T) {
+	n := demoNode(t, app.Config{Workers: 16, Provider: llm.NewDemo(llm.DemoConfig{}), Limits: limits.Off()})
+	rep, err := loadgen.Run(context.Background(), loadgen.Config{BaseURL: n.url, Scenario: loadgen.Soak,
+		Streams: 6, Tokens: 40, Rate: 400, Duration: 8 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Lost != 0 || rep.Duplicated != 0 || rep.SocketErrors != 0 {
+		t.Fatalf("lost %d, duplicated %d, socket errors %d (%v)", rep.Lost, rep.Duplicated, rep.SocketErrors, rep.ErrorSample)
+	}
+	s := rep.Soak
+	if s == nil || len(s.Samples) != 4 || s.BadFrames == 0 || s.BadAnswered != s.BadFrames || s.Cancels == 0 || s.Resumes == 0 {
+		t.Fatalf("soak report %+v", s)
+	}
+	if after := s.Samples[3]; after.At != "after" || after.Sockets != 0 || after.Goroutines <= 0 {
+		t.Fatalf("after the drain: %+v", after)
+	}
+}

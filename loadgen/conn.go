@@ -82,7 +82,12 @@ func writeJSON(ctx context.Context, c *websocket.Conn, v any) error {
 	if err != nil {
 		return err
 	}
+	return writeRaw(ctx, c, string(b))
+}
+
+// writeRaw writes one text frame as it is.
+func writeRaw(ctx context.Context, c *websocket.Conn, frame string) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	return c.Write(ctx, websocket.MessageText, b)
+	return c.Write(ctx, websocket.MessageText, []byte(frame))
 }

@@ -34,6 +34,8 @@ const (
 	Idle   = "idle"   // connected sockets following nothing
 	Storm  = "storm"  // every follower of a running stream drops and resumes at once
 	Churn  = "churn"  // sockets connect, follow a while and leave, continuously
+	// Soak (soak.go): steady load with churn, cancels, resumes and bad
+	// frames for the whole run, with the server's resources sampled.
 )
 
 // Config describes one run.
@@ -265,6 +267,9 @@ type socket struct {
 	closed   atomic.Bool
 	// sentAt is when this socket last sent a send frame, Unix µs.
 	sentAt atomic.Int64
+	// expectErrors counts the bad frames sent whose error frame has not
+	// come yet; answeredErrors the error frames that answered one.
+	expectErrors, answeredErrors atomic.Int64
 }
 
 func (r *run) open(ctx context.Context, user string) (*socket, error) {
@@ -353,7 +358,12 @@ func (s *socket) readLoop(ctx context.Context, onEnd func(id string)) {
 				}
 			}
 		case "error":
-			s.r.noteErr(errors.New(string(b)))
+			if s.expectErrors.Add(-1) >= 0 {
+				s.answeredErrors.Add(1) // the answer to a bad frame sent on purpose
+			} else {
+				s.expectErrors.Add(1)
+				s.r.noteErr(errors.New(string(b)))
+			}
 		}
 	}
 }

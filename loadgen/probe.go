@@ -150,6 +150,21 @@ func (p *Probe) Close() {
 	}
 }
 
+// RedisMemory returns the memory Redis holds (INFO memory used_memory),
+// 0 if unknown.
+func (p *Probe) RedisMemory() int64 {
+	if p.redis == nil {
+		return 0
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	info, err := p.redis.Do(ctx, p.redis.B().Info().Section("memory").Build()).ToString()
+	if err != nil {
+		return 0
+	}
+	return infoInt(info, "used_memory")
+}
+
 // RSS returns the server's resident memory now.
 func (p *Probe) RSS() int64 { return rssOf(p.ServerPID) }
 

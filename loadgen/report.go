@@ -67,6 +67,8 @@ type Report struct {
 	// ResumeReads are the history reads from the moment a storm's sockets
 	// resume until all caught up (the target: one per stream per node).
 	ResumeReads *int64 `json:"resume_history_reads,omitempty"`
+	// Soak is what a soak run did and how the server's resources went.
+	Soak *SoakReport `json:"soak,omitempty"`
 
 	latencies []int32
 }
@@ -75,7 +77,10 @@ type Report struct {
 func (r *Report) Print(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "scenario\t%s\n", r.Scenario)
-	if r.Streams > 0 {
+	switch {
+	case r.Soak != nil:
+		fmt.Fprintf(tw, "generations at once\t%d (%d tokens at %g/s)\n", r.Streams, r.Tokens, r.Rate)
+	case r.Streams > 0:
 		fmt.Fprintf(tw, "streams × followers\t%d × %d (%d tokens at %g/s)\n", r.Streams, r.Followers, r.Tokens, r.Rate)
 	}
 	fmt.Fprintf(tw, "sockets opened\t%d\n", r.Sockets)
@@ -122,6 +127,9 @@ func (r *Report) Print(w io.Writer) {
 		fmt.Fprintf(tw, "history reads while resuming\t%d\n", *r.ResumeReads)
 	}
 	tw.Flush()
+	if r.Soak != nil {
+		r.Soak.print(w)
+	}
 }
 
 func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }

@@ -1,7 +1,6 @@
 package loadgen
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -50,8 +49,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		err = r.storm(ctx, rep)
 	case Churn:
 		err = r.churn(ctx)
+	case Soak:
+		rep.Streams, rep.Tokens, rep.Rate = cfg.Streams, cfg.Tokens, cfg.Rate
+		err = r.soak(ctx, rep)
 	default:
-		err = fmt.Errorf("unknown scenario %q (steady, fanout, idle, storm, churn)", cfg.Scenario)
+		err = fmt.Errorf("unknown scenario %q (steady, fanout, idle, storm, churn, soak)", cfg.Scenario)
 	}
 	close(stop)
 	wg.Wait()
@@ -87,22 +89,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 }
 
 // historyReads scrapes the server's history read counter; -1 if unknown.
-func (r *run) historyReads() int64 {
-	res, err := r.http.Get(strings.TrimRight(r.cfg.BaseURL, "/") + "/metrics")
-	if err != nil {
-		return -1
-	}
-	defer res.Body.Close()
-	sc := bufio.NewScanner(res.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "chatstream_history_reads_total "); ok {
-			f, _ := strconv.ParseFloat(v, 64)
-			return int64(f)
-		}
-	}
-	return -1
-}
+func (r *run) historyReads() int64 { return r.metric("chatstream_history_reads_total") }
 
 // RaiseFileLimit raises this process's open-file limit to at least n, up
 // to what the kernel allows (root may raise the hard limit too).

@@ -7,6 +7,7 @@
 #   scripts/bench.sh quick    short runs (what `make bench` does)
 #   scripts/bench.sh full     the issue's full-size scenarios (minutes)
 #   scripts/bench.sh full idle storm   only those scenarios
+#   BENCH_SOAK=5m scripts/bench.sh quick soak   a soak of another length
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-quick}
@@ -36,8 +37,8 @@ trap stop_server EXIT
 # one address: the per-user and per-address limits are off for load runs
 # (0 turns each off), as they would be for a trusted load balancer's tests.
 limits_off="MAX_ACTIVE_GENERATIONS_PER_USER=0 SEND_RATE_PER_USER=0 MAX_SOCKETS_PER_USER=0 CONVERSATION_RATE_PER_USER=0 MAX_CONNS_PER_ADDR=0"
-start_server() { # name
-	env $limits_off GOGC=${BENCH_GOGC:-100} REDIS_KEY_PREFIX="bench-$1-$$:" WORKERS=${BENCH_WORKERS:-2500} HTTP_ADDR=127.0.0.1:$port LOG_LEVEL=warn \
+start_server() { # name; SERVER_ENV adds variables for this server
+	env $limits_off ${SERVER_ENV:-} GOGC=${BENCH_GOGC:-100} REDIS_KEY_PREFIX="bench-$1-$$:" WORKERS=${BENCH_WORKERS:-2500} HTTP_ADDR=127.0.0.1:$port LOG_LEVEL=warn \
 		./bin/chatstream serve >"$out/$1.server.log" 2>&1 &
 	server=$!
 	for _ in $(seq 100); do curl -sf "$url/readyz" >/dev/null && return 0; sleep 0.1; done
@@ -67,11 +68,15 @@ if [[ $mode == full ]]; then
 	lg idle -scenario idle -sockets 19500 -spread -duration 120s || status=1
 	lg storm -scenario storm -sockets 5000 -tokens 3000 -rate 30 -spread -duration 120s || status=1
 	lg churn -scenario churn -streams 20 -sockets 200 -tokens 3000 -rate 30 -duration 30s || status=1
+	# Chunk logs expire 20 s after their stream ends, so that Redis's
+	# memory can level off within the run.
+	SERVER_ENV="STREAM_TTL=20s" lg soak -scenario soak -streams 50 -tokens 200 -rate 30 -duration ${BENCH_SOAK:-30m} || status=1
 else
 	lg steady -scenario steady -streams 200 -followers 2 -tokens 100 -rate 30 -ramp 2s -duration 60s || status=1
 	lg fanout -scenario fanout -streams 5 -followers 200 -tokens 100 -rate 30 -duration 60s || status=1
 	lg idle -scenario idle -sockets 2000 -duration 60s || status=1
 	lg storm -scenario storm -sockets 500 -tokens 1000 -rate 30 -duration 60s || status=1
 	lg churn -scenario churn -streams 5 -sockets 50 -tokens 1000 -rate 30 -duration 10s || status=1
+	SERVER_ENV="STREAM_TTL=20s" lg soak -scenario soak -streams 20 -tokens 200 -rate 30 -duration ${BENCH_SOAK:-2m} || status=1
 fi
 exit $status

@@ -84,4 +84,10 @@ func TestWS_PanicInAFrameKeepsTheSocket(t *testing.T) {
 	if !strings.Contains(logs.String(), "panic serving a websocket frame") || !strings.Contains(logs.String(), "goroutine") {
 		t.Fatalf("the panic was not logged with its stack:\n%s", logs.String())
 	}
+	// The socket's own lines: when it opened, and when and why it closed.
+	for _, want := range []string{`"msg":"websocket opened"`, `"msg":"websocket closed"`, `"reason":"client"`, `"frames_in":2`, `"user":"alice"`} {
+		if !strings.Contains(logs.String(), want) {
+			t.Fatalf("the socket's log lines lack %s:\n%s", want, logs.String())
+		}
+	}
 }

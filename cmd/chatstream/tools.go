@@ -19,8 +19,8 @@ func loadgenCmd(ctx context.Context, args []string, e env, stdout, stderr io.Wri
 	fs.SetOutput(stderr)
 	var cfg loadgen.Config
 	fs.StringVar(&cfg.BaseURL, "url", "http://127.0.0.1:8080", "server base URL")
-	fs.StringVar(&cfg.Scenario, "scenario", loadgen.Steady, "steady, fanout, idle, storm or churn")
-	fs.IntVar(&cfg.Streams, "streams", 0, "generations (steady/fanout: default 10; churn: streams followed)")
+	fs.StringVar(&cfg.Scenario, "scenario", loadgen.Steady, "steady, fanout, idle, storm, churn or soak")
+	fs.IntVar(&cfg.Streams, "streams", 0, "generations (steady/fanout: default 10; churn: streams followed; soak: generations at once)")
 	fs.IntVar(&cfg.Followers, "followers", 0, "sockets per stream, the sender included (default 2)")
 	fs.IntVar(&cfg.Tokens, "tokens", 0, "tokens per generation (default 200)")
 	fs.Float64Var(&cfg.Rate, "rate", 0, "tokens per second per generation (default 30)")
