@@ -5,6 +5,7 @@ import (
 
 	"github.com/chatstream/chatstream/app"
 	"github.com/chatstream/chatstream/internal/testenv"
+	"github.com/chatstream/chatstream/limits"
 	"github.com/chatstream/chatstream/llm"
 )
 
@@ -16,12 +17,13 @@ func BenchmarkCancelAcrossNodes(b *testing.B) {
 	db := testenv.NewDatabase(b)
 	prefix := testenv.Namespace(b)
 	secret := []byte("measure-secret-measure-secret-measure")
-	api := demoNode(b, app.Config{Workers: 0, DatabaseURL: db, KeyPrefix: prefix, AuthSecret: secret})
-	demoNode(b, app.Config{Workers: 4, DatabaseURL: db, KeyPrefix: prefix, AuthSecret: secret,
+	// One user sends and cancels in a loop: faster than the limits allow.
+	api := demoNode(b, app.Config{Workers: 0, DatabaseURL: db, KeyPrefix: prefix, AuthSecret: secret, Limits: limits.Off()})
+	demoNode(b, app.Config{Workers: 4, DatabaseURL: db, KeyPrefix: prefix, AuthSecret: secret, Limits: limits.Off(),
 		Provider: llm.NewDemo(llm.DemoConfig{TokensPerSec: 20})})
+	tok := api.devToken(b, "alice")
 	for b.Loop() {
 		b.StopTimer()
-		tok := api.devToken(b, "alice")
 		conv := api.conversation(b, tok)
 		c := api.dial(b, tok)
 		c.write(map[string]any{"type": "send", "conversation_id": conv, "content": "/demo tokens=1000\nlong"})
