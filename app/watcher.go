@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/chatstream/chatstream"
+	"github.com/chatstream/chatstream/protocol"
 	"github.com/chatstream/chatstream/server"
 	"github.com/chatstream/chatstream/streaming"
 )
@@ -159,7 +160,7 @@ func (w *watcher) readLoop(conv string, c *convRefill) {
 		cancel()
 		frames := make([][]byte, len(msgs))
 		for i, m := range msgs {
-			frames[i] = streaming.MessageFrame(m)
+			frames[i] = protocol.MessageFrame(m)
 		}
 
 		w.mu.Lock()

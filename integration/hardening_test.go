@@ -19,6 +19,7 @@ import (
 	"github.com/chatstream/chatstream/internal/testenv"
 	"github.com/chatstream/chatstream/limits"
 	"github.com/chatstream/chatstream/llm"
+	"github.com/chatstream/chatstream/protocol"
 	"github.com/chatstream/chatstream/streaming"
 	"github.com/chatstream/chatstream/worker"
 )
@@ -304,7 +305,7 @@ func TestQueue_AnotherUsersFirstChunkIsNotBehindABacklog(t *testing.T) {
 			if err != nil {
 				return false
 			}
-			ts, _ = streaming.ChunkTS(b)
+			ts, _ = protocol.ChunkTS(b)
 			return true
 		}, "stream %s never started", id)
 		return ts

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/chatstream/chatstream"
+	"github.com/chatstream/chatstream/protocol"
 )
 
 // ErrTruncated is wrapped by the error Recv returns when the server ended the
@@ -76,16 +77,6 @@ func (e *Error) Retryable() bool {
 	return e.Kind == KindRateLimited || e.Kind == KindUnavailable
 }
 
-// Failure codes, as shown to users in a failed message's error.
-const (
-	CodeRateLimited = "llm_rate_limited"
-	CodeUnavailable = "llm_unavailable"
-	CodeTruncated   = "llm_truncated"
-	CodeTimeout     = "llm_timeout"
-	CodeCancelled   = "llm_cancelled"
-	CodeError       = "llm_error"
-)
-
 // Failure turns an error of this package (or a context error) into the code
 // and human message shown to the user. Messages never contain the server's
 // text, URLs or keys. A nil err gives the zero Failure.
@@ -95,27 +86,27 @@ func Failure(err error) chatstream.Failure {
 	case err == nil:
 		return chatstream.Failure{}
 	case errors.Is(err, ErrTruncated):
-		return chatstream.Failure{Code: CodeTruncated, Message: "The answer was cut off: the connection to the model was lost."}
+		return chatstream.Failure{Code: protocol.CodeLLMTruncated, Message: "The answer was cut off: the connection to the model was lost."}
 	case errors.Is(err, ErrStalled):
-		return chatstream.Failure{Code: CodeTimeout, Message: "The model stopped responding."}
+		return chatstream.Failure{Code: protocol.CodeLLMTimeout, Message: "The model stopped responding."}
 	case errors.Is(err, context.DeadlineExceeded):
-		return chatstream.Failure{Code: CodeTimeout, Message: "The model took too long to answer."}
+		return chatstream.Failure{Code: protocol.CodeLLMTimeout, Message: "The model took too long to answer."}
 	case errors.Is(err, context.Canceled):
-		return chatstream.Failure{Code: CodeCancelled, Message: "The answer was stopped."}
+		return chatstream.Failure{Code: protocol.CodeLLMCancelled, Message: "The answer was stopped."}
 	case !errors.As(err, &e):
-		return chatstream.Failure{Code: CodeError, Message: "The model could not answer."}
+		return chatstream.Failure{Code: protocol.CodeLLMError, Message: "The model could not answer."}
 	}
 	switch e.Kind {
 	case KindRateLimited:
-		return chatstream.Failure{Code: CodeRateLimited, Message: "The model is busy right now. Please try again in a moment."}
+		return chatstream.Failure{Code: protocol.CodeLLMRateLimited, Message: "The model is busy right now. Please try again in a moment."}
 	case KindUnavailable:
-		return chatstream.Failure{Code: CodeUnavailable, Message: "The model is unavailable right now. Please try again later."}
+		return chatstream.Failure{Code: protocol.CodeLLMUnavailable, Message: "The model is unavailable right now. Please try again later."}
 	case KindAuth:
-		return chatstream.Failure{Code: CodeError, Message: "The model service refused this server's credentials."}
+		return chatstream.Failure{Code: protocol.CodeLLMError, Message: "The model service refused this server's credentials."}
 	case KindBadRequest:
-		return chatstream.Failure{Code: CodeError, Message: "The model could not process this conversation."}
+		return chatstream.Failure{Code: protocol.CodeLLMError, Message: "The model could not process this conversation."}
 	case KindStream:
-		return chatstream.Failure{Code: CodeError, Message: "The model failed while answering."}
+		return chatstream.Failure{Code: protocol.CodeLLMError, Message: "The model failed while answering."}
 	}
-	return chatstream.Failure{Code: CodeError, Message: "The model could not answer."}
+	return chatstream.Failure{Code: protocol.CodeLLMError, Message: "The model could not answer."}
 }

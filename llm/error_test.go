@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/chatstream/chatstream/llm"
+	"github.com/chatstream/chatstream/protocol"
 )
 
 func TestFailure(t *testing.T) {
@@ -17,17 +18,17 @@ func TestFailure(t *testing.T) {
 		code string
 	}{
 		{nil, ""},
-		{fmt.Errorf("generate: %w", llm.ErrTruncated), llm.CodeTruncated},
-		{&llm.Error{Kind: llm.KindUnavailable, Message: secret, Err: llm.ErrStalled}, llm.CodeTimeout},
-		{context.DeadlineExceeded, llm.CodeTimeout},
-		{fmt.Errorf("recv: %w", context.Canceled), llm.CodeCancelled},
-		{&llm.Error{Kind: llm.KindRateLimited, Status: 429, Message: secret}, llm.CodeRateLimited},
-		{fmt.Errorf("x: %w", &llm.Error{Kind: llm.KindUnavailable, Status: 503, Message: secret}), llm.CodeUnavailable},
-		{&llm.Error{Kind: llm.KindAuth, Status: 401, Message: secret}, llm.CodeError},
-		{&llm.Error{Kind: llm.KindBadRequest, Status: 400, Message: secret}, llm.CodeError},
-		{&llm.Error{Kind: llm.KindStream, Message: secret}, llm.CodeError},
-		{&llm.Error{Kind: llm.KindOther, Err: errors.New(secret)}, llm.CodeError},
-		{errors.New(secret), llm.CodeError},
+		{fmt.Errorf("generate: %w", llm.ErrTruncated), protocol.CodeLLMTruncated},
+		{&llm.Error{Kind: llm.KindUnavailable, Message: secret, Err: llm.ErrStalled}, protocol.CodeLLMTimeout},
+		{context.DeadlineExceeded, protocol.CodeLLMTimeout},
+		{fmt.Errorf("recv: %w", context.Canceled), protocol.CodeLLMCancelled},
+		{&llm.Error{Kind: llm.KindRateLimited, Status: 429, Message: secret}, protocol.CodeLLMRateLimited},
+		{fmt.Errorf("x: %w", &llm.Error{Kind: llm.KindUnavailable, Status: 503, Message: secret}), protocol.CodeLLMUnavailable},
+		{&llm.Error{Kind: llm.KindAuth, Status: 401, Message: secret}, protocol.CodeLLMError},
+		{&llm.Error{Kind: llm.KindBadRequest, Status: 400, Message: secret}, protocol.CodeLLMError},
+		{&llm.Error{Kind: llm.KindStream, Message: secret}, protocol.CodeLLMError},
+		{&llm.Error{Kind: llm.KindOther, Err: errors.New(secret)}, protocol.CodeLLMError},
+		{errors.New(secret), protocol.CodeLLMError},
 	}
 	for _, tt := range tests {
 		f := llm.Failure(tt.err)

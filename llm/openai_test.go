@@ -13,6 +13,7 @@ import (
 	"github.com/chatstream/chatstream"
 	"github.com/chatstream/chatstream/llm"
 	"github.com/chatstream/chatstream/llm/llmtest"
+	"github.com/chatstream/chatstream/protocol"
 )
 
 // newOpenAI returns a provider talking to srv with fast retries; edit
@@ -311,7 +312,7 @@ func TestOpenAI_Stream_rateLimitedForever(t *testing.T) {
 			t.Errorf("attempt %d: delay %v, want Retry-After capped at RetryMax", c.attempt, c.delay)
 		}
 	}
-	if got := llm.Failure(err).Code; got != llm.CodeRateLimited {
+	if got := llm.Failure(err).Code; got != protocol.CodeLLMRateLimited {
 		t.Errorf("Failure code = %q", got)
 	}
 }
@@ -414,7 +415,7 @@ func TestOpenAI_Recv_truncated(t *testing.T) {
 			if got, want := strings.Join(deltas, ""), strings.Join(tokens[:tt.want], ""); got != want {
 				t.Errorf("deltas before the error = %q, want %q", got, want)
 			}
-			if got := llm.Failure(err).Code; got != llm.CodeTruncated {
+			if got := llm.Failure(err).Code; got != protocol.CodeLLMTruncated {
 				t.Errorf("Failure code = %q", got)
 			}
 		})

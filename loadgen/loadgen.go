@@ -22,9 +22,9 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-
-	"github.com/chatstream/chatstream/streaming"
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/chatstream/chatstream/protocol"
 )
 
 // Scenarios.
@@ -205,7 +205,7 @@ type follower struct {
 // onChunk accounts chunk idx, frame b, received at now.
 func (r *run) onChunk(f *follower, idx int64, b []byte, now time.Time) {
 	r.chunks.Add(1)
-	ts, hasTS := streaming.ChunkTS(b)
+	ts, hasTS := protocol.ChunkTS(b)
 	if hasTS && ts >= f.since {
 		f.lat = append(f.lat, int32(min(now.UnixMicro()-ts, 1<<31-1)))
 		f.live = true
@@ -309,19 +309,19 @@ func (s *socket) readLoop(ctx context.Context, onEnd func(id string)) {
 		now := time.Now()
 		// A byte scan, not a JSON decode, per frame: the load generator
 		// measures the server, not itself.
-		typ, idx, ok := streaming.ScanFrame(b)
+		typ, idx, ok := protocol.Scan(b)
 		if !ok {
 			continue
 		}
 		switch typ {
-		case streaming.FrameChunk:
+		case protocol.TypeChunk:
 			s.mu.Lock()
-			if f := s.fs[string(streaming.FrameStreamID(b))]; f != nil && !f.done {
+			if f := s.fs[string(protocol.StreamID(b))]; f != nil && !f.done {
 				s.r.onChunk(f, idx, b, now)
 			}
 			s.mu.Unlock()
-		case streaming.FrameDone:
-			id := string(streaming.FrameStreamID(b))
+		case protocol.TypeDone:
+			id := string(protocol.StreamID(b))
 			s.mu.Lock()
 			f := s.fs[id]
 			if f != nil && !f.done {
@@ -332,10 +332,10 @@ func (s *socket) readLoop(ctx context.Context, onEnd func(id string)) {
 			if f != nil && onEnd != nil {
 				onEnd(id)
 			}
-		case streaming.FrameSnapshot:
+		case protocol.TypeSnapshot:
 			s.r.snapshots.Add(1)
 			s.mu.Lock()
-			if f := s.fs[string(streaming.FrameStreamID(b))]; f != nil {
+			if f := s.fs[string(protocol.StreamID(b))]; f != nil {
 				f.next = idx + 1
 			}
 			s.mu.Unlock()

@@ -13,8 +13,8 @@ targets=(
 	"./server FuzzSocketFrame"
 	"./server FuzzHTTPBody"
 	"./server FuzzAccessToken"
-	"./streaming FuzzAppendJSONString"
-	"./streaming FuzzScanFrame"
+	"./protocol FuzzAppendJSONString"
+	"./protocol FuzzScan"
 	"./llm FuzzDemoDirective"
 )
 status=0

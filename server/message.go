@@ -7,6 +7,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/chatstream/chatstream"
+	"github.com/chatstream/chatstream/protocol"
 )
 
 // validateContent checks a user message against the configured limit.
@@ -53,7 +54,7 @@ func (s *Server) handleSendMessage(c *gin.Context) {
 func (s *Server) handleCancel(c *gin.Context) {
 	id := c.Param("stream_id")
 	if !validID(id) {
-		writeError(c, chatstream.Errorf(chatstream.ENOTFOUND, "Stream not found."))
+		writeError(c, protocol.ErrStreamNotFound)
 		return
 	}
 	if err := s.gens.Cancel(c, c.GetString(ctxUser), id); err != nil {

@@ -12,6 +12,8 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/chatstream/chatstream/protocol"
 )
 
 const (
@@ -91,7 +93,7 @@ func (s *Server) recoverPanic(c *gin.Context) {
 			}
 			s.metrics.panics.Inc()
 			s.log.Error("panic serving a request", "request_id", c.GetString(ctxRequestID), "panic", v, "stack", string(debug.Stack()))
-			writeStatus(c, http.StatusInternalServerError, "internal", "Internal error.")
+			writeStatus(c, http.StatusInternalServerError, protocol.CodeInternal, "Internal error.")
 		}
 	}()
 	c.Next()

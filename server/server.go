@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/chatstream/chatstream"
+	"github.com/chatstream/chatstream/protocol"
 )
 
 // Store is what the server needs of the Postgres store.
@@ -271,7 +272,7 @@ func (s *Server) routes(page fs.FS) error {
 		s.routePage(e, page)
 	}
 	e.NoMethod(func(c *gin.Context) {
-		writeStatus(c, http.StatusMethodNotAllowed, "method_not_allowed", "Method not allowed on this endpoint.")
+		writeStatus(c, http.StatusMethodNotAllowed, protocol.CodeMethodNotAllowed, "Method not allowed on this endpoint.")
 	})
 
 	e.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })

@@ -15,6 +15,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/chatstream/chatstream"
+	"github.com/chatstream/chatstream/protocol"
 )
 
 // Sink is a socket's outbound queue as the stream and event deliverers see it.
@@ -491,7 +492,7 @@ func (ss *session) readLoop() {
 		}
 		ss.framesIn++
 		if typ != websocket.MessageText {
-			ss.sendError(nil, "", "invalid_frame", "Frames must be text frames holding one JSON object.")
+			ss.sendError(nil, "", protocol.CodeInvalidFrame, "Frames must be text frames holding one JSON object.")
 			continue
 		}
 		ss.handle(data)
@@ -621,47 +622,6 @@ func unixNanoOrZero(t time.Time) int64 {
 	return t.UnixNano()
 }
 
-// requestID is a client's request_id, echoed as it came (any JSON value).
-type requestID = json.RawMessage
-
-// clientFrame is any frame a client sends.
-type clientFrame struct {
-	Type           string    `json:"type"`
-	RequestID      requestID `json:"request_id,omitempty"`
-	StreamID       *string   `json:"stream_id"`
-	ConversationID *string   `json:"conversation_id"`
-	Content        *string   `json:"content"`
-	LastIndex      *int64    `json:"last_index"`
-}
-
-// errorFrame is the error frame. RetryAfter (seconds; an extension) says
-// when a rate_limited request may be tried again.
-type errorFrame struct {
-	Type       string    `json:"type"`
-	RequestID  requestID `json:"request_id,omitempty"`
-	StreamID   string    `json:"stream_id,omitempty"`
-	Code       string    `json:"code"`
-	Message    string    `json:"message"`
-	RetryAfter int       `json:"retry_after,omitempty"`
-}
-
-// ackFrame confirms subscribe, unsubscribe, watch, unwatch and cancel (an
-// extension of the contract: the type is the operation's past tense).
-type ackFrame struct {
-	Type           string    `json:"type"`
-	RequestID      requestID `json:"request_id,omitempty"`
-	StreamID       string    `json:"stream_id,omitempty"`
-	ConversationID string    `json:"conversation_id,omitempty"`
-}
-
-type acceptedFrame struct {
-	Type             string              `json:"type"`
-	RequestID        requestID           `json:"request_id,omitempty"`
-	UserMessage      *chatstream.Message `json:"user_message"`
-	AssistantMessage *chatstream.Message `json:"assistant_message"`
-	StreamID         string              `json:"stream_id"`
-}
-
 func (ss *session) sendJSON(v any) {
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -671,23 +631,23 @@ func (ss *session) sendJSON(v any) {
 	ss.Send(b)
 }
 
-func (ss *session) sendError(rid requestID, streamID, code, message string) {
-	ss.sendErrorFrame(errorFrame{Type: "error", RequestID: rid, StreamID: streamID, Code: code, Message: message})
+func (ss *session) sendError(rid protocol.RequestID, streamID, code, message string) {
+	ss.sendErrorFrame(protocol.Error{Type: protocol.TypeError, RequestID: rid, StreamID: streamID, Code: code, Message: message})
 }
 
-func (ss *session) sendErrorFrame(f errorFrame) {
+func (ss *session) sendErrorFrame(f protocol.Error) {
 	ss.srv.metrics.wsErrors.WithLabelValues(f.Code).Inc()
 	ss.sendJSON(f)
 }
 
 // sendErr answers err as an error frame: domain errors with their code,
 // others as internal (logged, not shown).
-func (ss *session) sendErr(rid requestID, streamID string, err error) {
+func (ss *session) sendErr(rid protocol.RequestID, streamID string, err error) {
 	code := chatstream.ErrorCode(err)
 	if code == chatstream.EINTERNAL {
 		ss.log.Warn("websocket request failed", "err", err)
 	}
-	f := errorFrame{Type: "error", RequestID: rid, StreamID: streamID, Code: code, Message: chatstream.ErrorMessage(err)}
+	f := protocol.Error{Type: protocol.TypeError, RequestID: rid, StreamID: streamID, Code: code, Message: chatstream.ErrorMessage(err)}
 	if d := chatstream.RetryAfter(err); d > 0 {
 		f.RetryAfter = retryAfterSeconds(d)
 	}
@@ -706,45 +666,30 @@ func (ss *session) handle(data []byte) {
 			ss.sendError(nil, "", chatstream.EINTERNAL, "Internal error.")
 		}
 	}()
-	var f clientFrame
-	if err := json.Unmarshal(data, &f); err != nil {
-		// A field of the wrong type fails the whole decode; the request_id
-		// alone may still be readable, and the error is echoed with it.
-		var only struct {
-			RequestID requestID `json:"request_id"`
-		}
-		_ = json.Unmarshal(data, &only)
-		ss.sendError(echoable(only.RequestID), "", "invalid_frame", "The frame is not a JSON object of the expected shape: "+jsonProblem(err)+".")
+	f, err := protocol.DecodeClientFrame(data)
+	if err != nil {
+		ss.sendError(f.RequestID, "", protocol.CodeInvalidFrame, "The frame is not a JSON object of the expected shape: "+jsonProblem(err)+".")
 		return
 	}
-	rid := echoable(f.RequestID)
+	rid := f.RequestID
 	switch f.Type {
-	case "subscribe":
+	case protocol.TypeSubscribe:
 		ss.subscribe(rid, f)
-	case "unsubscribe":
+	case protocol.TypeUnsubscribe:
 		ss.unsubscribe(rid, f)
-	case "watch":
+	case protocol.TypeWatch:
 		ss.watch(rid, f)
-	case "unwatch":
+	case protocol.TypeUnwatch:
 		ss.unwatch(rid, f)
-	case "send":
+	case protocol.TypeSend:
 		ss.send(rid, f)
-	case "cancel":
+	case protocol.TypeCancel:
 		ss.cancelStream(rid, f)
 	case "":
-		ss.sendError(rid, "", chatstream.EINVALID, "Field \"type\" is required.")
+		ss.sendError(rid, "", protocol.CodeInvalidRequest, "Field \"type\" is required.")
 	default:
-		ss.sendError(rid, "", "unknown_type", "Unknown frame type \""+truncate(f.Type, 32)+"\".")
+		ss.sendError(rid, "", protocol.CodeUnknownType, "Unknown frame type \""+truncate(f.Type, 32)+"\".")
 	}
-}
-
-// echoable returns rid if it can be echoed: a JSON value of at most 128
-// bytes; else nil.
-func echoable(rid requestID) requestID {
-	if len(rid) > 128 || !json.Valid(rid) {
-		return nil
-	}
-	return rid
 }
 
 func truncate(s string, n int) string {
@@ -755,7 +700,7 @@ func truncate(s string, n int) string {
 }
 
 // requireID reads a required id field; false means an error frame was sent.
-func (ss *session) requireID(rid requestID, field string, v *string) (string, bool) {
+func (ss *session) requireID(rid protocol.RequestID, field string, v *string) (string, bool) {
 	if v == nil || *v == "" {
 		ss.sendError(rid, "", chatstream.EINVALID, "Field \""+field+"\" is required.")
 		return "", false
@@ -774,17 +719,17 @@ const maxLastIndex = 1<<53 - 1
 
 // allowSubscribe takes a token for a subscribe or watch frame; false means
 // a rate_limited error frame was sent.
-func (ss *session) allowSubscribe(rid requestID, streamID string) bool {
+func (ss *session) allowSubscribe(rid protocol.RequestID, streamID string) bool {
 	wait := ss.subscribes.take(time.Now())
 	if wait == 0 {
 		return true
 	}
-	ss.sendErrorFrame(errorFrame{Type: "error", RequestID: rid, StreamID: streamID, Code: chatstream.ERATELIMIT,
+	ss.sendErrorFrame(protocol.Error{Type: protocol.TypeError, RequestID: rid, StreamID: streamID, Code: chatstream.ERATELIMIT,
 		Message: "Too many subscriptions on this socket; slow down.", RetryAfter: retryAfterSeconds(wait)})
 	return false
 }
 
-func (ss *session) subscribe(rid requestID, f clientFrame) {
+func (ss *session) subscribe(rid protocol.RequestID, f protocol.ClientFrame) {
 	id, ok := ss.requireID(rid, "stream_id", f.StreamID)
 	if !ok || !ss.allowSubscribe(rid, id) {
 		return
@@ -800,7 +745,7 @@ func (ss *session) subscribe(rid requestID, f clientFrame) {
 	ctx, cancel := ss.opCtx()
 	defer cancel()
 	if !validID(id) {
-		ss.sendError(rid, id, chatstream.ENOTFOUND, "Stream not found.")
+		ss.sendErr(rid, id, protocol.ErrStreamNotFound)
 		return
 	}
 	if err := ss.srv.gens.Authorize(ctx, ss.user, id); err != nil {
@@ -812,7 +757,7 @@ func (ss *session) subscribe(rid requestID, f clientFrame) {
 
 // follow starts following a stream the user may see, replacing an earlier
 // follow of the same stream.
-func (ss *session) follow(ctx context.Context, rid requestID, id string, last int64) {
+func (ss *session) follow(ctx context.Context, rid protocol.RequestID, id string, last int64) {
 	ss.mu.Lock()
 	if old := ss.follows[id]; old != nil {
 		old.Close()
@@ -829,10 +774,10 @@ func (ss *session) follow(ctx context.Context, rid requestID, id string, last in
 	}
 	ss.mu.Unlock()
 	if active >= ss.srv.cfg.WS.MaxFollows {
-		ss.sendError(rid, id, "too_many_subscriptions", "This socket follows too many streams; unsubscribe some first.")
+		ss.sendError(rid, id, protocol.CodeTooManySubscriptions, "This socket follows too many streams; unsubscribe some first.")
 		return
 	}
-	ss.sendJSON(ackFrame{Type: "subscribed", RequestID: rid, StreamID: id})
+	ss.sendJSON(protocol.Ack{Type: protocol.TypeSubscribed, RequestID: rid, StreamID: id})
 	fl, err := ss.srv.streams.Follow(ctx, id, last, ss)
 	if err != nil {
 		ss.sendErr(rid, id, err)
@@ -848,7 +793,7 @@ func (ss *session) follow(ctx context.Context, rid requestID, id string, last in
 	ss.mu.Unlock()
 }
 
-func (ss *session) unsubscribe(rid requestID, f clientFrame) {
+func (ss *session) unsubscribe(rid protocol.RequestID, f protocol.ClientFrame) {
 	id, ok := ss.requireID(rid, "stream_id", f.StreamID)
 	if !ok {
 		return
@@ -860,10 +805,10 @@ func (ss *session) unsubscribe(rid requestID, f clientFrame) {
 	if fl != nil {
 		fl.Close()
 	}
-	ss.sendJSON(ackFrame{Type: "unsubscribed", RequestID: rid, StreamID: id})
+	ss.sendJSON(protocol.Ack{Type: protocol.TypeUnsubscribed, RequestID: rid, StreamID: id})
 }
 
-func (ss *session) watch(rid requestID, f clientFrame) {
+func (ss *session) watch(rid protocol.RequestID, f protocol.ClientFrame) {
 	id, ok := ss.requireID(rid, "conversation_id", f.ConversationID)
 	if !ok || !ss.allowSubscribe(rid, "") {
 		return
@@ -879,11 +824,11 @@ func (ss *session) watch(rid requestID, f clientFrame) {
 	n := len(ss.watches)
 	ss.mu.Unlock()
 	if already {
-		ss.sendJSON(ackFrame{Type: "watching", RequestID: rid, ConversationID: id})
+		ss.sendJSON(protocol.Ack{Type: protocol.TypeWatching, RequestID: rid, ConversationID: id})
 		return
 	}
 	if n >= ss.srv.cfg.WS.MaxWatches {
-		ss.sendError(rid, "", "too_many_subscriptions", "This socket watches too many conversations; unwatch some first.")
+		ss.sendError(rid, "", protocol.CodeTooManySubscriptions, "This socket watches too many conversations; unwatch some first.")
 		return
 	}
 	unwatch, err := ss.srv.watcher.Watch(ctx, id, ss)
@@ -902,10 +847,10 @@ func (ss *session) watch(rid requestID, f clientFrame) {
 	}
 	ss.watches[id] = unwatch
 	ss.mu.Unlock()
-	ss.sendJSON(ackFrame{Type: "watching", RequestID: rid, ConversationID: id})
+	ss.sendJSON(protocol.Ack{Type: protocol.TypeWatching, RequestID: rid, ConversationID: id})
 }
 
-func (ss *session) unwatch(rid requestID, f clientFrame) {
+func (ss *session) unwatch(rid protocol.RequestID, f protocol.ClientFrame) {
 	id, ok := ss.requireID(rid, "conversation_id", f.ConversationID)
 	if !ok {
 		return
@@ -917,10 +862,10 @@ func (ss *session) unwatch(rid requestID, f clientFrame) {
 	if unwatch != nil {
 		unwatch()
 	}
-	ss.sendJSON(ackFrame{Type: "unwatched", RequestID: rid, ConversationID: id})
+	ss.sendJSON(protocol.Ack{Type: protocol.TypeUnwatched, RequestID: rid, ConversationID: id})
 }
 
-func (ss *session) send(rid requestID, f clientFrame) {
+func (ss *session) send(rid protocol.RequestID, f protocol.ClientFrame) {
 	conv, ok := ss.requireID(rid, "conversation_id", f.ConversationID)
 	if !ok {
 		return
@@ -940,17 +885,17 @@ func (ss *session) send(rid requestID, f clientFrame) {
 		ss.sendErr(rid, "", err)
 		return
 	}
-	ss.sendJSON(acceptedFrame{Type: "accepted", RequestID: rid, UserMessage: user, AssistantMessage: asst, StreamID: asst.ID})
+	ss.sendJSON(protocol.Accepted{Type: protocol.TypeAccepted, RequestID: rid, UserMessage: user, AssistantMessage: asst, StreamID: asst.ID})
 	ss.follow(ctx, nil, asst.ID, -1)
 }
 
-func (ss *session) cancelStream(rid requestID, f clientFrame) {
+func (ss *session) cancelStream(rid protocol.RequestID, f protocol.ClientFrame) {
 	id, ok := ss.requireID(rid, "stream_id", f.StreamID)
 	if !ok {
 		return
 	}
 	if !validID(id) {
-		ss.sendError(rid, id, chatstream.ENOTFOUND, "Stream not found.")
+		ss.sendErr(rid, id, protocol.ErrStreamNotFound)
 		return
 	}
 	ctx, cancel := ss.opCtx()
@@ -959,5 +904,5 @@ func (ss *session) cancelStream(rid requestID, f clientFrame) {
 		ss.sendErr(rid, id, err)
 		return
 	}
-	ss.sendJSON(ackFrame{Type: "cancelling", RequestID: rid, StreamID: id})
+	ss.sendJSON(protocol.Ack{Type: protocol.TypeCancelling, RequestID: rid, StreamID: id})
 }

@@ -8,25 +8,8 @@ import (
 	"time"
 
 	"github.com/chatstream/chatstream/internal/testenv"
+	"github.com/chatstream/chatstream/protocol"
 )
-
-func BenchmarkAppendChunkFrame(b *testing.B) {
-	buf := make([]byte, 0, 256)
-	b.ReportAllocs()
-	for b.Loop() {
-		buf = AppendChunkFrame(buf[:0], "5f0c7b7e-4a53-4d6f-9d36-1b7f8a3e2c10", 1234, " streaming", 1795726409121522)
-	}
-}
-
-func BenchmarkScanFrame(b *testing.B) {
-	frame := AppendChunkFrame(nil, "5f0c7b7e-4a53-4d6f-9d36-1b7f8a3e2c10", 1234, " a \"quoted\" word", 1795726409121522)
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, _, ok := ScanFrame(frame); !ok {
-			b.Fatal("no frame")
-		}
-	}
-}
 
 // countSink counts frames; it never fills.
 type countSink struct{ n atomic.Int64 }
@@ -85,7 +68,7 @@ func BenchmarkStreams_FanOut(b *testing.B) {
 	}
 	frames := make([][]byte, 1<<16)
 	for i := range frames {
-		frames[i] = AppendChunkFrame(nil, id, int64(i), " word", time.Now().UnixMicro())
+		frames[i] = protocol.AppendChunk(nil, id, int64(i), " word", time.Now().UnixMicro())
 	}
 	b.ReportAllocs()
 	b.ResetTimer()

@@ -1,6 +1,10 @@
 package streaming
 
-import "slices"
+import (
+	"slices"
+
+	"github.com/chatstream/chatstream/protocol"
+)
 
 // cacheMaxBytes bounds a stream's cached frames on a node (about 150 chunk
 // frames, five seconds of a fast answer). A resuming client
@@ -57,7 +61,7 @@ func (c *logCache) fill(streamID string, hist History, live [][]byte) {
 		c.done = hist.Meta.doneFrame(streamID)
 	}
 	for _, fr := range live {
-		if typ, idx, ok := ScanFrame(fr); ok {
+		if typ, idx, ok := protocol.Scan(fr); ok {
 			c.observe(typ, idx, fr)
 		}
 	}
@@ -78,7 +82,7 @@ func (c *logCache) observe(typ string, idx int64, frame []byte) {
 		return
 	}
 	switch typ {
-	case FrameChunk:
+	case protocol.TypeChunk:
 		switch end := c.end(); {
 		case c.done != nil && idx >= end:
 			c.invalidate() // a chunk after done: not the log we know
@@ -89,7 +93,7 @@ func (c *logCache) observe(typ string, idx int64, frame []byte) {
 		case idx > end:
 			c.invalidate()
 		}
-	case FrameDone:
+	case protocol.TypeDone:
 		if idx != c.end()-1 {
 			c.invalidate()
 			return

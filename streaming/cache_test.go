@@ -15,12 +15,13 @@ import (
 
 	"github.com/chatstream/chatstream"
 	"github.com/chatstream/chatstream/internal/testenv"
+	"github.com/chatstream/chatstream/protocol"
 )
 
 func chunkFrames(id string, from, to int64) [][]byte {
 	var out [][]byte
 	for i := from; i < to; i++ {
-		out = append(out, AppendChunkFrame(nil, id, i, fmt.Sprintf(" t%d", i), 1))
+		out = append(out, protocol.AppendChunk(nil, id, i, fmt.Sprintf(" t%d", i), 1))
 	}
 	return out
 }
@@ -29,7 +30,7 @@ func TestLogCache(t *testing.T) {
 	const id = "s"
 	frames := chunkFrames(id, 0, 10)
 	observe := func(c *logCache, fr []byte) {
-		typ, idx, ok := ScanFrame(fr)
+		typ, idx, ok := protocol.Scan(fr)
 		if !ok {
 			t.Fatalf("not a frame: %s", fr)
 		}
@@ -69,7 +70,7 @@ func TestLogCache(t *testing.T) {
 	observe(&c, frames[7])
 	wantRange(&c, 2, 8)
 	// The done frame for the last chunk completes it.
-	done := DoneFrame(id, chatstream.StatusComplete, 7, nil)
+	done := protocol.DoneFrame(id, chatstream.StatusComplete, 7, nil)
 	observe(&c, done)
 	if _, d := c.history(8); !slices.Equal(d, done) {
 		t.Fatalf("done %s", d)
@@ -82,13 +83,13 @@ func TestLogCache(t *testing.T) {
 	}
 	// So does a done frame that is not for the last chunk.
 	c.fill(id, History{Meta: Meta{Exists: true, Status: chatstream.StatusStreaming, N: 5}, From: 0, Frames: frames[0:5]}, nil)
-	observe(&c, DoneFrame(id, chatstream.StatusComplete, 7, nil))
+	observe(&c, protocol.DoneFrame(id, chatstream.StatusComplete, 7, nil))
 	if c.valid {
 		t.Fatal("a done frame beyond the cache left it valid")
 	}
 	// A read that found the stream over carries its done frame.
 	c.fill(id, History{Meta: Meta{Exists: true, Status: chatstream.StatusFailed, N: 3, Failure: &chatstream.Failure{Code: "x", Message: "y"}}, From: 0, Frames: frames[0:3]}, nil)
-	if _, d := c.history(3); !slices.Equal(d, DoneFrame(id, chatstream.StatusFailed, 2, &chatstream.Failure{Code: "x", Message: "y"})) {
+	if _, d := c.history(3); !slices.Equal(d, protocol.DoneFrame(id, chatstream.StatusFailed, 2, &chatstream.Failure{Code: "x", Message: "y"})) {
 		t.Fatalf("done %s", d)
 	}
 	// Old frames give way beyond cacheMaxBytes; the newest stay.
@@ -137,7 +138,7 @@ func (s *sinkLog) await(t *testing.T, typ string, idx int64) {
 			last = s.frames[n-1]
 		}
 		s.mu.Unlock()
-		if ty, i, ok := ScanFrame(last); ok && ty == typ && i == idx {
+		if ty, i, ok := protocol.Scan(last); ok && ty == typ && i == idx {
 			return
 		}
 		select {
@@ -162,14 +163,14 @@ func (s *sinkLog) check(t *testing.T, from, to int64, done bool) {
 		t.Fatalf("%d frames, want %d", len(s.frames), want)
 	}
 	for i, fr := range s.frames {
-		typ, idx, _ := ScanFrame(fr)
+		typ, idx, _ := protocol.Scan(fr)
 		if int64(i) == to-from {
-			if typ != FrameDone || idx != to-1 {
+			if typ != protocol.TypeDone || idx != to-1 {
 				t.Fatalf("frame %d: %s", i, fr)
 			}
 			continue
 		}
-		if typ != FrameChunk || idx != from+int64(i) {
+		if typ != protocol.TypeChunk || idx != from+int64(i) {
 			t.Fatalf("frame %d: %s, want chunk %d", i, fr, from+int64(i))
 		}
 	}
@@ -238,12 +239,12 @@ func TestStreams_CatchUpFromNodeCopy(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	first.await(t, FrameChunk, 19)
+	first.await(t, protocol.TypeChunk, 19)
 	if got := reads(); got != 1 {
 		t.Fatalf("%v reads for the first follower, want 1", got)
 	}
 	appendN(10) // live: the node's copy grows with them
-	first.await(t, FrameChunk, 29)
+	first.await(t, protocol.TypeChunk, 29)
 
 	// 50 followers resume from every index the copy holds: no read.
 	sinks := make([]*sinkLog, 50)
@@ -256,11 +257,11 @@ func TestStreams_CatchUpFromNodeCopy(t *testing.T) {
 		defer fi.Close()
 	}
 	for _, s := range sinks {
-		s.await(t, FrameChunk, 29)
+		s.await(t, protocol.TypeChunk, 29)
 	}
 	appendN(5)
 	for _, s := range sinks {
-		s.await(t, FrameChunk, 34)
+		s.await(t, protocol.TypeChunk, 34)
 	}
 	if got := reads(); got != 1 {
 		t.Fatalf("%v reads after 50 resumes, want 1 (the copy serves them)", got)
@@ -281,7 +282,7 @@ func TestStreams_CatchUpFromNodeCopy(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer fl.Close()
-	late.await(t, FrameChunk, 34)
+	late.await(t, protocol.TypeChunk, 34)
 	if got := reads(); got < 2 {
 		t.Fatalf("%v reads after a resync, want a new one", got)
 	}
@@ -292,7 +293,7 @@ func TestStreams_CatchUpFromNodeCopy(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, s := range append(sinks, first, late) {
-		s.await(t, FrameDone, n-1)
+		s.await(t, protocol.TypeDone, n-1)
 	}
 	before := reads()
 	end := newSinkLog()
@@ -301,7 +302,7 @@ func TestStreams_CatchUpFromNodeCopy(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer fe.Close()
-	end.await(t, FrameDone, n-1)
+	end.await(t, protocol.TypeDone, n-1)
 	if got := reads(); got != before {
 		t.Fatalf("a resume after done read history (%v reads, was %v)", got, before)
 	}
@@ -331,7 +332,7 @@ func TestStreams_FollowerAheadOfNodeCopy(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	first.await(t, FrameChunk, 4) // the node's copy holds 0..4
+	first.await(t, protocol.TypeChunk, 4) // the node's copy holds 0..4
 	// Chunk 5 is in Redis but its publish has not reached this node (written
 	// here without one), as when another node's client got it first.
 	fr := chunkFrames(id, 5, 6)[0]
@@ -353,7 +354,7 @@ func TestStreams_FollowerAheadOfNodeCopy(t *testing.T) {
 	if err := log.Finish(ctx, id, meta.Epoch, chatstream.StatusComplete, 7, nil, ""); err != nil {
 		t.Fatal(err)
 	}
-	ahead.await(t, FrameDone, 6)
+	ahead.await(t, protocol.TypeDone, 6)
 	ahead.check(t, 6, 7, true) // chunk 6, then done: no snapshot
 }
 
@@ -377,7 +378,7 @@ func TestStreams_ClientAheadOfTheLogGetsSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	s.await(t, FrameDone, 2)
+	s.await(t, protocol.TypeDone, 2)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.frames) != 2 || !strings.Contains(string(s.frames[0]), `"type":"snapshot"`) ||
@@ -413,7 +414,7 @@ func TestStreams_LargestClaimedIndex(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, s := range sinks {
-		s.await(t, FrameDone, 2)
+		s.await(t, protocol.TypeDone, 2)
 		if claims[i] == -1 {
 			s.check(t, 0, 3, true)
 			continue
@@ -474,6 +475,6 @@ func TestStreams_PanicInAHistoryReadIsContained(t *testing.T) {
 	if err := e.log.Finish(e.ctx, id, e.epoch, chatstream.StatusComplete, 3, nil, ""); err != nil {
 		t.Fatal(err)
 	}
-	good.await(t, FrameDone, 2)
+	good.await(t, protocol.TypeDone, 2)
 	good.check(t, 0, 3, true)
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/chatstream/chatstream"
 	"github.com/chatstream/chatstream/internal/testenv"
+	"github.com/chatstream/chatstream/protocol"
 	"github.com/chatstream/chatstream/streaming"
 )
 
@@ -164,7 +165,7 @@ func TestLog_Cluster(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := log.Append(ctx, id, m.Epoch, 0, streaming.AppendChunkFrame(nil, id, 0, "hi", 1)); err != nil {
+		if _, err := log.Append(ctx, id, m.Epoch, 0, protocol.AppendChunk(nil, id, 0, "hi", 1)); err != nil {
 			t.Fatal(err)
 		}
 		if held, err := log.Cancel(ctx, id); err != nil || !held {

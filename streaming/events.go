@@ -2,12 +2,12 @@ package streaming
 
 import (
 	"context"
-	"encoding/json"
 	"log/slog"
 
 	"github.com/redis/rueidis"
 
 	"github.com/chatstream/chatstream"
+	"github.com/chatstream/chatstream/protocol"
 )
 
 // Events publishes the message events of conversations: a message created
@@ -27,24 +27,11 @@ func NewEvents(client rueidis.Client, keys Keys, logger *slog.Logger) *Events {
 	return &Events{client: client, keys: keys, log: logger}
 }
 
-// MessageEvent is the frame of a message event.
-type MessageEvent struct {
-	Type           string              `json:"type"`
-	ConversationID string              `json:"conversation_id"`
-	Message        *chatstream.Message `json:"message"`
-}
-
-// MessageFrame returns the frame that tells watchers about m.
-func MessageFrame(m *chatstream.Message) []byte {
-	b, _ := json.Marshal(MessageEvent{Type: FrameMessage, ConversationID: m.ConversationID, Message: m})
-	return b
-}
-
 // Publish tells the watchers of m's conversation about m. Events are a
 // convenience for live views, not a record: a failure is logged, not
 // returned, and a watcher that misses one sees the state on its next load.
 func (e *Events) Publish(ctx context.Context, m *chatstream.Message) {
-	channel, frame := e.keys.ConversationChannel(m.ConversationID), rueidis.BinaryString(MessageFrame(m))
+	channel, frame := e.keys.ConversationChannel(m.ConversationID), rueidis.BinaryString(protocol.MessageFrame(m))
 	cmd := e.client.B().Publish().Channel(channel).Message(frame).Build()
 	if sharded(e.client) {
 		cmd = e.client.B().Spublish().Channel(channel).Message(frame).Build()

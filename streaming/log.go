@@ -11,6 +11,7 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/chatstream/chatstream"
+	"github.com/chatstream/chatstream/protocol"
 )
 
 // Errors of the chunk log's writers.
@@ -90,7 +91,7 @@ func (m Meta) LastIndex() int64 { return m.N - 1 }
 
 // doneFrame is the done frame of an ended stream as its meta tells it.
 func (m Meta) doneFrame(streamID string) []byte {
-	return Done{Type: FrameDone, StreamID: streamID, MessageID: streamID, Status: m.Status, LastIndex: m.N - 1,
+	return protocol.Done{Type: protocol.TypeDone, StreamID: streamID, MessageID: streamID, Status: m.Status, LastIndex: m.N - 1,
 		Error: m.Failure, FinishReason: m.FinishReason}.Frame()
 }
 
@@ -285,7 +286,7 @@ return 0
 // frame and lets the stream's keys expire after the TTL. reason is the
 // model's finish reason ("stop", "length", …; empty for none).
 func (l *Log) Finish(ctx context.Context, streamID string, epoch int64, status chatstream.Status, n int64, failure *chatstream.Failure, reason string) error {
-	done := Done{Type: FrameDone, StreamID: streamID, MessageID: streamID, Status: status, LastIndex: n - 1,
+	done := protocol.Done{Type: protocol.TypeDone, StreamID: streamID, MessageID: streamID, Status: status, LastIndex: n - 1,
 		Error: failure, FinishReason: reason}.Frame()
 	v, err := finishScript.Exec(ctx, l.client,
 		[]string{l.keys.Meta(streamID), l.keys.Chunks(streamID)},
@@ -406,7 +407,7 @@ func (l *Log) Content(ctx context.Context, streamID string) (string, int64, erro
 	}
 	var text []byte
 	for i, f := range hist.Frames {
-		var c Chunk
+		var c protocol.Chunk
 		if err := json.Unmarshal(f, &c); err != nil {
 			return "", 0, fmt.Errorf("chunk %d of %s: %w", i, streamID, err)
 		}

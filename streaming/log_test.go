@@ -11,6 +11,7 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/chatstream/chatstream"
+	"github.com/chatstream/chatstream/protocol"
 	"github.com/chatstream/chatstream/streaming"
 )
 
@@ -40,7 +41,7 @@ func newLog(tb testing.TB) *logEnv {
 }
 
 func chunkFrame(stream string, i int64, text string) []byte {
-	return streaming.AppendChunkFrame(nil, stream, i, text, time.Now().UnixMicro())
+	return protocol.AppendChunk(nil, stream, i, text, time.Now().UnixMicro())
 }
 
 // created returns a new stream claimed once.
@@ -133,7 +134,7 @@ func TestLog_Lifecycle(t *testing.T) {
 			t.Fatalf("published %d = %s, list holds %s", i, got[i], frames[i])
 		}
 	}
-	var done streaming.Done
+	var done protocol.Done
 	if err := json.Unmarshal([]byte(got[len(frames)]), &done); err != nil {
 		t.Fatal(err)
 	}
@@ -388,7 +389,7 @@ func TestLog_Finish(t *testing.T) {
 	if err := l.Finish(ctx, id, m.Epoch, chatstream.StatusFailed, 0, fail, ""); err != nil {
 		t.Fatal(err)
 	}
-	var done streaming.Done
+	var done protocol.Done
 	if err := json.Unmarshal([]byte(sub.wait(t, 1)[0]), &done); err != nil {
 		t.Fatal(err)
 	}
@@ -455,7 +456,7 @@ func BenchmarkLog_Append(b *testing.B) {
 	var i int64
 	b.ReportAllocs()
 	for b.Loop() {
-		frame = streaming.AppendChunkFrame(frame[:0], id, i, " token", time.Now().UnixMicro())
+		frame = protocol.AppendChunk(frame[:0], id, i, " token", time.Now().UnixMicro())
 		if _, err := l.Append(ctx, id, m.Epoch, i, frame); err != nil {
 			b.Fatal(err)
 		}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/chatstream/chatstream"
+	"github.com/chatstream/chatstream/protocol"
 )
 
 // Sink is where a follower's frames go: a socket's outbound queue. Send
@@ -325,7 +326,7 @@ func (st *stream) paceLocked(f *Follower, progressed bool) {
 
 // OnMessage implements Handler: a live chunk or done frame of the stream.
 func (st *stream) OnMessage(_ string, payload []byte) {
-	typ, idx, ok := ScanFrame(payload)
+	typ, idx, ok := protocol.Scan(payload)
 	if !ok {
 		return
 	}
@@ -340,16 +341,16 @@ func (st *stream) OnMessage(_ string, payload []byte) {
 			continue
 		}
 		if !f.live {
-			if typ == FrameChunk && idx > f.seenMax {
+			if typ == protocol.TypeChunk && idx > f.seenMax {
 				f.seenMax = idx
-			} else if typ == FrameDone && idx+1 > f.seenMax {
+			} else if typ == protocol.TypeDone && idx+1 > f.seenMax {
 				// A done frame says the stream is over: history has the end.
 				f.seenMax = idx + 1
 			}
 			continue
 		}
 		switch typ {
-		case FrameChunk:
+		case protocol.TypeChunk:
 			switch {
 			case idx < f.next: // a duplicate
 			case idx == f.next:
@@ -359,7 +360,7 @@ func (st *stream) OnMessage(_ string, payload []byte) {
 				f.seenMax = idx
 				st.enqueueLocked(f)
 			}
-		case FrameDone:
+		case protocol.TypeDone:
 			if idx == f.next-1 {
 				st.sendLocked(f, payload)
 				st.endLocked(f)
@@ -543,7 +544,7 @@ func (st *stream) abandonWaiting() {
 	st.recording = nil
 	st.waiting = nil
 	st.cache.invalidate()
-	frame := errorFrame(st.id, chatstream.EINTERNAL, "The stream's history could not be read; resubscribe.")
+	frame := protocol.ErrorFrame(st.id, protocol.CodeInternal, "The stream's history could not be read; resubscribe.")
 	for f := range st.followers {
 		if f.ended || f.live {
 			continue
@@ -635,14 +636,14 @@ func (st *stream) snapshotFromLog(ctx context.Context, batch []*Follower) error 
 	}
 	var text []byte
 	for _, fr := range hist.Frames {
-		var c Chunk
+		var c protocol.Chunk
 		if err := json.Unmarshal(fr, &c); err != nil {
 			return err
 		}
 		text = append(text, c.Content...)
 	}
 	last := int64(len(hist.Frames)) - 1
-	frame := snapshotFrame(st.id, string(text), last)
+	frame := protocol.SnapshotFrame(st.id, string(text), last)
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	for _, f := range batch {
@@ -681,8 +682,8 @@ func (st *stream) fromRecord(ctx context.Context, batch []*Follower) error {
 		// Its worker, or a reaper, will end it; then Postgres can answer.
 		return errStillOpen
 	}
-	snap := snapshotFrame(st.id, m.Content, m.LastIndex)
-	done := messageDone(m)
+	snap := protocol.SnapshotFrame(st.id, m.Content, m.LastIndex)
+	done := protocol.MessageDone(m)
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	for _, f := range batch {
@@ -716,10 +717,10 @@ func (st *stream) retryLater(ctx context.Context, batch []*Follower, cause error
 		return
 	case <-time.After(s.cfg.RetryDelay):
 	}
-	frame := errorFrame(st.id, chatstream.EUNAVAILABLE, "The stream's history cannot be read right now; resubscribe later.")
+	frame := protocol.ErrorFrame(st.id, protocol.CodeUnavailable, "The stream's history cannot be read right now; resubscribe later.")
 	code := chatstream.ErrorCode(cause)
 	if code == chatstream.ENOTFOUND {
-		frame = errorFrame(st.id, chatstream.ENOTFOUND, "Stream not found.")
+		frame = protocol.ErrorFrame(st.id, protocol.CodeNotFound, chatstream.ErrorMessage(protocol.ErrStreamNotFound))
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -738,31 +739,4 @@ func (st *stream) retryLater(ctx context.Context, batch []*Follower, cause error
 		}
 		st.enqueueLocked(f)
 	}
-}
-
-// Snapshot is the snapshot frame.
-type Snapshot struct {
-	Type      string `json:"type"`
-	StreamID  string `json:"stream_id"`
-	Content   string `json:"content"`
-	LastIndex int64  `json:"last_index"`
-}
-
-func snapshotFrame(streamID, content string, lastIndex int64) []byte {
-	b, _ := json.Marshal(Snapshot{Type: FrameSnapshot, StreamID: streamID, Content: content, LastIndex: lastIndex})
-	return b
-}
-
-// ErrorFrame is the error frame.
-type ErrorFrame struct {
-	Type      string `json:"type"`
-	RequestID string `json:"request_id,omitempty"`
-	StreamID  string `json:"stream_id,omitempty"`
-	Code      string `json:"code"`
-	Message   string `json:"message"`
-}
-
-func errorFrame(streamID, code, message string) []byte {
-	b, _ := json.Marshal(ErrorFrame{Type: "error", StreamID: streamID, Code: code, Message: message})
-	return b
 }

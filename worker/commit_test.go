@@ -10,6 +10,7 @@ import (
 	"github.com/chatstream/chatstream"
 	"github.com/chatstream/chatstream/internal/streamtest"
 	"github.com/chatstream/chatstream/internal/testenv"
+	"github.com/chatstream/chatstream/protocol"
 	"github.com/chatstream/chatstream/streaming"
 	"github.com/chatstream/chatstream/worker"
 )
@@ -53,7 +54,7 @@ func TestPool_JobWithoutMessageEnds(t *testing.T) {
 		t.Fatal(err)
 	}
 	frames := e.frames.WaitDone(t, e.keys.Channel(id))
-	var done streaming.Done
+	var done protocol.Done
 	if err := json.Unmarshal([]byte(frames[len(frames)-1]), &done); err != nil {
 		t.Fatal(err)
 	}

@@ -6,12 +6,9 @@ import (
 	"log/slog"
 
 	"github.com/chatstream/chatstream"
+	"github.com/chatstream/chatstream/protocol"
 	"github.com/chatstream/chatstream/streaming"
 )
-
-// CodeStoreRefused is the failure code of an answer Postgres refused to
-// store as it was.
-const CodeStoreRefused = "store_refused"
 
 // outcome is how a generation ended, before it is written.
 type outcome struct {
@@ -70,7 +67,7 @@ func (f *finisher) finish(ctx context.Context, job chatstream.Job, epoch int64, 
 		// forever (and holding its conversation, a worker and the reaper).
 		f.slog.Error("final message refused; ending it failed", "stream_id", streamID, "err", err)
 		err = write(chatstream.Final{Status: chatstream.StatusFailed, Usage: o.usage, LastIndex: n - 1,
-			Failure: &chatstream.Failure{Code: CodeStoreRefused, Message: "The answer could not be stored."}})
+			Failure: &chatstream.Failure{Code: protocol.CodeStoreRefused, Message: "The answer could not be stored."}})
 	}
 	if chatstream.ErrorCode(err) == chatstream.ENOTFOUND {
 		// The message is gone (its conversation deleted): end the stream as failed.

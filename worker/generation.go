@@ -13,6 +13,7 @@ import (
 
 	"github.com/chatstream/chatstream"
 	"github.com/chatstream/chatstream/llm"
+	"github.com/chatstream/chatstream/protocol"
 	"github.com/chatstream/chatstream/streaming"
 )
 
@@ -92,12 +93,12 @@ func (g *generation) run(cancelled bool) (o outcome, ok bool) {
 		if g.n == 0 {
 			return outcome{}, false
 		}
-		return g.outcome(chatstream.StatusFailed, &chatstream.Failure{Code: "interrupted",
+		return g.outcome(chatstream.StatusFailed, &chatstream.Failure{Code: protocol.CodeInterrupted,
 			Message: "The server restarted while answering; the answer is incomplete."}), true
 	case errors.Is(cause, errCancelRequested):
 		return g.outcome(chatstream.StatusCancelled, nil), true
 	case errors.Is(cause, errStalled):
-		return g.outcome(chatstream.StatusFailed, &chatstream.Failure{Code: llm.CodeTimeout,
+		return g.outcome(chatstream.StatusFailed, &chatstream.Failure{Code: protocol.CodeLLMTimeout,
 			Message: "The model stopped answering."}), true
 	case errors.Is(cause, errRedis):
 		o := g.outcome(chatstream.StatusFailed, &chatstream.Failure{Code: chatstream.EUNAVAILABLE,
@@ -297,7 +298,7 @@ func (g *generation) fit(delta string) (string, bool) {
 // finishing work), so that g.n and g.content always match the log.
 func (g *generation) append(ctx context.Context, cancel context.CancelCauseFunc, text string) bool {
 	p := g.pool
-	g.frame = streaming.AppendChunkFrame(g.frame[:0], g.job.StreamID, g.n, text, time.Now().UnixMicro())
+	g.frame = protocol.AppendChunk(g.frame[:0], g.job.StreamID, g.n, text, time.Now().UnixMicro())
 	// The first try has no deadline of its own (no timer per chunk); only
 	// a Redis error starts the bounded retries.
 	cancelled, err := p.log.Append(p.finCtx, g.job.StreamID, g.epoch, g.n, g.frame)

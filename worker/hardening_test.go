@@ -11,7 +11,7 @@ import (
 	"github.com/chatstream/chatstream/internal/streamtest"
 	"github.com/chatstream/chatstream/llm"
 	"github.com/chatstream/chatstream/llm/llmtest"
-	"github.com/chatstream/chatstream/streaming"
+	"github.com/chatstream/chatstream/protocol"
 	"github.com/chatstream/chatstream/worker"
 )
 
@@ -93,7 +93,7 @@ func TestPool_RecoveriesDoNotWaitForEachOther(t *testing.T) {
 		for i, text := range texts {
 			// Written past the worker's own cleaning, as an older version
 			// or another writer might have.
-			if _, err := dead.log.Append(ctx, id, m.Epoch, int64(i), streaming.AppendChunkFrame(nil, id, int64(i), text, time.Now().UnixMicro())); err != nil {
+			if _, err := dead.log.Append(ctx, id, m.Epoch, int64(i), protocol.AppendChunk(nil, id, int64(i), text, time.Now().UnixMicro())); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -117,7 +117,7 @@ func TestPool_RecoveriesDoNotWaitForEachOther(t *testing.T) {
 		t.Fatalf("the job behind a hung one: %+v", m)
 	}
 	m := e.final(t, refused)
-	if m.Status != chatstream.StatusFailed || m.Error == nil || m.Error.Code != worker.CodeStoreRefused || m.Content != "" {
+	if m.Status != chatstream.StatusFailed || m.Error == nil || m.Error.Code != protocol.CodeStoreRefused || m.Content != "" {
 		t.Fatalf("the refused record: %+v (error %+v)", m, m.Error)
 	}
 	if h := e.final(t, hangs); h.Status != chatstream.StatusComplete || h.Content != "stuck write" {

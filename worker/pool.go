@@ -10,6 +10,7 @@ import (
 
 	"github.com/chatstream/chatstream"
 	"github.com/chatstream/chatstream/llm"
+	"github.com/chatstream/chatstream/protocol"
 	"github.com/chatstream/chatstream/streaming"
 )
 
@@ -324,7 +325,7 @@ func (p *Pool) recover(ctx context.Context, t streaming.Taken) error {
 		return p.queue.Done(ctx, t.Raw)
 	case errors.Is(err, streaming.ErrGone):
 		// The chunk log is gone: end the message as it stands.
-		fail := &chatstream.Failure{Code: "stream_lost", Message: "The answer's stream was lost."}
+		fail := &chatstream.Failure{Code: protocol.CodeStreamLost, Message: "The answer's stream was lost."}
 		if err := p.fin.finish(ctx, t.Job, 0, outcome{status: chatstream.StatusFailed, failure: fail}, 0); err != nil {
 			return err
 		}
@@ -353,7 +354,7 @@ func (p *Pool) endOrphan(ctx context.Context, job chatstream.Job, meta streaming
 		return p.fin.finishFromLog(ctx, job, meta.Epoch, chatstream.StatusCancelled, nil)
 	}
 	return p.fin.finishFromLog(ctx, job, meta.Epoch, chatstream.StatusFailed, &chatstream.Failure{
-		Code: "worker_lost", Message: "The server generating this answer stopped; the answer is incomplete."})
+		Code: protocol.CodeWorkerLost, Message: "The server generating this answer stopped; the answer is incomplete."})
 }
 
 // take is one of the goroutines that take jobs: it waits for a free worker

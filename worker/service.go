@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/chatstream/chatstream"
+	"github.com/chatstream/chatstream/protocol"
 	"github.com/chatstream/chatstream/streaming"
 )
 
@@ -146,7 +147,7 @@ func (s *Service) Cancel(ctx context.Context, userID, streamID string) error {
 		return nil
 	}
 	if meta.User != userID {
-		return errStreamNotFound
+		return protocol.ErrStreamNotFound
 	}
 	held, err := s.log.Cancel(ctx, streamID)
 	if errors.Is(err, streaming.ErrEnded) || errors.Is(err, streaming.ErrGone) {
@@ -206,7 +207,7 @@ func isPermanent(err error) bool {
 func (s *Service) Authorize(ctx context.Context, userID, streamID string) error {
 	if owner, ok := s.owners.get(streamID); ok {
 		if owner != userID {
-			return errStreamNotFound
+			return protocol.ErrStreamNotFound
 		}
 		return nil
 	}
@@ -217,7 +218,7 @@ func (s *Service) Authorize(ctx context.Context, userID, streamID string) error 
 	if meta.Exists {
 		s.owners.put(streamID, meta.User)
 		if meta.User != userID {
-			return errStreamNotFound
+			return protocol.ErrStreamNotFound
 		}
 		return nil
 	}
@@ -228,16 +229,12 @@ func (s *Service) Authorize(ctx context.Context, userID, streamID string) error 
 	return nil
 }
 
-// errStreamNotFound answers every stream id a user may not see: missing,
-// another user's, or not an assistant message's — all exactly alike.
-var errStreamNotFound = chatstream.Errorf(chatstream.ENOTFOUND, "Stream not found.")
-
 // streamMessage returns the assistant message of stream streamID from
-// Postgres if userID owns it, else errStreamNotFound.
+// Postgres if userID owns it, else protocol.ErrStreamNotFound.
 func (s *Service) streamMessage(ctx context.Context, userID, streamID string) (*chatstream.Message, error) {
 	m, err := s.store.FindMessage(ctx, userID, streamID)
 	if chatstream.ErrorCode(err) == chatstream.ENOTFOUND || (err == nil && m.Role != chatstream.RoleAssistant) {
-		return nil, errStreamNotFound
+		return nil, protocol.ErrStreamNotFound
 	}
 	return m, err
 }

@@ -15,7 +15,7 @@ import (
 	"github.com/chatstream/chatstream/internal/streamtest"
 	"github.com/chatstream/chatstream/llm"
 	"github.com/chatstream/chatstream/llm/llmtest"
-	"github.com/chatstream/chatstream/streaming"
+	"github.com/chatstream/chatstream/protocol"
 	"github.com/chatstream/chatstream/worker"
 )
 
@@ -100,29 +100,29 @@ func TestPool_Failed(t *testing.T) {
 	t.Run("server error on every retry", func(t *testing.T) {
 		s := llmtest.Script{Status: 500}
 		m := run(t, s, s, s, s) // the first try and llm.DefaultMaxRetries retries
-		wantFailed(t, m, llm.CodeUnavailable, false)
+		wantFailed(t, m, protocol.CodeLLMUnavailable, false)
 	})
 	t.Run("connection dropped mid-stream", func(t *testing.T) {
 		m := run(t, llmtest.Script{Tokens: streamtest.Tokens(6), DropAfter: 3})
-		wantFailed(t, m, llm.CodeTruncated, true)
+		wantFailed(t, m, protocol.CodeLLMTruncated, true)
 		if m.Content != strings.Join(streamtest.Tokens(3), "") {
 			t.Fatalf("partial content = %q", m.Content)
 		}
 	})
 	t.Run("done without finish reason", func(t *testing.T) {
 		m := run(t, llmtest.Script{Tokens: streamtest.Tokens(2), NoFinish: true})
-		wantFailed(t, m, llm.CodeTruncated, true)
+		wantFailed(t, m, protocol.CodeLLMTruncated, true)
 	})
 	t.Run("stalled", func(t *testing.T) {
 		m := run(t, llmtest.Script{Tokens: streamtest.Tokens(4), StallAfter: 2})
-		wantFailed(t, m, llm.CodeTimeout, true)
+		wantFailed(t, m, protocol.CodeLLMTimeout, true)
 		if m.Content != strings.Join(streamtest.Tokens(2), "") {
 			t.Fatalf("partial content = %q", m.Content)
 		}
 	})
 	t.Run("bad request is not retried", func(t *testing.T) {
 		m := run(t, llmtest.Script{Status: 400})
-		wantFailed(t, m, llm.CodeError, false)
+		wantFailed(t, m, protocol.CodeLLMError, false)
 	})
 }
 
@@ -308,7 +308,7 @@ func TestPool_Reaper(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i, text := range texts {
-			if _, err := dead.log.Append(ctx, id, m.Epoch, int64(i), streaming.AppendChunkFrame(nil, id, int64(i), text, time.Now().UnixMicro())); err != nil {
+			if _, err := dead.log.Append(ctx, id, m.Epoch, int64(i), protocol.AppendChunk(nil, id, int64(i), text, time.Now().UnixMicro())); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -383,7 +383,7 @@ func TestPool_StallBeforeHeaders(t *testing.T) {
 	provider := llm.NewOpenAI(llm.OpenAIConfig{BaseURL: "http://" + ln.Addr().String() + "/v1", Model: "m"})
 	n := e.startNode(t, nodeOpts{provider: provider, cfg: worker.Config{StallTimeout: 300 * time.Millisecond}})
 	m := e.final(t, n.send(t, e.conversation(t), "q").ID)
-	if m.Status != chatstream.StatusFailed || m.Error == nil || m.Error.Code != llm.CodeTimeout {
+	if m.Status != chatstream.StatusFailed || m.Error == nil || m.Error.Code != protocol.CodeLLMTimeout {
 		t.Fatalf("message = %+v (error %+v)", m, m.Error)
 	}
 	e.checkStream(t, m)

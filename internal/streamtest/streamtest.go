@@ -16,6 +16,7 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/chatstream/chatstream"
+	"github.com/chatstream/chatstream/protocol"
 	"github.com/chatstream/chatstream/streaming"
 )
 
@@ -87,7 +88,7 @@ func CheckStream(tb testing.TB, client rueidis.Client, keys streaming.Keys, rec 
 	}
 	var texts []string
 	for i, f := range hist.Frames {
-		var c streaming.Chunk
+		var c protocol.Chunk
 		if err := json.Unmarshal(f, &c); err != nil {
 			tb.Fatal(err)
 		}
@@ -110,7 +111,7 @@ func CheckStream(tb testing.TB, client rueidis.Client, keys streaming.Keys, rec 
 			tb.Fatalf("published frame %d = %s, the log holds %s", i, got[i], f)
 		}
 	}
-	var done streaming.Done
+	var done protocol.Done
 	if err := json.Unmarshal([]byte(got[len(got)-1]), &done); err != nil {
 		tb.Fatal(err)
 	}

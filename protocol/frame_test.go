@@ -1,4 +1,4 @@
-package streaming_test
+package protocol_test
 
 import (
 	"encoding/json"
@@ -7,13 +7,13 @@ import (
 	"unicode/utf8"
 
 	"github.com/chatstream/chatstream"
-	"github.com/chatstream/chatstream/streaming"
+	"github.com/chatstream/chatstream/protocol"
 )
 
-func TestAppendChunkFrame(t *testing.T) {
+func TestAppendChunk(t *testing.T) {
 	cases := []string{"", "hello", ` "quoted" \ back`, "line\nbreak\ttab\r", "\x00\x1f ctl", "ünïcødé 🙂", "bad \xff utf8", "\u2028sep\u2029", `"index":7,`, `"ts":5}`}
 	for _, content := range cases {
-		b := streaming.AppendChunkFrame(nil, "s-1", 42, content, 1700000000000000)
+		b := protocol.AppendChunk(nil, "s-1", 42, content, 1700000000000000)
 		var got struct {
 			Type     string `json:"type"`
 			StreamID string `json:"stream_id"`
@@ -28,34 +28,34 @@ func TestAppendChunkFrame(t *testing.T) {
 		if got.Type != "chunk" || got.StreamID != "s-1" || got.Index != 42 || got.Content != want || got.TS != 1700000000000000 {
 			t.Fatalf("%q: decoded %+v", content, got)
 		}
-		typ, idx, ok := streaming.ScanFrame(b)
+		typ, idx, ok := protocol.Scan(b)
 		if !ok || typ != "chunk" || idx != 42 {
 			t.Fatalf("%q: ScanFrame = %q %d %v", content, typ, idx, ok)
 		}
-		if ts, ok := streaming.ChunkTS(b); !ok || ts != 1700000000000000 {
+		if ts, ok := protocol.ChunkTS(b); !ok || ts != 1700000000000000 {
 			t.Fatalf("%q: ChunkTS = %d %v", content, ts, ok)
 		}
-		if id := streaming.FrameStreamID(b); string(id) != "s-1" {
+		if id := protocol.StreamID(b); string(id) != "s-1" {
 			t.Fatalf("%q: FrameStreamID = %q", content, id)
 		}
 	}
 }
 
-func TestScanFrame_Snapshot(t *testing.T) {
+func TestScan_Snapshot(t *testing.T) {
 	b := []byte(`{"type":"snapshot","stream_id":"s","content":"\"last_index\":9","last_index":4}`)
-	typ, idx, ok := streaming.ScanFrame(b)
+	typ, idx, ok := protocol.Scan(b)
 	if !ok || typ != "snapshot" || idx != 4 {
 		t.Fatalf("ScanFrame(%s) = %q %d %v", b, typ, idx, ok)
 	}
 }
 
-func TestScanFrame_Done(t *testing.T) {
-	b := streaming.DoneFrame("s", chatstream.StatusFailed, -1, &chatstream.Failure{Code: "x", Message: `"index":3`})
-	typ, idx, ok := streaming.ScanFrame(b)
+func TestScan_Done(t *testing.T) {
+	b := protocol.DoneFrame("s", chatstream.StatusFailed, -1, &chatstream.Failure{Code: "x", Message: `"index":3`})
+	typ, idx, ok := protocol.Scan(b)
 	if !ok || typ != "done" || idx != -1 {
 		t.Fatalf("ScanFrame(%s) = %q %d %v", b, typ, idx, ok)
 	}
-	if _, _, ok := streaming.ScanFrame([]byte(`{"nothing":1}`)); ok {
+	if _, _, ok := protocol.Scan([]byte(`{"nothing":1}`)); ok {
 		t.Fatal("ScanFrame accepted a frame without type")
 	}
 }
@@ -65,7 +65,7 @@ func FuzzAppendJSONString(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		b := streaming.AppendJSONString(nil, s)
+		b := protocol.AppendJSONString(nil, s)
 		var got string
 		if err := json.Unmarshal(b, &got); err != nil {
 			t.Fatalf("%q encodes to invalid JSON %s: %v", s, b, err)
