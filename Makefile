@@ -42,7 +42,7 @@ vet:
 bench: services
 	@eval "$$($(SERVICES) env)"; \
 	set -e; \
-	$(GO) test -run '^$$' -bench . -benchmem ./protocol ./streaming ./llm; \
+	$(GO) test -run '^$$' -bench . -benchmem ./protocol ./streaming ./delivery ./llm; \
 	$(GO) test -run '^$$' -bench CancelAcrossNodes -benchtime 30x ./integration; \
 	scripts/bench.sh quick
 

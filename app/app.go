@@ -18,6 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/rueidis"
 
+	"github.com/chatstream/chatstream"
+	"github.com/chatstream/chatstream/delivery"
 	"github.com/chatstream/chatstream/frontend"
 	"github.com/chatstream/chatstream/limits"
 	"github.com/chatstream/chatstream/llm"
@@ -123,8 +125,8 @@ type Main struct {
 	redis   rueidis.Client
 	hub     *streaming.Hub
 	limits  *limits.Limiter
-	streams *streaming.Streams
-	watch   *watcher
+	streams *delivery.Streams
+	watch   *delivery.Watcher
 	pool    *worker.Pool
 	srv     *server.Server
 	ln      net.Listener
@@ -197,8 +199,8 @@ func (m *Main) Start(ctx context.Context) (err error) {
 		return err
 	}
 	m.hub = streaming.NewHub(m.redis, streaming.HubConfig{Logger: m.log, Metrics: smetrics})
-	m.streams = streaming.NewStreams(m.hub, chunkLog, m.db, streaming.StreamsConfig{Logger: m.log, Metrics: smetrics})
-	m.watch = newWatcher(m.hub, keys, m.db, m.log)
+	m.streams = delivery.NewStreams(m.hub, chunkLog, m.db, delivery.StreamsConfig{Logger: m.log, Metrics: delivery.NewMetrics(m.reg)})
+	m.watch = delivery.NewWatcher(m.hub, keys, m.db, m.log)
 	gens := worker.NewService(m.db, chunkLog, queue, events, m.limits, wmetrics, m.log)
 	if m.cfg.Workers > 0 {
 		wcfg := m.cfg.Worker
@@ -297,7 +299,7 @@ func (m *Main) closeResources() {
 		m.streams.Close()
 	}
 	if m.watch != nil {
-		m.watch.close()
+		m.watch.Close()
 	}
 	if m.hub != nil {
 		m.hub.Close()
@@ -313,10 +315,10 @@ func (m *Main) closeResources() {
 	}
 }
 
-// streamsAdapter lets the server follow streams without importing streaming.
-type streamsAdapter struct{ s *streaming.Streams }
+// streamsAdapter lets the server follow streams without importing delivery.
+type streamsAdapter struct{ s *delivery.Streams }
 
-func (a streamsAdapter) Follow(ctx context.Context, id string, last int64, sink server.Sink) (server.Follow, error) {
+func (a streamsAdapter) Follow(ctx context.Context, id string, last int64, sink chatstream.Sink) (server.Follow, error) {
 	f, err := a.s.Follow(ctx, id, last, sink)
 	if err != nil {
 		return nil, err

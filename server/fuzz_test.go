@@ -66,13 +66,15 @@ func (fuzzFollow) Close()      {}
 
 type fuzzStreams struct{}
 
-func (fuzzStreams) Follow(context.Context, string, int64, Sink) (Follow, error) {
+func (fuzzStreams) Follow(context.Context, string, int64, chatstream.Sink) (Follow, error) {
 	return fuzzFollow{}, nil
 }
 
 type fuzzWatcher struct{}
 
-func (fuzzWatcher) Watch(context.Context, string, Sink) (func(), error) { return func() {}, nil }
+func (fuzzWatcher) Watch(context.Context, string, chatstream.Sink) (func(), error) {
+	return func() {}, nil
+}
 
 var fuzzServer = sync.OnceValue(func() *Server {
 	s, err := New(Config{AuthSecret: fuzzSecret, AuthDev: true, MaxContentBytes: 1000},

@@ -11,19 +11,22 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/chatstream/chatstream"
 	"github.com/chatstream/chatstream/server"
 )
 
 // panickyStreams panics on every Follow, as a bug in the delivery would.
 type panickyStreams struct{}
 
-func (panickyStreams) Follow(context.Context, string, int64, server.Sink) (server.Follow, error) {
+func (panickyStreams) Follow(context.Context, string, int64, chatstream.Sink) (server.Follow, error) {
 	panic("delivery bug")
 }
 
 type noWatcher struct{}
 
-func (noWatcher) Watch(context.Context, string, server.Sink) (func(), error) { return func() {}, nil }
+func (noWatcher) Watch(context.Context, string, chatstream.Sink) (func(), error) {
+	return func() {}, nil
+}
 
 // allowAll lets every user follow every stream.
 type allowAll struct{ noGenerations }

@@ -18,15 +18,6 @@ import (
 	"github.com/chatstream/chatstream/protocol"
 )
 
-// Sink is a socket's outbound queue as the stream and event deliverers see it.
-type Sink interface {
-	// Send queues frame without blocking; false means the socket's queue
-	// is full and the socket is being closed.
-	Send(frame []byte) bool
-	// Room is how many frames the queue takes now.
-	Room() int
-}
-
 // Follow is one stream followed by a socket.
 type Follow interface {
 	Ended() bool
@@ -35,12 +26,12 @@ type Follow interface {
 
 // Streams delivers streams to sockets, each chunk exactly once.
 type Streams interface {
-	Follow(ctx context.Context, streamID string, lastIndex int64, sink Sink) (Follow, error)
+	Follow(ctx context.Context, streamID string, lastIndex int64, sink chatstream.Sink) (Follow, error)
 }
 
 // Watcher delivers the message events of conversations.
 type Watcher interface {
-	Watch(ctx context.Context, convID string, sink Sink) (unwatch func(), err error)
+	Watch(ctx context.Context, convID string, sink chatstream.Sink) (unwatch func(), err error)
 }
 
 // wsConfig tunes the WebSocket endpoint.
@@ -320,7 +311,7 @@ type session struct {
 	slow       atomic.Bool // the queue overflowed
 }
 
-// Send implements Sink.
+// Send implements chatstream.Sink.
 func (ss *session) Send(frame []byte) bool {
 	if ss.ctx.Err() != nil {
 		return false
@@ -343,7 +334,7 @@ func (ss *session) Send(frame []byte) bool {
 	return false
 }
 
-// Room implements Sink.
+// Room implements chatstream.Sink.
 func (ss *session) Room() int { return ss.out.room() }
 
 // outQueue is a socket's bounded outbound queue. Unlike a buffered channel

@@ -389,7 +389,7 @@ func (s *shard) run(ctx context.Context) {
 func (h *Hub) call(hd Handler, channel string, payload []byte, resync bool) {
 	defer func() {
 		if v := recover(); v != nil {
-			h.cfg.Metrics.Panics.Inc()
+			h.cfg.Metrics.HubPanics.Inc()
 			h.log.Error("panic in a pub/sub handler", "channel", channel, "panic", v, "stack", string(debug.Stack()))
 		}
 	}()

@@ -435,7 +435,7 @@ func TestHub_HandlerPanicIsContained(t *testing.T) {
 		hubPublish(t, client, ch, strconv.Itoa(i))
 	}
 	rec.await(t, "3 messages beside a panicking handler", func(r *hubRecorder) bool { return len(r.msgs[ch]) == 3 })
-	if got := testutil.ToFloat64(metrics.Panics); got != 3 {
+	if got := testutil.ToFloat64(metrics.HubPanics); got != 3 {
 		t.Fatalf("%v panics counted, want 3", got)
 	}
 }

@@ -89,8 +89,8 @@ type Meta struct {
 // LastIndex is the index of the last chunk, -1 if none.
 func (m Meta) LastIndex() int64 { return m.N - 1 }
 
-// doneFrame is the done frame of an ended stream as its meta tells it.
-func (m Meta) doneFrame(streamID string) []byte {
+// DoneFrame is the done frame of an ended stream as its meta tells it.
+func (m Meta) DoneFrame(streamID string) []byte {
 	return protocol.Done{Type: protocol.TypeDone, StreamID: streamID, MessageID: streamID, Status: m.Status, LastIndex: m.N - 1,
 		Error: m.Failure, FinishReason: m.FinishReason}.Frame()
 }

@@ -2,14 +2,12 @@ package streaming
 
 import "github.com/prometheus/client_golang/prometheus"
 
-// Metrics are the streaming package's Prometheus metrics.
+// Metrics are the Redis adapter's Prometheus metrics.
 type Metrics struct {
 	HubReconnects prometheus.Counter
 	HubDropped    prometheus.Counter
 	HubMoved      prometheus.Counter
-	HistoryReads  prometheus.Counter
-	HistoryCached prometheus.Counter
-	Panics        prometheus.Counter
+	HubPanics     prometheus.Counter
 }
 
 // NewMetrics creates the metrics and registers them with reg (if non-nil).
@@ -27,21 +25,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "chatstream_hub_moved_channels_total",
 			Help: "Channels moved to another master's pub/sub connection because a Redis Cluster moved their slot.",
 		}),
-		HistoryReads: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "chatstream_history_reads_total",
-			Help: "Chunk log reads made to catch followers up (one serves every follower waiting).",
-		}),
-		HistoryCached: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "chatstream_history_cached_total",
-			Help: "Catch-ups served from the node's copy of a stream's log instead of a read.",
-		}),
-		Panics: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "chatstream_delivery_panics_total",
-			Help: "Panics recovered in history readers and pub/sub dispatch (each logged with its stack).",
+		HubPanics: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chatstream_hub_handler_panics_total",
+			Help: "Panics recovered in pub/sub handlers (each logged with its stack).",
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.HubReconnects, m.HubDropped, m.HubMoved, m.HistoryReads, m.HistoryCached, m.Panics)
+		reg.MustRegister(m.HubReconnects, m.HubDropped, m.HubMoved, m.HubPanics)
 	}
 	return m
 }

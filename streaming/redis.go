@@ -1,6 +1,3 @@
-// Package streaming is chatstream's Redis side: the generation queue, the
-// per-stream chunk log with its pub/sub channel, and the hub that fans the
-// chunks out to the sockets of one node.
 package streaming
 
 import (

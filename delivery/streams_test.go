@@ -1,4 +1,4 @@
-package streaming
+package delivery
 
 import (
 	"context"
@@ -16,6 +16,7 @@ import (
 	"github.com/chatstream/chatstream"
 	"github.com/chatstream/chatstream/internal/testenv"
 	"github.com/chatstream/chatstream/protocol"
+	"github.com/chatstream/chatstream/streaming"
 )
 
 func chunkFrames(id string, from, to int64) [][]byte {
@@ -51,7 +52,7 @@ func TestLogCache(t *testing.T) {
 	// A read of [2, 5) while 3, 4 (published before it) and 5, 6 (after)
 	// arrived live: the cache is [2, 7).
 	var c logCache
-	c.fill(id, History{Meta: Meta{Exists: true, Status: chatstream.StatusStreaming, N: 5}, From: 2, Frames: frames[2:5]}, frames[3:7])
+	c.fill(id, streaming.History{Meta: streaming.Meta{Exists: true, Status: chatstream.StatusStreaming, N: 5}, From: 2, Frames: frames[2:5]}, frames[3:7])
 	wantRange(&c, 2, 7)
 	if h, done := c.history(4); h.From != 4 || len(h.Frames) != 3 || h.Meta.N != 7 || done != nil {
 		t.Fatalf("history(4) = from %d, %d frames, n %d, done %s", h.From, len(h.Frames), h.Meta.N, done)
@@ -76,26 +77,26 @@ func TestLogCache(t *testing.T) {
 		t.Fatalf("done %s", d)
 	}
 	// A gap invalidates it.
-	c.fill(id, History{Meta: Meta{Exists: true, Status: chatstream.StatusStreaming, N: 5}, From: 0, Frames: frames[0:5]}, nil)
+	c.fill(id, streaming.History{Meta: streaming.Meta{Exists: true, Status: chatstream.StatusStreaming, N: 5}, From: 0, Frames: frames[0:5]}, nil)
 	observe(&c, frames[6])
 	if c.valid || c.covers(0, 0) {
 		t.Fatal("a gap left the cache valid")
 	}
 	// So does a done frame that is not for the last chunk.
-	c.fill(id, History{Meta: Meta{Exists: true, Status: chatstream.StatusStreaming, N: 5}, From: 0, Frames: frames[0:5]}, nil)
+	c.fill(id, streaming.History{Meta: streaming.Meta{Exists: true, Status: chatstream.StatusStreaming, N: 5}, From: 0, Frames: frames[0:5]}, nil)
 	observe(&c, protocol.DoneFrame(id, chatstream.StatusComplete, 7, nil))
 	if c.valid {
 		t.Fatal("a done frame beyond the cache left it valid")
 	}
 	// A read that found the stream over carries its done frame.
-	c.fill(id, History{Meta: Meta{Exists: true, Status: chatstream.StatusFailed, N: 3, Failure: &chatstream.Failure{Code: "x", Message: "y"}}, From: 0, Frames: frames[0:3]}, nil)
+	c.fill(id, streaming.History{Meta: streaming.Meta{Exists: true, Status: chatstream.StatusFailed, N: 3, Failure: &chatstream.Failure{Code: "x", Message: "y"}}, From: 0, Frames: frames[0:3]}, nil)
 	if _, d := c.history(3); !slices.Equal(d, protocol.DoneFrame(id, chatstream.StatusFailed, 2, &chatstream.Failure{Code: "x", Message: "y"})) {
 		t.Fatalf("done %s", d)
 	}
 	// Old frames give way beyond cacheMaxBytes; the newest stay.
 	big := chunkFrames(id, 0, 2000)
 	frames = big
-	c.fill(id, History{Meta: Meta{Exists: true, Status: chatstream.StatusStreaming, N: 1}, From: 0, Frames: big[:1]}, nil)
+	c.fill(id, streaming.History{Meta: streaming.Meta{Exists: true, Status: chatstream.StatusStreaming, N: 1}, From: 0, Frames: big[:1]}, nil)
 	for _, fr := range big[1:] {
 		observe(&c, fr)
 	}
@@ -181,8 +182,8 @@ func (s *sinkLog) check(t *testing.T, from, to int64, done bool) {
 type streamsEnv struct {
 	ctx     context.Context
 	client  rueidis.Client
-	keys    Keys
-	log     *Log
+	keys    streaming.Keys
+	log     *streaming.Log
 	streams *Streams
 	metrics *Metrics
 	epoch   int64
@@ -192,14 +193,14 @@ func newStreamsEnv(t *testing.T, id string) *streamsEnv {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
-	client, err := NewClient(testenv.RedisURL(t), ClientConfig{})
+	client, err := streaming.NewClient(testenv.RedisURL(t), streaming.ClientConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(client.Close)
-	e := &streamsEnv{ctx: ctx, client: client, keys: Keys{Prefix: testenv.Namespace(t)}, metrics: NewMetrics(nil)}
-	e.log = NewLog(client, e.keys, time.Minute)
-	hub := NewHub(client, HubConfig{})
+	e := &streamsEnv{ctx: ctx, client: client, keys: streaming.Keys{Prefix: testenv.Namespace(t)}, metrics: NewMetrics(nil)}
+	e.log = streaming.NewLog(client, e.keys, time.Minute)
+	hub := streaming.NewHub(client, streaming.HubConfig{})
 	t.Cleanup(hub.Close)
 	e.streams = NewStreams(hub, e.log, nil, StreamsConfig{Metrics: e.metrics})
 	t.Cleanup(e.streams.Close)
@@ -220,7 +221,7 @@ func newStreamsEnv(t *testing.T, id string) *streamsEnv {
 func TestStreams_CatchUpFromNodeCopy(t *testing.T) {
 	const id = "0b7c9e1a-5d1f-4c7e-9b0e-3f6c2d8a4e11"
 	e := newStreamsEnv(t, id)
-	ctx, log, streams, metrics, meta := e.ctx, e.log, e.streams, e.metrics, Meta{Epoch: e.epoch}
+	ctx, log, streams, metrics, meta := e.ctx, e.log, e.streams, e.metrics, streaming.Meta{Epoch: e.epoch}
 	var n int64
 	appendN := func(k int) {
 		for range k {
@@ -320,7 +321,7 @@ func TestStreams_CatchUpFromNodeCopy(t *testing.T) {
 func TestStreams_FollowerAheadOfNodeCopy(t *testing.T) {
 	const id = "7a1c2e3f-0b4d-4e5f-8a9b-0c1d2e3f4a5b"
 	e := newStreamsEnv(t, id)
-	ctx, client, keys, log, streams, meta := e.ctx, e.client, e.keys, e.log, e.streams, Meta{Epoch: e.epoch}
+	ctx, client, keys, log, streams, meta := e.ctx, e.client, e.keys, e.log, e.streams, streaming.Meta{Epoch: e.epoch}
 	for i := range int64(5) {
 		if _, err := log.Append(ctx, id, meta.Epoch, i, chunkFrames(id, i, i+1)[0]); err != nil {
 			t.Fatal(err)

@@ -1,4 +1,4 @@
-package app
+package delivery
 
 import (
 	"context"
@@ -8,7 +8,6 @@ import (
 
 	"github.com/chatstream/chatstream"
 	"github.com/chatstream/chatstream/protocol"
-	"github.com/chatstream/chatstream/server"
 	"github.com/chatstream/chatstream/streaming"
 )
 
@@ -21,12 +20,13 @@ const refillMessages = 8
 // them).
 const refillTries = 5
 
-// recentMessages reads a conversation's newest messages, oldest first.
-type recentMessages interface {
+// ConversationSource reads a conversation's newest messages from Postgres,
+// oldest first: what a watcher refills from.
+type ConversationSource interface {
 	RecentMessages(ctx context.Context, convID string, limit int) ([]*chatstream.Message, error)
 }
 
-// watcher forwards a conversation's message events to the sockets that
+// Watcher forwards a conversation's message events to the sockets that
 // watch it. Events travel by pub/sub, which loses what is published while
 // the node's connection is down or the conversation's slot moves; after such
 // a resync each watching socket gets the conversation's newest messages again
@@ -37,11 +37,11 @@ type recentMessages interface {
 // A refill must not undo a live event: both are sent under mu, and a read
 // during which a live event of the conversation went out is read again
 // rather than sent, so a socket never gets an older state after a newer one.
-type watcher struct {
-	hub  *streaming.Hub
-	keys streaming.Keys
-	msgs recentMessages
-	log  *slog.Logger
+type Watcher struct {
+	hub    *streaming.Hub
+	keys   streaming.Keys
+	msgs   ConversationSource
+	logger *slog.Logger
 
 	ctx    context.Context // ends at close
 	cancel context.CancelFunc
@@ -53,21 +53,25 @@ type watcher struct {
 	retryIn time.Duration // pause before a read is tried again
 }
 
-// convRefill is the refill state of one conversation; guarded by watcher.mu.
+// convRefill is the refill state of one conversation; guarded by Watcher.mu.
 type convRefill struct {
 	waiting map[*forward]struct{} // watchers for the next read
 	reading bool                  // a refill goroutine runs
 	events  uint64                // live events sent, to spot a read they overtook
 }
 
-func newWatcher(hub *streaming.Hub, keys streaming.Keys, msgs recentMessages, log *slog.Logger) *watcher {
+// NewWatcher returns the conversation watcher of a node.
+func NewWatcher(hub *streaming.Hub, keys streaming.Keys, msgs ConversationSource, logger *slog.Logger) *Watcher {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &watcher{hub: hub, keys: keys, msgs: msgs, log: log, ctx: ctx, cancel: cancel,
+	return &Watcher{hub: hub, keys: keys, msgs: msgs, logger: logger, ctx: ctx, cancel: cancel,
 		convs: map[string]*convRefill{}, retryIn: 200 * time.Millisecond}
 }
 
 // Watch implements server.Watcher.
-func (w *watcher) Watch(ctx context.Context, convID string, sink server.Sink) (func(), error) {
+func (w *Watcher) Watch(ctx context.Context, convID string, sink chatstream.Sink) (func(), error) {
 	f := &forward{w: w, conv: convID, sink: sink}
 	unsub, err := w.hub.Subscribe(ctx, w.keys.ConversationChannel(convID), f)
 	if err != nil {
@@ -81,8 +85,8 @@ func (w *watcher) Watch(ctx context.Context, convID string, sink server.Sink) (f
 	}, nil
 }
 
-// close stops the refills under way and waits for them.
-func (w *watcher) close() {
+// Close stops the refills under way and waits for them.
+func (w *Watcher) Close() {
 	w.mu.Lock()
 	w.closed = true
 	w.mu.Unlock()
@@ -91,7 +95,7 @@ func (w *watcher) close() {
 }
 
 // stateLocked returns conv's refill state, made on first use; w.mu is held.
-func (w *watcher) stateLocked(conv string) *convRefill {
+func (w *Watcher) stateLocked(conv string) *convRefill {
 	c := w.convs[conv]
 	if c == nil {
 		c = &convRefill{waiting: map[*forward]struct{}{}}
@@ -101,14 +105,14 @@ func (w *watcher) stateLocked(conv string) *convRefill {
 }
 
 // dropIdleLocked forgets conv's state when nothing is pending; w.mu is held.
-func (w *watcher) dropIdleLocked(conv string, c *convRefill) {
+func (w *Watcher) dropIdleLocked(conv string, c *convRefill) {
 	if !c.reading && len(c.waiting) == 0 {
 		delete(w.convs, conv)
 	}
 }
 
 // live sends a live event to f, counting it against reads under way.
-func (w *watcher) live(f *forward, frame []byte) {
+func (w *Watcher) live(f *forward, frame []byte) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if f.stopped {
@@ -122,7 +126,7 @@ func (w *watcher) live(f *forward, frame []byte) {
 
 // refill puts f in line for its conversation's next read, starting the
 // reader unless one runs.
-func (w *watcher) refill(f *forward) {
+func (w *Watcher) refill(f *forward) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed || f.stopped {
@@ -140,7 +144,7 @@ func (w *watcher) refill(f *forward) {
 }
 
 // readLoop serves conv's waiting watchers until none waits.
-func (w *watcher) readLoop(conv string, c *convRefill) {
+func (w *Watcher) readLoop(conv string, c *convRefill) {
 	for try := 0; ; {
 		w.mu.Lock()
 		if len(c.waiting) == 0 || w.ctx.Err() != nil {
@@ -181,11 +185,11 @@ func (w *watcher) readLoop(conv string, c *convRefill) {
 		}
 		switch {
 		case err != nil:
-			w.log.Warn("refill watchers after a resync", "conversation_id", conv, "err", err)
+			w.logger.Warn("refill watchers after a resync", "conversation_id", conv, "err", err)
 		case overtaken:
 			// Still overtaken after every try: live events keep coming,
 			// and they are newer than any read; an old state is not sent.
-			w.log.Info("refill watchers after a resync: overtaken by live events", "conversation_id", conv)
+			w.logger.Info("refill watchers after a resync: overtaken by live events", "conversation_id", conv)
 		default:
 			for f := range batch {
 				for _, fr := range frames {
@@ -202,10 +206,10 @@ func (w *watcher) readLoop(conv string, c *convRefill) {
 
 // forward hands a channel's messages, already frames, to one socket.
 type forward struct {
-	w       *watcher
+	w       *Watcher
 	conv    string
-	sink    server.Sink
-	stopped bool // unwatched: nothing more is sent; guarded by watcher.mu
+	sink    chatstream.Sink
+	stopped bool // unwatched: nothing more is sent; guarded by Watcher.mu
 }
 
 func (f *forward) OnMessage(_ string, payload []byte) { f.w.live(f, payload) }

@@ -1,9 +1,10 @@
-package streaming
+package delivery
 
 import (
 	"slices"
 
 	"github.com/chatstream/chatstream/protocol"
+	"github.com/chatstream/chatstream/streaming"
 )
 
 // cacheMaxBytes bounds a stream's cached frames on a node (about 150 chunk
@@ -45,20 +46,20 @@ func (c *logCache) covers(lo, hi int64) bool { return c.valid && lo >= c.from &&
 // history is the cache as a history read from index from would return it.
 // The frames are shared, not copied: trimming only reslices, and appends
 // never write to an index already handed out.
-func (c *logCache) history(from int64) (History, []byte) {
+func (c *logCache) history(from int64) (streaming.History, []byte) {
 	end := c.end()
-	return History{Meta: Meta{Exists: true, N: end}, From: from, Frames: c.frames[from-c.from:]}, c.done
+	return streaming.History{Meta: streaming.Meta{Exists: true, N: end}, From: from, Frames: c.frames[from-c.from:]}, c.done
 }
 
 // fill rebuilds the cache from a history read that started after fill began
 // recording live frames, then applies those frames in order.
-func (c *logCache) fill(streamID string, hist History, live [][]byte) {
+func (c *logCache) fill(streamID string, hist streaming.History, live [][]byte) {
 	*c = logCache{valid: true, from: hist.From, frames: hist.Frames}
 	for _, fr := range hist.Frames {
 		c.size += len(fr)
 	}
 	if hist.Meta.Status.Final() {
-		c.done = hist.Meta.doneFrame(streamID)
+		c.done = hist.Meta.DoneFrame(streamID)
 	}
 	for _, fr := range live {
 		if typ, idx, ok := protocol.Scan(fr); ok {

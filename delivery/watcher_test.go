@@ -1,4 +1,4 @@
-package app
+package delivery
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 	"github.com/chatstream/chatstream/streaming"
 )
 
-// reads is a recentMessages whose reads block until released; each read
+// reads is a ConversationSource whose reads block until released; each read
 // answers one message whose content is the read's number (1, 2, …).
 type reads struct {
 	mu      sync.Mutex
@@ -101,11 +101,11 @@ func content(t *testing.T, frame string) string {
 
 // testWatcher returns a watcher on blocking reads, closed when the test
 // ends, and a watching socket of conversation "c" that asked for a refill.
-func testWatcher(t *testing.T) (*reads, *watcher, *sink, *forward) {
+func testWatcher(t *testing.T) (*reads, *Watcher, *sink, *forward) {
 	r := newReads()
-	w := newWatcher(nil, streaming.Keys{}, r, slog.New(slog.DiscardHandler))
+	w := NewWatcher(nil, streaming.Keys{}, r, slog.New(slog.DiscardHandler))
 	w.retryIn = time.Millisecond
-	t.Cleanup(w.close)
+	t.Cleanup(w.Close)
 	a := newSink()
 	fa := &forward{w: w, conv: "c", sink: a}
 	fa.OnResync("")
@@ -164,7 +164,7 @@ func TestWatcher_UnwatchedGetsNothing(t *testing.T) {
 	w.mu.Unlock()
 	fa.OnMessage("", []byte(`{"type":"message"}`))
 	r.answer(t)
-	w.close() // waits for the read to finish
+	w.Close() // waits for the read to finish
 	if len(a.frames) != 0 {
 		t.Fatalf("unwatched socket got %q", a.frames)
 	}

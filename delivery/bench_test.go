@@ -1,4 +1,4 @@
-package streaming
+package delivery
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 
 	"github.com/chatstream/chatstream/internal/testenv"
 	"github.com/chatstream/chatstream/protocol"
+	"github.com/chatstream/chatstream/streaming"
 )
 
 // countSink counts frames; it never fills.
@@ -17,19 +18,19 @@ type countSink struct{ n atomic.Int64 }
 func (s *countSink) Send([]byte) bool { s.n.Add(1); return true }
 func (s *countSink) Room() int        { return 1 << 20 }
 
-// BenchmarkStreams_FanOut measures the node's in-process fan-out: one live
+// BenchmarkFanOut measures the node's in-process fan-out: one live
 // chunk handed to 1,000 live followers of a stream (no sockets; the cost per
 // delivery of the dispatch itself). Reported per chunk; ns/delivery too.
-func BenchmarkStreams_FanOut(b *testing.B) {
+func BenchmarkFanOut(b *testing.B) {
 	ctx := context.Background()
-	client, err := NewClient(testenv.RedisURL(b), ClientConfig{})
+	client, err := streaming.NewClient(testenv.RedisURL(b), streaming.ClientConfig{})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer client.Close()
-	keys := Keys{Prefix: testenv.Namespace(b)}
-	log := NewLog(client, keys, time.Minute)
-	hub := NewHub(client, HubConfig{})
+	keys := streaming.Keys{Prefix: testenv.Namespace(b)}
+	log := streaming.NewLog(client, keys, time.Minute)
+	hub := streaming.NewHub(client, streaming.HubConfig{})
 	defer hub.Close()
 	streams := NewStreams(hub, log, nil, StreamsConfig{})
 	defer streams.Close()

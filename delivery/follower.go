@@ -1,0 +1,191 @@
+package delivery
+
+import (
+	"sync"
+	"time"
+
+	"github.com/chatstream/chatstream"
+	"github.com/chatstream/chatstream/protocol"
+)
+
+// roomReserve is the room a catch-up leaves for live frames and answers.
+const roomReserve = 8
+
+// pace is the pause before a catch-up that filled its socket's queue goes
+// on; maxPace the longest, for a socket that takes nothing.
+const (
+	pace    = 2 * time.Millisecond
+	maxPace = 250 * time.Millisecond
+)
+
+// Follower is one socket following one stream.
+type Follower struct {
+	st   *stream
+	sink chatstream.Sink
+	// The fields below are guarded by st.mu.
+	next       int64 // the next index to deliver
+	live       bool  // caught up: live messages are delivered
+	waiting    bool  // in st.waiting
+	resync     bool  // a resync came while its history read was in flight
+	seenMax    int64 // highest index seen live while not live
+	ended      bool  // done (or an error) sent, or closed
+	firstError time.Time
+	paceDelay  time.Duration // pause before the next slice of history
+}
+
+// Ended reports whether the follow is over: done was sent, or it was closed.
+func (f *Follower) Ended() bool {
+	f.st.mu.Lock()
+	defer f.st.mu.Unlock()
+	return f.ended
+}
+
+// Close stops the follow. It is safe to call more than once.
+func (f *Follower) Close() {
+	st := f.st
+	st.mu.Lock()
+	f.ended = true
+	delete(st.followers, f)
+	empty := len(st.followers) == 0
+	st.mu.Unlock()
+	if empty {
+		st.owner.release(st)
+	}
+}
+
+// stream is the node's state of one followed stream.
+type stream struct {
+	owner *Streams
+	id    string
+	ready chan struct{} // closed once the hub subscription is made (or failed)
+	err   error         // the subscription's error, set before ready closes
+	unsub func()
+
+	mu        sync.Mutex
+	followers map[*Follower]struct{}
+	waiting   []*Follower // followers that need a history read
+	reading   bool        // a reader goroutine runs
+	released  bool        // removed from Streams; no follower may join
+	cache     logCache    // the node's copy of the log; see logCache
+	// recording collects live frames while a history read that may rebuild
+	// the cache is in flight (nil otherwise): chunks published after the
+	// read reach the node live, possibly before the read's answer.
+	recording *[][]byte
+	resyncs   uint64 // resyncs so far; a read that spans one fills nothing
+}
+
+// enqueueLocked puts f in line for a history read and starts the reader.
+func (st *stream) enqueueLocked(f *Follower) {
+	f.live = false
+	if f.waiting || f.ended {
+		return
+	}
+	s := st.owner
+	if !st.reading && !s.startReader() {
+		return // Streams closed: no reader may start
+	}
+	f.waiting = true
+	st.waiting = append(st.waiting, f)
+	if !st.reading {
+		st.reading = true
+		// The reader lives while followers wait for history, at most until
+		// Streams.Close.
+		go func() { defer s.readers.Done(); st.readLoopSafe(s.ctx) }()
+	}
+}
+
+// paceLocked reads on for f after a pause, while its socket drains. The
+// pause doubles, up to maxPace, while the socket takes nothing: a stuck
+// socket costs a read now and then until its write timeout closes it.
+func (st *stream) paceLocked(f *Follower, progressed bool) {
+	f.live = false
+	if progressed || f.paceDelay == 0 {
+		f.paceDelay = pace
+	} else {
+		f.paceDelay = min(2*f.paceDelay, maxPace)
+	}
+	time.AfterFunc(f.paceDelay, func() {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		st.enqueueLocked(f)
+	})
+}
+
+// OnMessage implements Handler: a live chunk or done frame of the stream.
+func (st *stream) OnMessage(_ string, payload []byte) {
+	typ, idx, ok := protocol.Scan(payload)
+	if !ok {
+		return
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.cache.observe(typ, idx, payload)
+	if st.recording != nil {
+		*st.recording = append(*st.recording, payload)
+	}
+	for f := range st.followers {
+		if f.ended {
+			continue
+		}
+		if !f.live {
+			if typ == protocol.TypeChunk && idx > f.seenMax {
+				f.seenMax = idx
+			} else if typ == protocol.TypeDone && idx+1 > f.seenMax {
+				// A done frame says the stream is over: history has the end.
+				f.seenMax = idx + 1
+			}
+			continue
+		}
+		switch typ {
+		case protocol.TypeChunk:
+			switch {
+			case idx < f.next: // a duplicate
+			case idx == f.next:
+				f.next++
+				st.sendLocked(f, payload)
+			default: // a gap: something was lost on the way
+				f.seenMax = idx
+				st.enqueueLocked(f)
+			}
+		case protocol.TypeDone:
+			if idx == f.next-1 {
+				st.sendLocked(f, payload)
+				st.endLocked(f)
+			} else if idx >= f.next {
+				f.seenMax = idx + 1
+				st.enqueueLocked(f)
+			}
+		}
+	}
+}
+
+// OnResync implements Handler: live messages may have been lost. A live
+// follower reads history again; one whose read is in flight reads again
+// after it, since that read may have ended before what was lost, and the
+// lost messages did not raise its seenMax.
+func (st *stream) OnResync(string) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.cache.invalidate()
+	st.resyncs++
+	for f := range st.followers {
+		switch {
+		case f.ended:
+		case f.live:
+			st.enqueueLocked(f)
+		case !f.waiting:
+			f.resync = true
+		}
+	}
+}
+
+// sendLocked hands a frame to f's sink; a full sink ends the follow (its
+// socket is being closed).
+func (st *stream) sendLocked(f *Follower, frame []byte) {
+	if !f.sink.Send(frame) {
+		st.endLocked(f)
+	}
+}
+
+// endLocked marks f over; it stays in followers until its owner closes it.
+func (st *stream) endLocked(f *Follower) { f.ended = true }
