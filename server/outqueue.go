@@ -1,0 +1,105 @@
+package server
+
+import (
+	"sync"
+	"time"
+)
+
+// outQueue is a socket's bounded outbound queue. Unlike a buffered channel
+// it holds memory only for the frames queued, and its writer goroutine runs
+// only while frames come (it lingers writerLinger after the last): an idle
+// socket costs neither.
+type outQueue struct {
+	mu      sync.Mutex
+	frames  [][]byte
+	max     int
+	writing bool            // a writer goroutine runs
+	closed  bool            // the socket is closing: nothing more is queued
+	writers *sync.WaitGroup // the writer goroutines, for the session to wait on
+	// wake tells a lingering writer that frames are queued; buffered 1, so
+	// a push never blocks and a wake-up is never lost.
+	wake chan struct{}
+}
+
+// writerLinger is how long a writer waits for more frames before it ends:
+// long enough that a streaming socket keeps one writer, short enough that
+// an idle socket soon holds none.
+const writerLinger = time.Second
+
+// pushResult says what push did.
+type pushResult int
+
+const (
+	pushed      pushResult = iota
+	pushedStart            // queued; the caller must start the writer
+	queueFull
+	queueClosed
+)
+
+// push queues frame.
+func (q *outQueue) push(frame []byte) pushResult {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	switch {
+	case q.closed:
+		return queueClosed
+	case len(q.frames) >= q.max:
+		return queueFull
+	}
+	q.frames = append(q.frames, frame)
+	if q.writing {
+		select {
+		case q.wake <- struct{}{}:
+		default:
+		}
+		return pushed
+	}
+	q.writing = true
+	q.writers.Add(1) // under q.mu, so never after the session's Wait
+	return pushedStart
+}
+
+// take returns every queued frame, reusing buf's storage.
+func (q *outQueue) take(buf [][]byte) [][]byte {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	buf = append(buf[:0], q.frames...)
+	clear(q.frames)
+	q.frames = q.frames[:0]
+	if cap(q.frames) > 64 && len(buf) < 16 {
+		q.frames = nil // let a burst's storage go once it is over
+	}
+	return buf
+}
+
+// retire ends the writer if nothing is queued: it reports whether the
+// writer must return. A push after it starts a new writer.
+func (q *outQueue) retire() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.frames) > 0 && !q.closed {
+		return false
+	}
+	q.writing = false
+	return true
+}
+
+// close refuses further frames and drops the queued ones.
+func (q *outQueue) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.frames = nil
+	q.mu.Unlock()
+}
+
+func (q *outQueue) room() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.max - len(q.frames)
+}
+
+func (q *outQueue) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.frames)
+}
