@@ -120,7 +120,7 @@ func (c *Config) provider() llm.Provider {
 // Main is one running node.
 type Main struct {
 	cfg     Config
-	log     *slog.Logger
+	logger  *slog.Logger
 	db      *store.DB
 	redis   rueidis.Client
 	hub     *streaming.Hub
@@ -139,12 +139,12 @@ type Main struct {
 // New returns a node that Start will bring up.
 func New(cfg Config) *Main {
 	cfg.setDefaults()
-	return &Main{cfg: cfg, log: cfg.Logger, serveDone: make(chan error, 1)}
+	return &Main{cfg: cfg, logger: cfg.Logger, serveDone: make(chan error, 1)}
 }
 
 // Migrate applies the Postgres migrations and returns.
-func Migrate(ctx context.Context, databaseURL string, log *slog.Logger) error {
-	db, err := store.Open(ctx, databaseURL, store.Config{Logger: log})
+func Migrate(ctx context.Context, databaseURL string, logger *slog.Logger) error {
+	db, err := store.Open(ctx, databaseURL, store.Config{Logger: logger})
 	if err != nil {
 		return err
 	}
@@ -167,9 +167,9 @@ func (m *Main) Start(ctx context.Context) (err error) {
 		}
 		secret = make([]byte, 32)
 		_, _ = rand.Read(secret)
-		m.log.Warn("AUTH_SECRET unset: signing dev tokens with a random key; they stop working when this process exits")
+		m.logger.Warn("AUTH_SECRET unset: signing dev tokens with a random key; they stop working when this process exits")
 	}
-	if m.db, err = store.Open(ctx, m.cfg.DatabaseURL, store.Config{Logger: m.log, MaxConns: m.cfg.DatabaseMaxConns}); err != nil {
+	if m.db, err = store.Open(ctx, m.cfg.DatabaseURL, store.Config{Logger: m.logger, MaxConns: m.cfg.DatabaseMaxConns}); err != nil {
 		return err
 	}
 	if err = m.db.Migrate(ctx); err != nil {
@@ -186,11 +186,11 @@ func (m *Main) Start(ctx context.Context) (err error) {
 	smetrics := streaming.NewMetrics(m.reg)
 	wmetrics := worker.NewMetrics(m.reg)
 	keys := streaming.Keys{Prefix: m.cfg.KeyPrefix}
-	chunkLog := streaming.NewLog(m.redis, keys, m.cfg.StreamTTL)
+	chunkLog := streaming.NewChunkLog(m.redis, keys, m.cfg.StreamTTL)
 	queue := streaming.NewQueue(m.redis, keys, m.cfg.NodeID, streaming.QueueConfig{HeartbeatTTL: m.cfg.HeartbeatTTL})
-	events := streaming.NewEvents(m.redis, keys, m.log)
+	events := streaming.NewEvents(m.redis, keys, m.logger)
 	lcfg := m.cfg.Limits
-	lcfg.Logger = m.log
+	lcfg.Logger = m.logger
 	if lcfg.PresenceTTL <= 0 {
 		lcfg.PresenceTTL = m.cfg.HeartbeatTTL
 	}
@@ -198,13 +198,13 @@ func (m *Main) Start(ctx context.Context) (err error) {
 	if err = m.limits.Start(ctx); err != nil {
 		return err
 	}
-	m.hub = streaming.NewHub(m.redis, streaming.HubConfig{Logger: m.log, Metrics: smetrics})
-	m.streams = delivery.NewStreams(m.hub, chunkLog, m.db, delivery.StreamsConfig{Logger: m.log, Metrics: delivery.NewMetrics(m.reg)})
-	m.watch = delivery.NewWatcher(m.hub, keys, m.db, m.log)
-	gens := worker.NewService(m.db, chunkLog, queue, events, m.limits, wmetrics, m.log)
+	m.hub = streaming.NewHub(m.redis, streaming.HubConfig{Logger: m.logger, Metrics: smetrics})
+	m.streams = delivery.NewStreams(m.hub, chunkLog, m.db, delivery.StreamsConfig{Logger: m.logger, Metrics: delivery.NewMetrics(m.reg)})
+	m.watch = delivery.NewWatcher(m.hub, keys, m.db, m.logger)
+	gens := worker.NewGenerations(m.db, chunkLog, queue, events, m.limits, wmetrics, m.logger)
 	if m.cfg.Workers > 0 {
 		wcfg := m.cfg.Worker
-		wcfg.Workers, wcfg.Logger, wcfg.Metrics = m.cfg.Workers, m.log, wmetrics
+		wcfg.Workers, wcfg.Logger, wcfg.Metrics = m.cfg.Workers, m.logger, wmetrics
 		m.pool = worker.NewPool(wcfg, m.db, chunkLog, queue, m.hub, events, m.limits, m.cfg.provider())
 		if err = m.pool.Start(ctx); err != nil {
 			return err
@@ -218,7 +218,7 @@ func (m *Main) Start(ctx context.Context) (err error) {
 		TrustedProxies:  m.cfg.TrustedProxies,
 		BodyTimeout:     m.cfg.BodyTimeout,
 		MaxConnsPerAddr: m.cfg.MaxConnsPerAddr,
-		Logger:          m.log,
+		Logger:          m.logger,
 		Registry:        m.reg,
 		WS:              m.cfg.WS,
 	}, server.Deps{
@@ -238,7 +238,7 @@ func (m *Main) Start(ctx context.Context) (err error) {
 	}
 	// The serving goroutine lives until Shutdown stops the server.
 	go func() { m.serveDone <- m.srv.Serve(m.ln) }()
-	m.log.Info("chatstream serving", "addr", m.ln.Addr().String(), "auth_dev", m.cfg.AuthDev)
+	m.logger.Info("chatstream serving", "addr", m.ln.Addr().String(), "auth_dev", m.cfg.AuthDev)
 	return nil
 }
 
@@ -281,7 +281,7 @@ func (m *Main) Run(ctx context.Context) error {
 	case err := <-m.serveDone:
 		m.serveDone <- err // Shutdown reports it
 	}
-	m.log.Info("chatstream shutting down")
+	m.logger.Info("chatstream shutting down")
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.ShutdownGrace)
 	defer cancel()
 	return m.Shutdown(sctx)

@@ -29,7 +29,7 @@ func BenchmarkFanOut(b *testing.B) {
 	}
 	defer client.Close()
 	keys := streaming.Keys{Prefix: testenv.Namespace(b)}
-	log := streaming.NewLog(client, keys, time.Minute)
+	log := streaming.NewChunkLog(client, keys, time.Minute)
 	hub := streaming.NewHub(client, streaming.HubConfig{})
 	defer hub.Close()
 	streams := NewStreams(hub, log, nil, StreamsConfig{})

@@ -64,7 +64,7 @@ func (c *StreamsConfig) setDefaults() {
 // catching up. A resync from the hub does the same for every follower.
 type Streams struct {
 	hub    *streaming.Hub
-	chunks *streaming.Log
+	chunks *streaming.ChunkLog
 	msgs   MessageSource
 	cfg    StreamsConfig
 	logger *slog.Logger
@@ -81,7 +81,7 @@ type Streams struct {
 }
 
 // NewStreams returns the stream delivery of a node.
-func NewStreams(hub *streaming.Hub, chunks *streaming.Log, msgs MessageSource, cfg StreamsConfig) *Streams {
+func NewStreams(hub *streaming.Hub, chunks *streaming.ChunkLog, msgs MessageSource, cfg StreamsConfig) *Streams {
 	cfg.setDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Streams{hub: hub, chunks: chunks, msgs: msgs, cfg: cfg, logger: cfg.Logger,

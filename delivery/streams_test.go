@@ -183,7 +183,7 @@ type streamsEnv struct {
 	ctx     context.Context
 	client  rueidis.Client
 	keys    streaming.Keys
-	log     *streaming.Log
+	log     *streaming.ChunkLog
 	streams *Streams
 	metrics *Metrics
 	epoch   int64
@@ -199,7 +199,7 @@ func newStreamsEnv(t *testing.T, id string) *streamsEnv {
 	}
 	t.Cleanup(client.Close)
 	e := &streamsEnv{ctx: ctx, client: client, keys: streaming.Keys{Prefix: testenv.Namespace(t)}, metrics: NewMetrics(nil)}
-	e.log = streaming.NewLog(client, e.keys, time.Minute)
+	e.log = streaming.NewChunkLog(client, e.keys, time.Minute)
 	hub := streaming.NewHub(client, streaming.HubConfig{})
 	t.Cleanup(hub.Close)
 	e.streams = NewStreams(hub, e.log, nil, StreamsConfig{Metrics: e.metrics})

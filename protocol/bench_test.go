@@ -23,4 +23,3 @@ func BenchmarkScan(b *testing.B) {
 		}
 	}
 }
-

@@ -89,7 +89,7 @@ var fuzzServer = sync.OnceValue(func() *Server {
 // in its queue (a writer counts as running, so none starts).
 func fuzzSession(s *Server) *session {
 	ss := &session{srv: s, user: "alice", ctx: context.Background(), cancel: func(error) {},
-		follows: map[string]Follow{}, watches: map[string]func(){}, log: s.log}
+		follows: map[string]Follow{}, watches: map[string]func(){}, logger: s.logger}
 	ss.subscribes = bucket{rate: 10, burst: 128, tokens: 128}
 	ss.out = outQueue{max: 1 << 20, writing: true, writers: &ss.writers, wake: make(chan struct{}, 1)}
 	return ss

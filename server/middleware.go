@@ -81,7 +81,7 @@ func (s *Server) accessLog(c *gin.Context) {
 	if len(c.Errors) > 0 {
 		attrs = append(attrs, "err", c.Errors.Last().Err)
 	}
-	s.log.Log(c.Request.Context(), level, "http request", attrs...)
+	s.logger.Log(c.Request.Context(), level, "http request", attrs...)
 }
 
 // recoverPanic turns a handler panic into a 500 in the error shape.
@@ -92,7 +92,7 @@ func (s *Server) recoverPanic(c *gin.Context) {
 				panic(v) // net/http's way to abort a response; not a bug
 			}
 			s.metrics.panics.Inc()
-			s.log.Error("panic serving a request", "request_id", c.GetString(ctxRequestID), "panic", v, "stack", string(debug.Stack()))
+			s.logger.Error("panic serving a request", "request_id", c.GetString(ctxRequestID), "panic", v, "stack", string(debug.Stack()))
 			writeStatus(c, http.StatusInternalServerError, protocol.CodeInternal, "Internal error.")
 		}
 	}()

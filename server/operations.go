@@ -18,7 +18,7 @@ func (ss *session) handle(data []byte) {
 	defer func() {
 		if v := recover(); v != nil {
 			ss.srv.metrics.panics.Inc()
-			ss.log.Error("panic serving a websocket frame; the socket stays open", "panic", v, "stack", string(debug.Stack()))
+			ss.logger.Error("panic serving a websocket frame; the socket stays open", "panic", v, "stack", string(debug.Stack()))
 			ss.sendError(nil, "", chatstream.EINTERNAL, "Internal error.")
 		}
 	}()

@@ -182,7 +182,7 @@ type Server struct {
 	sockets sockets
 	page    fs.FS
 	checks  map[string]Pinger
-	log     *slog.Logger
+	logger  *slog.Logger
 	engine  *gin.Engine
 	metrics *httpMetrics
 	http    *http.Server
@@ -196,7 +196,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if len(cfg.AuthSecret) == 0 {
 		return nil, errors.New("server: AuthSecret is required")
 	}
-	s := &Server{cfg: cfg, store: deps.Store, gens: deps.Generations, limits: deps.Limits, checks: deps.Checks, log: cfg.Logger,
+	s := &Server{cfg: cfg, store: deps.Store, gens: deps.Generations, limits: deps.Limits, checks: deps.Checks, logger: cfg.Logger,
 		streams: deps.Streams, watcher: deps.Watcher}
 	if s.limits == nil {
 		s.limits = noLimits{}
@@ -315,7 +315,7 @@ func (s *Server) handleReady(c *gin.Context) {
 		err := p.Ping(ctx)
 		cancel()
 		if err != nil {
-			s.log.Warn("readiness check failed", "dependency", name, "err", err)
+			s.logger.Warn("readiness check failed", "dependency", name, "err", err)
 			failed[name] = "unavailable"
 		}
 	}

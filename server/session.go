@@ -19,10 +19,10 @@ import (
 // session is one WebSocket. Its goroutine reads; one writer goroutine owns
 // all writes; Send only queues.
 type session struct {
-	srv  *Server
-	conn *websocket.Conn
-	user string
-	log  *slog.Logger
+	srv    *Server
+	conn   *websocket.Conn
+	user   string
+	logger *slog.Logger
 	// opened is when the socket opened; expires when its access token
 	// expires (Unix ns; 0: never), at which the watchdog closes it.
 	opened  time.Time
@@ -90,7 +90,7 @@ func (ss *session) run() {
 	ss.readLoop()
 	ss.stop(context.Canceled)
 	defer func() {
-		ss.log.Info("websocket closed", "reason", closeReason(context.Cause(ss.ctx)),
+		ss.logger.Info("websocket closed", "reason", closeReason(context.Cause(ss.ctx)),
 			"duration_ms", time.Since(ss.opened).Milliseconds(), "frames_in", ss.framesIn, "frames_out", ss.framesOut.Load())
 	}()
 	ss.out.close()
@@ -123,7 +123,7 @@ func (ss *session) readLoop() {
 			case status == websocket.StatusMessageTooBig:
 				ss.srv.metrics.wsErrors.WithLabelValues("too_big").Inc()
 			case status == -1 && ss.ctx.Err() == nil && !errors.Is(err, context.Canceled):
-				ss.log.Debug("websocket read ended", "err", err)
+				ss.logger.Debug("websocket read ended", "err", err)
 			}
 			return
 		}
@@ -144,7 +144,7 @@ func (ss *session) writeLoop() {
 	defer func() {
 		if v := recover(); v != nil {
 			ss.srv.metrics.panics.Inc()
-			ss.log.Error("panic in a websocket writer; closing the socket", "panic", v, "stack", string(debug.Stack()))
+			ss.logger.Error("panic in a websocket writer; closing the socket", "panic", v, "stack", string(debug.Stack()))
 			ss.stop(errWriterPanic)
 			ss.conn.CloseNow()
 		}
@@ -216,7 +216,7 @@ func (ss *session) ping() {
 func (ss *session) close(cause error) {
 	switch {
 	case errors.Is(cause, errSlowConsumer):
-		ss.log.Info("closing slow socket", "queued", ss.out.len())
+		ss.logger.Info("closing slow socket", "queued", ss.out.len())
 		ss.conn.Close(websocket.StatusTryAgainLater, "cannot keep up; resume from your last index")
 	case errors.Is(cause, errShuttingDown):
 		ss.conn.Close(websocket.StatusGoingAway, "server shutting down")
@@ -262,7 +262,7 @@ func unixNanoOrZero(t time.Time) int64 {
 func (ss *session) sendJSON(v any) {
 	b, err := json.Marshal(v)
 	if err != nil {
-		ss.log.Warn("encode frame", "err", err)
+		ss.logger.Warn("encode frame", "err", err)
 		return
 	}
 	ss.Send(b)
@@ -282,7 +282,7 @@ func (ss *session) sendErrorFrame(f protocol.Error) {
 func (ss *session) sendErr(rid protocol.RequestID, streamID string, err error) {
 	code := chatstream.ErrorCode(err)
 	if code == chatstream.EINTERNAL {
-		ss.log.Warn("websocket request failed", "err", err)
+		ss.logger.Warn("websocket request failed", "err", err)
 	}
 	f := protocol.Error{Type: protocol.TypeError, RequestID: rid, StreamID: streamID, Code: code, Message: chatstream.ErrorMessage(err)}
 	if d := chatstream.RetryAfter(err); d > 0 {

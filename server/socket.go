@@ -229,7 +229,7 @@ func (s *Server) handleWS(c *gin.Context) {
 		cancel:  cancel,
 		follows: make(map[string]Follow),
 		watches: make(map[string]func()),
-		log:     s.log.With("request_id", c.GetString(ctxRequestID), "user", c.GetString(ctxUser)),
+		logger:  s.logger.With("request_id", c.GetString(ctxRequestID), "user", c.GetString(ctxUser)),
 	}
 	sess.subscribes = bucket{rate: s.cfg.WS.SubscribeRate, burst: float64(s.cfg.WS.SubscribeBurst), tokens: float64(s.cfg.WS.SubscribeBurst)}
 	sess.out = outQueue{max: s.cfg.WS.SendQueue, writers: &sess.writers, wake: make(chan struct{}, 1)}
@@ -248,7 +248,7 @@ func (s *Server) handleWS(c *gin.Context) {
 		sess.stop(errShuttingDown)
 	}
 	s.metrics.socketsOpen.Inc()
-	sess.log.Info("websocket opened", "remote", c.ClientIP())
+	sess.logger.Info("websocket opened", "remote", c.ClientIP())
 	// The socket runs on a goroutine of its own and the handler returns:
 	// the connection is hijacked, and the handler's deep stack (net/http,
 	// Gin, middleware) would otherwise stay allocated for the socket's life —

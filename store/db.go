@@ -42,8 +42,8 @@ const DefaultMaxConns = 16
 
 // DB is the Postgres store.
 type DB struct {
-	pool *pgxpool.Pool
-	log  *slog.Logger
+	pool   *pgxpool.Pool
+	logger *slog.Logger
 }
 
 // Open connects to Postgres at url and checks that it answers.
@@ -67,11 +67,11 @@ func Open(ctx context.Context, url string, cfg Config) (*DB, error) {
 		pool.Close()
 		return nil, fmt.Errorf("ping postgres: %w", err)
 	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
 	}
-	return &DB{pool: pool, log: log}, nil
+	return &DB{pool: pool, logger: logger}, nil
 }
 
 // Close closes every connection of the pool.
@@ -94,7 +94,7 @@ func (db *DB) Migrate(ctx context.Context) error {
 		return fmt.Errorf("migrate: %w", err)
 	}
 	for _, r := range results {
-		db.log.Info("migration applied", "version", r.Source.Version, "file", r.Source.Path, "duration", r.Duration)
+		db.logger.Info("migration applied", "version", r.Source.Version, "file", r.Source.Path, "duration", r.Duration)
 	}
 	return nil
 }

@@ -150,7 +150,7 @@ func TestLog_Cluster(t *testing.T) {
 	hub := streaming.NewHub(client, streaming.HubConfig{})
 	defer hub.Close()
 	ctx := context.Background()
-	log := streaming.NewLog(client, streaming.Keys{Prefix: "t:"}, time.Minute)
+	log := streaming.NewChunkLog(client, streaming.Keys{Prefix: "t:"}, time.Minute)
 	rec := newHubRecorder()
 	for i := range 6 {
 		id := fmt.Sprintf("s%d", i)

@@ -16,7 +16,7 @@ import (
 type Events struct {
 	client rueidis.Client
 	keys   Keys
-	log    *slog.Logger
+	logger *slog.Logger
 }
 
 // NewEvents returns the conversation event publisher.
@@ -24,7 +24,7 @@ func NewEvents(client rueidis.Client, keys Keys, logger *slog.Logger) *Events {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Events{client: client, keys: keys, log: logger}
+	return &Events{client: client, keys: keys, logger: logger}
 }
 
 // Publish tells the watchers of m's conversation about m. Events are a
@@ -38,6 +38,6 @@ func (e *Events) Publish(ctx context.Context, m *chatstream.Message) {
 	}
 	err := e.client.Do(ctx, cmd).Error()
 	if err != nil {
-		e.log.Warn("publish message event", "message_id", m.ID, "err", err)
+		e.logger.Warn("publish message event", "message_id", m.ID, "err", err)
 	}
 }

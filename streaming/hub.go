@@ -82,7 +82,7 @@ type Hub struct {
 	client  rueidis.Client
 	sharded bool // a Redis Cluster: sharded pub/sub, one link per master
 	cfg     HubConfig
-	log     *slog.Logger
+	logger  *slog.Logger
 	seed    maphash.Seed
 
 	mu       sync.RWMutex
@@ -126,7 +126,7 @@ func NewHub(client rueidis.Client, cfg HubConfig) *Hub {
 		client:   client,
 		sharded:  sharded(client),
 		cfg:      cfg,
-		log:      cfg.Logger,
+		logger:   cfg.Logger,
 		seed:     maphash.MakeSeed(),
 		channels: make(map[string]*hubChannel),
 		links:    make(map[string]*link),
@@ -339,7 +339,7 @@ func (h *Hub) call(hd Handler, channel string, payload []byte, resync bool) {
 	defer func() {
 		if v := recover(); v != nil {
 			h.cfg.Metrics.HubPanics.Inc()
-			h.log.Error("panic in a pub/sub handler", "channel", channel, "panic", v, "stack", string(debug.Stack()))
+			h.logger.Error("panic in a pub/sub handler", "channel", channel, "panic", v, "stack", string(debug.Stack()))
 		}
 	}()
 	if resync {

@@ -69,7 +69,7 @@ func (l *link) connLoop(ctx context.Context) {
 			// A connection that worked starts a new series of attempts.
 			backoff = h.cfg.ReconnectMin
 		}
-		h.log.Warn("redis pub/sub connection lost; reconnecting", "node", l.addr, "err", err, "backoff", backoff)
+		h.logger.Warn("redis pub/sub connection lost; reconnecting", "node", l.addr, "err", err, "backoff", backoff)
 		if h.sharded {
 			// The shard may have failed over to another node.
 			h.refreshTopology()
@@ -115,7 +115,7 @@ func (l *link) session(ctx context.Context, reconnect bool) error {
 	l.connected.Store(true)
 	if reconnect {
 		h.cfg.Metrics.HubReconnects.Inc()
-		h.log.Info("redis pub/sub connection restored", "node", l.addr)
+		h.logger.Info("redis pub/sub connection restored", "node", l.addr)
 	}
 	for {
 		select {
@@ -269,7 +269,7 @@ func (l *link) subscribe(ctx context.Context, dc rueidis.DedicatedClient, chans 
 		if _, isRedis := rueidis.IsRedisErr(err); !isRedis {
 			return nil, err
 		}
-		l.hub.log.Debug("redis cluster: channel not served here; reading the slot map", "node", l.addr, "channel", chans[i].name, "err", err)
+		l.hub.logger.Debug("redis cluster: channel not served here; reading the slot map", "node", l.addr, "channel", chans[i].name, "err", err)
 		l.hub.refreshTopology()
 	}
 	return ok, nil

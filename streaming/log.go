@@ -25,11 +25,11 @@ var (
 	ErrEnded = errors.New("stream already ended")
 )
 
-// Log is the per-stream chunk log in Redis: a list of chunk frames and a meta
+// ChunkLog is the per-stream chunk log in Redis: a list of chunk frames and a meta
 // hash, with the stream's pub/sub channel. Every write checks the writer's
 // epoch inside the same script, so a worker that lost its job can write
 // nothing more.
-type Log struct {
+type ChunkLog struct {
 	client  rueidis.Client
 	keys    Keys
 	ttl     time.Duration
@@ -39,10 +39,10 @@ type Log struct {
 	openTTLArg string
 }
 
-// NewLog returns the chunk log; ttl is how long a stream's keys live after it
+// NewChunkLog returns the chunk log; ttl is how long a stream's keys live after it
 // ends (STREAM_TTL).
-func NewLog(client rueidis.Client, keys Keys, ttl time.Duration) *Log {
-	l := &Log{client: client, keys: keys, ttl: ttl, publish: publishCommand(client)}
+func NewChunkLog(client rueidis.Client, keys Keys, ttl time.Duration) *ChunkLog {
+	l := &ChunkLog{client: client, keys: keys, ttl: ttl, publish: publishCommand(client)}
 	l.openTTLArg = ms(l.openTTL())
 	return l
 }
@@ -62,7 +62,7 @@ func publishCommand(client rueidis.Client) string {
 func sharded(client rueidis.Client) bool { return client.Mode() == rueidis.ClientModeCluster }
 
 // Keys returns the key names the log uses.
-func (l *Log) Keys() Keys { return l.keys }
+func (l *ChunkLog) Keys() Keys { return l.keys }
 
 // Meta is the state of a stream as its meta hash holds it.
 type Meta struct {
@@ -122,12 +122,12 @@ func parseMeta(h map[string]string) Meta {
 
 // openTTL bounds the life of a stream that never ends (every worker and
 // reaper gone): its keys expire this long after the last write.
-func (l *Log) openTTL() time.Duration { return l.ttl + 24*time.Hour }
+func (l *ChunkLog) openTTL() time.Duration { return l.ttl + 24*time.Hour }
 
 func ms(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) }
 
 // Create writes the meta of a new stream.
-func (l *Log) Create(ctx context.Context, streamID, userID, convID string) error {
+func (l *ChunkLog) Create(ctx context.Context, streamID, userID, convID string) error {
 	meta := l.keys.Meta(streamID)
 	cmds := rueidis.Commands{
 		l.client.B().Hset().Key(meta).FieldValue().
@@ -159,7 +159,7 @@ return {epoch, tonumber(m[2]), m[3] == '1' and 1 or 0, attempts, m[4] or '', m[5
 // Claim makes owner the stream's writer and returns the meta with the new
 // epoch, including the final status an earlier writer marked. It returns
 // ErrGone or ErrEnded when there is nothing to write.
-func (l *Log) Claim(ctx context.Context, streamID, owner string) (Meta, error) {
+func (l *ChunkLog) Claim(ctx context.Context, streamID, owner string) (Meta, error) {
 	v, err := claimScript.Exec(ctx, l.client, []string{l.keys.Meta(streamID)}, []string{owner}).ToArray()
 	if err != nil {
 		return Meta{}, fmt.Errorf("claim stream %s: %w", streamID, err)
@@ -224,7 +224,7 @@ return {0, cancel}
 
 // Append appends the chunk frame at index to the stream and publishes it. It
 // reports whether a cancel was requested meanwhile.
-func (l *Log) Append(ctx context.Context, streamID string, epoch, index int64, frame []byte) (cancel bool, err error) {
+func (l *ChunkLog) Append(ctx context.Context, streamID string, epoch, index int64, frame []byte) (cancel bool, err error) {
 	v, err := appendScript.Exec(ctx, l.client,
 		[]string{l.keys.Meta(streamID), l.keys.Chunks(streamID)},
 		[]string{strconv.FormatInt(epoch, 10), strconv.FormatInt(index, 10), rueidis.BinaryString(frame),
@@ -258,7 +258,7 @@ return 0
 
 // MarkFinal records the status the writer is about to write to Postgres. If
 // the writer dies before Finish, the reaper finishes with this status.
-func (l *Log) MarkFinal(ctx context.Context, streamID string, epoch int64, status chatstream.Status, failure *chatstream.Failure) error {
+func (l *ChunkLog) MarkFinal(ctx context.Context, streamID string, epoch int64, status chatstream.Status, failure *chatstream.Failure) error {
 	v, err := markFinalScript.Exec(ctx, l.client, []string{l.keys.Meta(streamID)},
 		[]string{strconv.FormatInt(epoch, 10), string(status), failureJSON(failure)}).AsInt64()
 	if err != nil {
@@ -285,7 +285,7 @@ return 0
 // Finish ends the stream with status after n chunks: it publishes the done
 // frame and lets the stream's keys expire after the TTL. reason is the
 // model's finish reason ("stop", "length", …; empty for none).
-func (l *Log) Finish(ctx context.Context, streamID string, epoch int64, status chatstream.Status, n int64, failure *chatstream.Failure, reason string) error {
+func (l *ChunkLog) Finish(ctx context.Context, streamID string, epoch int64, status chatstream.Status, n int64, failure *chatstream.Failure, reason string) error {
 	done := protocol.Done{Type: protocol.TypeDone, StreamID: streamID, MessageID: streamID, Status: status, LastIndex: n - 1,
 		Error: failure, FinishReason: reason}.Frame()
 	v, err := finishScript.Exec(ctx, l.client,
@@ -314,7 +314,7 @@ return {m[2] and 1 or 0}
 // the stream and will hear the cancel; when none does (the job waits in the
 // queue), the caller ends the stream itself. It returns ErrGone or ErrEnded
 // when there is nothing to stop.
-func (l *Log) Cancel(ctx context.Context, streamID string) (held bool, err error) {
+func (l *ChunkLog) Cancel(ctx context.Context, streamID string) (held bool, err error) {
 	v, err := cancelScript.Exec(ctx, l.client, []string{l.keys.Meta(streamID)},
 		[]string{l.keys.CancelChannel(streamID), l.publish}).AsIntSlice()
 	if err != nil {
@@ -342,7 +342,7 @@ return 0
 // Release says that the writer of epoch hands the stream's job back to the
 // queue: until a worker claims it again, nobody would hear a cancel, so
 // Cancel reports it as not held.
-func (l *Log) Release(ctx context.Context, streamID string, epoch int64) error {
+func (l *ChunkLog) Release(ctx context.Context, streamID string, epoch int64) error {
 	v, err := releaseScript.Exec(ctx, l.client, []string{l.keys.Meta(streamID)},
 		[]string{strconv.FormatInt(epoch, 10)}).AsInt64()
 	if err != nil {
@@ -352,7 +352,7 @@ func (l *Log) Release(ctx context.Context, streamID string, epoch int64) error {
 }
 
 // Meta reads the stream's meta hash.
-func (l *Log) Meta(ctx context.Context, streamID string) (Meta, error) {
+func (l *ChunkLog) Meta(ctx context.Context, streamID string) (Meta, error) {
 	h, err := l.client.Do(ctx, l.client.B().Hgetall().Key(l.keys.Meta(streamID)).Build()).AsStrMap()
 	if err != nil {
 		return Meta{}, fmt.Errorf("read meta of %s: %w", streamID, err)
@@ -371,7 +371,7 @@ type History struct {
 
 // Read returns the meta and the chunk frames from index from on, read in one
 // round trip (both keys share the stream's slot).
-func (l *Log) Read(ctx context.Context, streamID string, from int64) (History, error) {
+func (l *ChunkLog) Read(ctx context.Context, streamID string, from int64) (History, error) {
 	if from < 0 {
 		from = 0
 	}
@@ -400,7 +400,7 @@ func (l *Log) Read(ctx context.Context, streamID string, from int64) (History, e
 // Content joins the content of every chunk of the stream, as stored; it is
 // how a reaper recovers the text of a writer that died. It returns the text
 // and the number of chunks.
-func (l *Log) Content(ctx context.Context, streamID string) (string, int64, error) {
+func (l *ChunkLog) Content(ctx context.Context, streamID string) (string, int64, error) {
 	hist, err := l.Read(ctx, streamID, 0)
 	if err != nil {
 		return "", 0, err
@@ -438,7 +438,7 @@ func failureJSON(f *chatstream.Failure) string {
 
 // Running reports whether stream streamID is still being generated: its
 // meta exists and says it is open.
-func (l *Log) Running(ctx context.Context, streamID string) (bool, error) {
+func (l *ChunkLog) Running(ctx context.Context, streamID string) (bool, error) {
 	m, err := l.Meta(ctx, streamID)
 	if err != nil {
 		return false, err

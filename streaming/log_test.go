@@ -18,7 +18,7 @@ import (
 const testTTL = time.Minute
 
 type logEnv struct {
-	*streaming.Log
+	*streaming.ChunkLog
 	keys   streaming.Keys
 	client rueidis.Client
 }
@@ -37,7 +37,7 @@ func (e *logEnv) redis(tb testing.TB, cmd ...string) string {
 func newLog(tb testing.TB) *logEnv {
 	tb.Helper()
 	client, keys := newRedis(tb)
-	return &logEnv{Log: streaming.NewLog(client, keys, testTTL), keys: keys, client: client}
+	return &logEnv{ChunkLog: streaming.NewChunkLog(client, keys, testTTL), keys: keys, client: client}
 }
 
 func chunkFrame(stream string, i int64, text string) []byte {

@@ -51,7 +51,7 @@ func (h *Hub) topologyLoop(ctx context.Context) {
 			if errors.Is(err, errMastersUnknown) {
 				level = slog.LevelInfo // a failover the client has not caught up with yet
 			}
-			h.log.Log(ctx, level, "redis cluster: read the slot map", "err", err, "retry_in", backoff)
+			h.logger.Log(ctx, level, "redis cluster: read the slot map", "err", err, "retry_in", backoff)
 			select {
 			case <-ctx.Done():
 				return

@@ -17,7 +17,7 @@ import (
 
 // A send whose job cannot be queued stores nothing: no message is left
 // streaming without a job to end it.
-func TestService_SendWithRedisDown(t *testing.T) {
+func TestGenerations_SendWithRedisDown(t *testing.T) {
 	e := newEnv(t)
 	conv := e.conversation(t)
 	client, err := streaming.NewClient(testenv.RedisURL(t), streaming.ClientConfig{})
@@ -25,9 +25,9 @@ func TestService_SendWithRedisDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	client.Close() // every command now fails
-	log := streaming.NewLog(client, e.keys, time.Minute)
+	log := streaming.NewChunkLog(client, e.keys, time.Minute)
 	queue := streaming.NewQueue(client, e.keys, "down", streaming.QueueConfig{})
-	svc := worker.NewService(e.db, log, queue, streaming.NewEvents(client, e.keys, nil), nil, nil, nil)
+	svc := worker.NewGenerations(e.db, log, queue, streaming.NewEvents(client, e.keys, nil), nil, nil, nil)
 	_, _, err = svc.Send(streamtest.Ctx(t), "alice", conv, "hello")
 	if code := chatstream.ErrorCode(err); code != chatstream.EUNAVAILABLE {
 		t.Fatalf("send with Redis down: %v (code %s), want unavailable", err, code)

@@ -30,10 +30,10 @@ type outcome struct {
 // finishes from what Redis holds.
 type finisher struct {
 	store   Store
-	log     *streaming.Log
+	chunks  *streaming.ChunkLog
 	events  *streaming.Events
 	limits  Limits
-	slog    *slog.Logger
+	logger  *slog.Logger
 	metrics *Metrics
 }
 
@@ -41,8 +41,8 @@ type finisher struct {
 // end is written the generation no longer counts against its user's limit.
 func (f *finisher) finish(ctx context.Context, job chatstream.Job, epoch int64, o outcome, n int64) error {
 	streamID := job.StreamID
-	err := retry(ctx, "mark final", f.slog, func(ctx context.Context) error {
-		return f.log.MarkFinal(ctx, streamID, epoch, o.status, o.failure)
+	err := retry(ctx, "mark final", f.logger, func(ctx context.Context) error {
+		return f.chunks.MarkFinal(ctx, streamID, epoch, o.status, o.failure)
 	})
 	if errors.Is(err, streaming.ErrFenced) || errors.Is(err, streaming.ErrEnded) {
 		return nil // someone else owns the end of this stream
@@ -53,7 +53,7 @@ func (f *finisher) finish(ctx context.Context, job chatstream.Job, epoch int64, 
 	// written all the same, so that the message never stays streaming.
 	var stored *chatstream.Message
 	write := func(final chatstream.Final) error {
-		return retry(ctx, "write final message", f.slog, func(ctx context.Context) error {
+		return retry(ctx, "write final message", f.logger, func(ctx context.Context) error {
 			m, _, err := f.store.FinishMessage(ctx, streamID, final)
 			stored = m
 			return err
@@ -65,7 +65,7 @@ func (f *finisher) finish(ctx context.Context, job chatstream.Job, epoch int64, 
 		// Postgres refuses the record itself: no retry can ever store it.
 		// The message ends failed without its text rather than streaming
 		// forever (and holding its conversation, a worker and the reaper).
-		f.slog.Error("final message refused; ending it failed", "stream_id", streamID, "err", err)
+		f.logger.Error("final message refused; ending it failed", "stream_id", streamID, "err", err)
 		err = write(chatstream.Final{Status: chatstream.StatusFailed, Usage: o.usage, LastIndex: n - 1,
 			Failure: &chatstream.Failure{Code: protocol.CodeStoreRefused, Message: "The answer could not be stored."}})
 	}
@@ -81,8 +81,8 @@ func (f *finisher) finish(ctx context.Context, job chatstream.Job, epoch int64, 
 	f.limits.ReleaseGeneration(ctx, job.UserID, streamID)
 	// Postgres is the record: if the message was ended before (a duplicate
 	// finish), the done frame tells what it says.
-	err = retry(ctx, "finish stream", f.slog, func(ctx context.Context) error {
-		return f.log.Finish(ctx, streamID, epoch, stored.Status, n, stored.Error, stored.FinishReason)
+	err = retry(ctx, "finish stream", f.logger, func(ctx context.Context) error {
+		return f.chunks.Finish(ctx, streamID, epoch, stored.Status, n, stored.Error, stored.FinishReason)
 	})
 	if err != nil && !errors.Is(err, streaming.ErrFenced) && !errors.Is(err, streaming.ErrEnded) && !errors.Is(err, streaming.ErrGone) {
 		return err
@@ -100,8 +100,8 @@ func (f *finisher) finishFromLog(ctx context.Context, job chatstream.Job, epoch 
 	streamID := job.StreamID
 	var content string
 	var n int64
-	err := retry(ctx, "read chunk log", f.slog, func(ctx context.Context) (err error) {
-		content, n, err = f.log.Content(ctx, streamID)
+	err := retry(ctx, "read chunk log", f.logger, func(ctx context.Context) (err error) {
+		content, n, err = f.chunks.Content(ctx, streamID)
 		return err
 	})
 	if err != nil {

@@ -19,10 +19,10 @@ import (
 
 // generation is one run of a job by a worker.
 type generation struct {
-	pool  *Pool
-	job   chatstream.Job
-	epoch int64
-	log   *slog.Logger
+	pool   *Pool
+	job    chatstream.Job
+	epoch  int64
+	logger *slog.Logger
 
 	n       int64           // chunks appended
 	content strings.Builder // their text joined
@@ -64,7 +64,7 @@ func (g *generation) run(cancelled bool) (o outcome, ok bool) {
 	defer cancel(nil)
 
 	g.resync = make(chan struct{}, 1)
-	unsub, err := p.hub.Subscribe(ctx, p.log.Keys().CancelChannel(g.job.StreamID), cancelListener{cancel: cancel, resync: g.resync})
+	unsub, err := p.hub.Subscribe(ctx, p.chunks.Keys().CancelChannel(g.job.StreamID), cancelListener{cancel: cancel, resync: g.resync})
 	if err == nil {
 		defer unsub()
 	}
@@ -127,7 +127,7 @@ func (g *generation) run(cancelled bool) (o outcome, ok bool) {
 
 // recheck reads the cancel flag from the stream's meta.
 func (g *generation) recheck(ctx context.Context, cancel context.CancelCauseFunc) {
-	if m, err := g.pool.log.Meta(ctx, g.job.StreamID); err == nil && m.Cancel {
+	if m, err := g.pool.chunks.Meta(ctx, g.job.StreamID); err == nil && m.Cancel {
 		cancel(errCancelRequested)
 	}
 }
@@ -148,7 +148,7 @@ func (g *generation) open(ctx context.Context, cancel context.CancelCauseFunc) (
 	// for a moment, then the job ends (its transaction did not commit).
 	wait := time.Now().Add(p.cfg.CommitWait)
 	for {
-		err := retry(ctx, "read history", g.log, func(ctx context.Context) (err error) {
+		err := retry(ctx, "read history", g.logger, func(ctx context.Context) (err error) {
 			hist, err = p.store.History(ctx, g.job.ConversationID, g.job.StreamID, p.cfg.HistoryMessages)
 			return err
 		})
@@ -186,7 +186,7 @@ func (g *generation) pump(ctx context.Context, cancel context.CancelCauseFunc, s
 		defer func() {
 			if v := recover(); v != nil {
 				// A provider's bug fails this generation, not the node.
-				g.log.Error("panic reading the model's stream", "panic", v, "stack", string(debug.Stack()))
+				g.logger.Error("panic reading the model's stream", "panic", v, "stack", string(debug.Stack()))
 				select {
 				case in <- recv{err: fmt.Errorf("model stream panicked: %v", v)}:
 				case <-ctx.Done():
@@ -301,25 +301,25 @@ func (g *generation) append(ctx context.Context, cancel context.CancelCauseFunc,
 	g.frame = protocol.AppendChunk(g.frame[:0], g.job.StreamID, g.n, text, time.Now().UnixMicro())
 	// The first try has no deadline of its own (no timer per chunk); only
 	// a Redis error starts the bounded retries.
-	cancelled, err := p.log.Append(p.finCtx, g.job.StreamID, g.epoch, g.n, g.frame)
+	cancelled, err := p.chunks.Append(p.finCtx, g.job.StreamID, g.epoch, g.n, g.frame)
 	if err != nil && !isPermanent(err) && p.finCtx.Err() == nil {
 		rctx, rcancel := context.WithTimeout(p.finCtx, p.cfg.AppendRetryFor)
-		err = retry(rctx, "append chunk", g.log, func(ctx context.Context) (err error) {
+		err = retry(rctx, "append chunk", g.logger, func(ctx context.Context) (err error) {
 			p.metrics.AppendRetry.Inc()
-			cancelled, err = p.log.Append(ctx, g.job.StreamID, g.epoch, g.n, g.frame)
+			cancelled, err = p.chunks.Append(ctx, g.job.StreamID, g.epoch, g.n, g.frame)
 			return err
 		})
 		rcancel()
 	}
 	switch {
 	case errors.Is(err, streaming.ErrFenced), errors.Is(err, streaming.ErrEnded), errors.Is(err, streaming.ErrGone):
-		g.log.Warn("lost the job; stopping", "err", err)
+		g.logger.Warn("lost the job; stopping", "err", err)
 		cancel(errFenced)
 		return false
 	case err != nil:
 		// Whether the last try reached Redis is unknown: the end is
 		// written from what the log holds (outcome.fromLog).
-		g.log.Error("append chunk", "err", err)
+		g.logger.Error("append chunk", "err", err)
 		cancel(errRedis)
 		return false
 	}

@@ -40,7 +40,7 @@ func (noStore) FindMessage(context.Context, string, string) (*chatstream.Message
 
 // Once a stream's owner is known, Authorize answers without Redis or
 // Postgres: a resume storm costs one read per stream, not one per socket.
-func TestService_AuthorizeRemembersOwners(t *testing.T) {
+func TestGenerations_AuthorizeRemembersOwners(t *testing.T) {
 	ctx := context.Background()
 	redis := testenv.StartRedisServer(t)
 	client, err := streaming.NewClient(redis.URL(), streaming.ClientConfig{})
@@ -49,8 +49,8 @@ func TestService_AuthorizeRemembersOwners(t *testing.T) {
 	}
 	defer client.Close()
 	keys := streaming.Keys{}
-	log := streaming.NewLog(client, keys, time.Minute)
-	svc := NewService(noStore{}, log, streaming.NewQueue(client, keys, "n", streaming.QueueConfig{}),
+	log := streaming.NewChunkLog(client, keys, time.Minute)
+	svc := NewGenerations(noStore{}, log, streaming.NewQueue(client, keys, "n", streaming.QueueConfig{}),
 		streaming.NewEvents(client, keys, nil), nil, nil, nil)
 	for _, id := range []string{"s1", "s2"} {
 		if err := log.Create(ctx, id, "alice", "c"); err != nil {

@@ -64,13 +64,13 @@ type nodeOpts struct {
 }
 
 // node is one worker node: its own Redis client, hub, queue and pool, with
-// the request side (Service) on top.
+// the request side (Generations) on top.
 type node struct {
 	*env
 	name  string
-	log   *streaming.Log
+	log   *streaming.ChunkLog
 	queue *streaming.Queue
-	svc   *worker.Service
+	svc   *worker.Generations
 	pool  *worker.Pool
 	once  sync.Once
 }
@@ -101,7 +101,7 @@ func (e *env) startNode(t *testing.T, o nodeOpts) *node {
 		o.cfg.SystemPrompt = systemPrompt
 	}
 	n := &node{env: e, name: o.name}
-	n.log = streaming.NewLog(client, e.keys, time.Minute)
+	n.log = streaming.NewChunkLog(client, e.keys, time.Minute)
 	n.queue = streaming.NewQueue(client, e.keys, o.name, streaming.QueueConfig{HeartbeatTTL: o.hbTTL, BlockTimeout: 100 * time.Millisecond})
 	events := streaming.NewEvents(client, e.keys, nil)
 	hub := streaming.NewHub(client, streaming.HubConfig{})
@@ -110,7 +110,7 @@ func (e *env) startNode(t *testing.T, o nodeOpts) *node {
 	if provider == nil {
 		provider = llm.NewOpenAI(llm.OpenAIConfig{BaseURL: e.llm.URL(), APIKey: "test", Model: "m", IncludeUsage: true, RetryBase: time.Millisecond})
 	}
-	n.svc = worker.NewService(st, n.log, n.queue, events, nil, nil, nil)
+	n.svc = worker.NewGenerations(st, n.log, n.queue, events, nil, nil, nil)
 	n.pool = worker.NewPool(o.cfg, st, n.log, n.queue, hub, events, nil, provider)
 	if err := n.pool.Start(streamtest.Ctx(t)); err != nil {
 		t.Fatal(err)

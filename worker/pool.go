@@ -122,12 +122,12 @@ var (
 type Pool struct {
 	cfg      Config
 	store    Store
-	log      *streaming.Log
+	chunks   *streaming.ChunkLog
 	queue    *streaming.Queue
 	hub      *streaming.Hub
 	provider llm.Provider
 	fin      *finisher
-	slog     *slog.Logger
+	logger   *slog.Logger
 	metrics  *Metrics
 	owner    string
 
@@ -146,12 +146,12 @@ type Pool struct {
 }
 
 // NewPool returns a pool; Start starts it.
-func NewPool(cfg Config, store Store, log *streaming.Log, queue *streaming.Queue, hub *streaming.Hub,
+func NewPool(cfg Config, store Store, chunks *streaming.ChunkLog, queue *streaming.Queue, hub *streaming.Hub,
 	events *streaming.Events, limits Limits, provider llm.Provider) *Pool {
 	cfg.setDefaults()
-	p := &Pool{cfg: cfg, store: store, log: log, queue: queue, hub: hub, provider: provider,
-		slog: cfg.Logger, metrics: cfg.Metrics, owner: queue.Node()}
-	p.fin = &finisher{store: store, log: log, events: events, limits: orNoLimits(limits), slog: cfg.Logger, metrics: cfg.Metrics}
+	p := &Pool{cfg: cfg, store: store, chunks: chunks, queue: queue, hub: hub, provider: provider,
+		logger: cfg.Logger, metrics: cfg.Metrics, owner: queue.Node()}
+	p.fin = &finisher{store: store, chunks: chunks, events: events, limits: orNoLimits(limits), logger: cfg.Logger, metrics: cfg.Metrics}
 	p.finCtx, p.stopFinishing = context.WithCancel(context.Background())
 	p.runCtx, p.stopRunning = context.WithCancelCause(p.finCtx)
 	p.takeCtx, p.stopTaking = context.WithCancel(p.runCtx)
@@ -179,7 +179,7 @@ func (p *Pool) Start(ctx context.Context) error {
 		// Each taker lives until Shutdown cancels takeCtx.
 		go func() { defer p.workers.Done(); p.take(slots) }()
 	}
-	p.slog.Info("generation workers started", "workers", p.cfg.Workers, "node", p.owner, "model", p.provider.Name())
+	p.logger.Info("generation workers started", "workers", p.cfg.Workers, "node", p.owner, "model", p.provider.Name())
 	return nil
 }
 
@@ -194,7 +194,7 @@ func (p *Pool) Shutdown(ctx context.Context) error {
 	select {
 	case <-done:
 	case <-ctx.Done():
-		p.slog.Warn("grace period over; handing back running generations")
+		p.logger.Warn("grace period over; handing back running generations")
 		p.stopRunning(errShutdown)
 		select {
 		case <-done:
@@ -227,7 +227,7 @@ func (p *Pool) heartbeat() {
 		case <-t.C:
 			ctx, cancel := context.WithTimeout(p.beatCtx, p.queue.HeartbeatTTL()/3)
 			if err := p.queue.Heartbeat(ctx); err != nil && p.beatCtx.Err() == nil {
-				p.slog.Warn("heartbeat", "err", err)
+				p.logger.Warn("heartbeat", "err", err)
 			}
 			cancel()
 		}
@@ -245,7 +245,7 @@ func (p *Pool) reaper() {
 			dead, err := p.queue.DeadNodes(p.takeCtx)
 			if err != nil {
 				if p.takeCtx.Err() == nil {
-					p.slog.Warn("look for dead nodes", "err", err)
+					p.logger.Warn("look for dead nodes", "err", err)
 				}
 				continue
 			}
@@ -268,7 +268,7 @@ func (p *Pool) recoverNode(ctx context.Context, node string) {
 		t, ok, err := p.queue.Adopt(ctx, node)
 		if err != nil {
 			if ctx.Err() == nil {
-				p.slog.Warn("adopt job", "node", node, "err", err)
+				p.logger.Warn("adopt job", "node", node, "err", err)
 			}
 			return
 		}
@@ -277,7 +277,7 @@ func (p *Pool) recoverNode(ctx context.Context, node string) {
 		}
 		p.metrics.Recovered.Inc()
 		if node != p.owner {
-			p.slog.Warn("recovering job of a dead node", "node", node, "stream_id", t.Job.StreamID)
+			p.logger.Warn("recovering job of a dead node", "node", node, "stream_id", t.Job.StreamID)
 		}
 		select {
 		case sem <- struct{}{}:
@@ -303,11 +303,11 @@ func (p *Pool) recoverOne(ctx context.Context, t streaming.Taken) {
 	if err == nil {
 		return
 	}
-	p.slog.Error("recover job; handing it to the queue", "stream_id", t.Job.StreamID, "err", err)
+	p.logger.Error("recover job; handing it to the queue", "stream_id", t.Job.StreamID, "err", err)
 	qctx, qcancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.HandBackWait)
 	defer qcancel()
 	if err := p.queue.Requeue(qctx, t.Raw); err != nil {
-		p.slog.Error("requeue unrecovered job; it stays with this node", "stream_id", t.Job.StreamID, "err", err)
+		p.logger.Error("requeue unrecovered job; it stays with this node", "stream_id", t.Job.StreamID, "err", err)
 	}
 }
 
@@ -318,7 +318,7 @@ const recoverConcurrency = 8
 // emitted nothing, else end it with the text it had.
 func (p *Pool) recover(ctx context.Context, t streaming.Taken) error {
 	id := t.Job.StreamID
-	meta, err := p.log.Claim(ctx, id, p.owner)
+	meta, err := p.chunks.Claim(ctx, id, p.owner)
 	switch {
 	case errors.Is(err, streaming.ErrEnded):
 		// Redis has the end; Postgres was written before it.
@@ -378,7 +378,7 @@ func (p *Pool) take(slots chan struct{}) {
 				return
 			}
 			if err != nil {
-				p.slog.Warn("take job", "err", err)
+				p.logger.Warn("take job", "err", err)
 				select {
 				case <-p.takeCtx.Done():
 				case <-time.After(backoff):
@@ -411,7 +411,7 @@ func (p *Pool) processSafe(t streaming.Taken) {
 	defer func() {
 		if v := recover(); v != nil {
 			p.metrics.Panics.Inc()
-			p.slog.Error("panic running a generation; settling its job", "stream_id", t.Job.StreamID,
+			p.logger.Error("panic running a generation; settling its job", "stream_id", t.Job.StreamID,
 				"panic", v, "stack", string(debug.Stack()))
 			p.recoverOne(p.finCtx, t)
 		}
@@ -422,13 +422,13 @@ func (p *Pool) processSafe(t streaming.Taken) {
 // process runs one job to its end.
 func (p *Pool) process(t streaming.Taken) {
 	job := t.Job
-	log := p.slog.With("stream_id", job.StreamID)
+	logger := p.logger.With("stream_id", job.StreamID)
 	if job.EnqueuedAt > 0 {
 		p.metrics.QueueWait.Observe(time.Since(time.UnixMicro(job.EnqueuedAt)).Seconds())
 	}
 	var meta streaming.Meta
-	err := retry(p.runCtx, "claim job", log, func(ctx context.Context) (err error) {
-		meta, err = p.log.Claim(ctx, job.StreamID, p.owner)
+	err := retry(p.runCtx, "claim job", logger, func(ctx context.Context) (err error) {
+		meta, err = p.chunks.Claim(ctx, job.StreamID, p.owner)
 		return err
 	})
 	switch {
@@ -438,7 +438,7 @@ func (p *Pool) process(t streaming.Taken) {
 	case errors.Is(err, streaming.ErrGone):
 		// Its meta expired while it waited: nothing can stream it.
 		if err := p.recover(p.finCtx, t); err != nil {
-			log.Error("end expired job", "err", err)
+			logger.Error("end expired job", "err", err)
 		}
 		return
 	case err != nil:
@@ -448,7 +448,7 @@ func (p *Pool) process(t streaming.Taken) {
 		// An earlier run sent chunks already (a new answer cannot continue
 		// them) or had its end and was writing it: end it as that run left it.
 		if err := p.endOrphan(p.finCtx, job, meta); err != nil {
-			log.Error("end a rerun job", "err", err)
+			logger.Error("end a rerun job", "err", err)
 			return
 		}
 		p.done(t)
@@ -456,14 +456,14 @@ func (p *Pool) process(t streaming.Taken) {
 	}
 	p.metrics.Active.Inc()
 	defer p.metrics.Active.Dec()
-	g := &generation{pool: p, job: job, epoch: meta.Epoch, log: log, left: p.cfg.MaxAnswerBytes}
+	g := &generation{pool: p, job: job, epoch: meta.Epoch, logger: logger, left: p.cfg.MaxAnswerBytes}
 	o, ok := g.run(meta.Cancel)
 	switch {
 	case !ok && g.n == 0 && context.Cause(p.runCtx) == errShutdown:
 		// Handed back: another node runs it from the start.
 		p.metrics.Requeued.Inc()
 		if err := p.handBack(p.finCtx, t, g.epoch); err != nil {
-			log.Error("hand back job", "err", err)
+			logger.Error("hand back job", "err", err)
 		}
 		return
 	case !ok:
@@ -476,7 +476,7 @@ func (p *Pool) process(t streaming.Taken) {
 		}
 	}
 	if err := finish(p.finCtx); err != nil {
-		log.Error("finish generation; a reaper will finish it", "err", err)
+		logger.Error("finish generation; a reaper will finish it", "err", err)
 		return
 	}
 	p.done(t)
@@ -487,16 +487,16 @@ func (p *Pool) process(t streaming.Taken) {
 // once instead of waiting for a worker; should the release fail, the next
 // worker to claim the job still sees the cancel.
 func (p *Pool) handBack(ctx context.Context, t streaming.Taken, epoch int64) error {
-	if err := p.log.Release(ctx, t.Job.StreamID, epoch); err != nil && !errors.Is(err, streaming.ErrGone) {
-		p.slog.Warn("release handed back job", "stream_id", t.Job.StreamID, "err", err)
+	if err := p.chunks.Release(ctx, t.Job.StreamID, epoch); err != nil && !errors.Is(err, streaming.ErrGone) {
+		p.logger.Warn("release handed back job", "stream_id", t.Job.StreamID, "err", err)
 	}
 	return p.queue.Requeue(ctx, t.Raw)
 }
 
 func (p *Pool) done(t streaming.Taken) {
-	if err := retry(p.finCtx, "remove finished job", p.slog, func(ctx context.Context) error {
+	if err := retry(p.finCtx, "remove finished job", p.logger, func(ctx context.Context) error {
 		return p.queue.Done(ctx, t.Raw)
 	}); err != nil {
-		p.slog.Error("remove finished job", "stream_id", t.Job.StreamID, "err", err)
+		p.logger.Error("remove finished job", "stream_id", t.Job.StreamID, "err", err)
 	}
 }

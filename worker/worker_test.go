@@ -389,7 +389,7 @@ func TestPool_StallBeforeHeaders(t *testing.T) {
 	e.checkStream(t, m)
 }
 
-func TestService_CancelHandedBack(t *testing.T) {
+func TestGenerations_CancelHandedBack(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	a := e.startNode(t, nodeOpts{cfg: worker.Config{Workers: 1}})
@@ -413,10 +413,10 @@ func TestService_CancelHandedBack(t *testing.T) {
 	e.checkStream(t, m)
 }
 
-// TestService_CancelMidStream cancels generations that append as fast as
+// TestGenerations_CancelMidStream cancels generations that append as fast as
 // they can, so that the cancel lands while an append is in flight: the
 // chunk it appends must be in the stored content too.
-func TestService_CancelMidStream(t *testing.T) {
+func TestGenerations_CancelMidStream(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	n := e.startNode(t, nodeOpts{})

@@ -43,12 +43,12 @@ func run(args []string, e env, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	log := newLogger(stderr, e)
+	logger := newLogger(stderr, e)
 	switch args[0] {
 	case "serve":
-		return serve(ctx, args[1:], e, log, stderr)
+		return serve(ctx, args[1:], e, logger, stderr)
 	case "migrate":
-		return migrate(ctx, e, log, stderr)
+		return migrate(ctx, e, logger, stderr)
 	case "loadgen":
 		return loadgenCmd(ctx, args[1:], e, stdout, stderr)
 	case "ask":
@@ -67,7 +67,7 @@ func newLogger(w io.Writer, e env) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
 }
 
-func serve(ctx context.Context, args []string, e env, log *slog.Logger, stderr io.Writer) int {
+func serve(ctx context.Context, args []string, e env, logger *slog.Logger, stderr io.Writer) int {
 	cfg, err := loadConfig(e)
 	if err != nil {
 		fmt.Fprintf(stderr, "chatstream: config: %v\n", err)
@@ -79,9 +79,9 @@ func serve(ctx context.Context, args []string, e env, log *slog.Logger, stderr i
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	cfg.Logger = log
+	cfg.Logger = logger
 	if addr := e.str("PPROF_ADDR", ""); addr != "" {
-		stop, err := servePprof(addr, log)
+		stop, err := servePprof(addr, logger)
 		if err != nil {
 			fmt.Fprintf(stderr, "chatstream: config: PPROF_ADDR: %v\n", err)
 			return 2
@@ -89,13 +89,13 @@ func serve(ctx context.Context, args []string, e env, log *slog.Logger, stderr i
 		defer stop()
 	}
 	if err := app.New(cfg).Run(ctx); err != nil {
-		log.Error("chatstream stopped", "err", err)
+		logger.Error("chatstream stopped", "err", err)
 		return 1
 	}
 	return 0
 }
 
-func migrate(ctx context.Context, e env, log *slog.Logger, stderr io.Writer) int {
+func migrate(ctx context.Context, e env, logger *slog.Logger, stderr io.Writer) int {
 	url, err := e.url("DATABASE_URL", "postgres://localhost:5432/chatstream?sslmode=disable", "postgres", "postgresql")
 	if err != nil {
 		fmt.Fprintf(stderr, "chatstream: config: %v\n", err)
@@ -103,10 +103,10 @@ func migrate(ctx context.Context, e env, log *slog.Logger, stderr io.Writer) int
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
-	if err := app.Migrate(ctx, url, log); err != nil {
-		log.Error("migrate", "err", err)
+	if err := app.Migrate(ctx, url, logger); err != nil {
+		logger.Error("migrate", "err", err)
 		return 1
 	}
-	log.Info("migrations applied")
+	logger.Info("migrations applied")
 	return 0
 }

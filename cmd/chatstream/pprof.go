@@ -12,7 +12,7 @@ import (
 
 // servePprof serves Go's profiles on addr (keep it on loopback: profiles
 // show internals) until the returned stop is called.
-func servePprof(addr string, log *slog.Logger) (stop func(), err error) {
+func servePprof(addr string, logger *slog.Logger) (stop func(), err error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
@@ -29,10 +29,10 @@ func servePprof(addr string, log *slog.Logger) (stop func(), err error) {
 	go func() {
 		defer close(done)
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Warn("pprof server", "err", err)
+			logger.Warn("pprof server", "err", err)
 		}
 	}()
-	log.Info("pprof serving", "addr", ln.Addr().String())
+	logger.Info("pprof serving", "addr", ln.Addr().String())
 	return func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()

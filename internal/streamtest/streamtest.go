@@ -82,7 +82,7 @@ func CheckStream(tb testing.TB, client rueidis.Client, keys streaming.Keys, rec 
 	got := rec.WaitDone(tb, keys.Channel(m.ID))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	hist, err := streaming.NewLog(client, keys, time.Hour).Read(ctx, m.ID, 0)
+	hist, err := streaming.NewChunkLog(client, keys, time.Hour).Read(ctx, m.ID, 0)
 	if err != nil {
 		tb.Fatal(err)
 	}

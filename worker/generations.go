@@ -1,7 +1,7 @@
 // Package worker runs generations: it takes jobs from the Redis queue,
 // streams the answer from the LLM provider into the chunk log, and writes the
 // final message to Postgres. It also holds the request side of a generation
-// (Service: send and cancel) and the reaper that finishes the jobs of dead
+// (Generations: send and cancel) and the reaper that finishes the jobs of dead
 // nodes.
 package worker
 
@@ -51,23 +51,23 @@ func orNoLimits(l Limits) Limits {
 	return l
 }
 
-// Service is the request side of generations, used by the API: it creates
+// Generations is the request side of generations, used by the API: it creates
 // them and cancels them.
-type Service struct {
+type Generations struct {
 	store   Store
-	log     *streaming.Log
+	chunks  *streaming.ChunkLog
 	queue   *streaming.Queue
 	events  *streaming.Events
 	limits  Limits
 	fin     *finisher
-	slog    *slog.Logger
+	logger  *slog.Logger
 	metrics *Metrics
 	owners  *owners
 }
 
 // NewService returns the request side of generations; limits may be nil
 // for none.
-func NewService(store Store, log *streaming.Log, queue *streaming.Queue, events *streaming.Events, limits Limits, metrics *Metrics, logger *slog.Logger) *Service {
+func NewGenerations(store Store, chunks *streaming.ChunkLog, queue *streaming.Queue, events *streaming.Events, limits Limits, metrics *Metrics, logger *slog.Logger) *Generations {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -75,20 +75,20 @@ func NewService(store Store, log *streaming.Log, queue *streaming.Queue, events 
 		metrics = NewMetrics(nil)
 	}
 	limits = orNoLimits(limits)
-	return &Service{store: store, log: log, queue: queue, events: events, limits: limits, slog: logger, metrics: metrics,
-		fin:    &finisher{store: store, log: log, events: events, limits: limits, slog: logger, metrics: metrics},
+	return &Generations{store: store, chunks: chunks, queue: queue, events: events, limits: limits, logger: logger, metrics: metrics,
+		fin:    &finisher{store: store, chunks: chunks, events: events, limits: limits, logger: logger, metrics: metrics},
 		owners: newOwners(ownersSize)}
 }
 
 // Send stores a user message with the assistant message that will answer it
 // and queues the generation. The assistant message's id is the stream id.
 // The user's limits are checked first: a refused send stores nothing.
-func (s *Service) Send(ctx context.Context, userID, convID, content string) (user, assistant *chatstream.Message, err error) {
+func (s *Generations) Send(ctx context.Context, userID, convID, content string) (user, assistant *chatstream.Message, err error) {
 	if err := s.limits.AllowSend(ctx, userID); err != nil {
 		if chatstream.ErrorCode(err) != chatstream.EINTERNAL {
 			return nil, nil, err
 		}
-		s.slog.Error("count a send against its limit", "err", err)
+		s.logger.Error("count a send against its limit", "err", err)
 		return nil, nil, chatstream.Errorf(chatstream.EUNAVAILABLE, "The answer could not be started; please retry.")
 	}
 	// The job is queued inside the messages' transaction: if Redis fails,
@@ -113,7 +113,7 @@ func (s *Service) Send(ctx context.Context, userID, convID, content string) (use
 		s.limits.ReleaseGeneration(context.WithoutCancel(ctx), userID, held)
 	}
 	if redisErr != nil {
-		s.slog.Error("enqueue generation", "err", redisErr)
+		s.logger.Error("enqueue generation", "err", redisErr)
 		return nil, nil, chatstream.Errorf(chatstream.EUNAVAILABLE, "The answer could not be started; please retry.")
 	} else if err != nil {
 		return nil, nil, err
@@ -124,8 +124,8 @@ func (s *Service) Send(ctx context.Context, userID, convID, content string) (use
 	return user, assistant, nil
 }
 
-func (s *Service) enqueue(ctx context.Context, job chatstream.Job) error {
-	if err := s.log.Create(ctx, job.StreamID, job.UserID, job.ConversationID); err != nil {
+func (s *Generations) enqueue(ctx context.Context, job chatstream.Job) error {
+	if err := s.chunks.Create(ctx, job.StreamID, job.UserID, job.ConversationID); err != nil {
 		return err
 	}
 	return s.queue.Enqueue(ctx, job)
@@ -133,8 +133,8 @@ func (s *Service) enqueue(ctx context.Context, job chatstream.Job) error {
 
 // Cancel stops the generation of stream streamID if userID owns it. Ending
 // an already ended stream is not an error.
-func (s *Service) Cancel(ctx context.Context, userID, streamID string) error {
-	meta, err := s.log.Meta(ctx, streamID)
+func (s *Generations) Cancel(ctx context.Context, userID, streamID string) error {
+	meta, err := s.chunks.Meta(ctx, streamID)
 	if err != nil {
 		return err
 	}
@@ -149,7 +149,7 @@ func (s *Service) Cancel(ctx context.Context, userID, streamID string) error {
 	if meta.User != userID {
 		return protocol.ErrStreamNotFound
 	}
-	held, err := s.log.Cancel(ctx, streamID)
+	held, err := s.chunks.Cancel(ctx, streamID)
 	if errors.Is(err, streaming.ErrEnded) || errors.Is(err, streaming.ErrGone) {
 		return nil
 	} else if err != nil {
@@ -163,7 +163,7 @@ func (s *Service) Cancel(ctx context.Context, userID, streamID string) error {
 	// taking it later finds it ended.
 	// If a worker took it meanwhile, this claim fences it off; it saw the
 	// cancel flag anyway, and what it wrote stays in the answer.
-	claimed, err := s.log.Claim(ctx, streamID, "cancel")
+	claimed, err := s.chunks.Claim(ctx, streamID, "cancel")
 	if errors.Is(err, streaming.ErrEnded) || errors.Is(err, streaming.ErrGone) {
 		return nil
 	} else if err != nil {
@@ -204,14 +204,14 @@ func isPermanent(err error) bool {
 // the stream's meta, or in Postgres once the meta expired. An owner once
 // read is remembered (it never changes), so the sockets of a resume storm
 // are authorised without a read each.
-func (s *Service) Authorize(ctx context.Context, userID, streamID string) error {
+func (s *Generations) Authorize(ctx context.Context, userID, streamID string) error {
 	if owner, ok := s.owners.get(streamID); ok {
 		if owner != userID {
 			return protocol.ErrStreamNotFound
 		}
 		return nil
 	}
-	meta, err := s.log.Meta(ctx, streamID)
+	meta, err := s.chunks.Meta(ctx, streamID)
 	if err != nil {
 		return err
 	}
@@ -231,7 +231,7 @@ func (s *Service) Authorize(ctx context.Context, userID, streamID string) error 
 
 // streamMessage returns the assistant message of stream streamID from
 // Postgres if userID owns it, else protocol.ErrStreamNotFound.
-func (s *Service) streamMessage(ctx context.Context, userID, streamID string) (*chatstream.Message, error) {
+func (s *Generations) streamMessage(ctx context.Context, userID, streamID string) (*chatstream.Message, error) {
 	m, err := s.store.FindMessage(ctx, userID, streamID)
 	if chatstream.ErrorCode(err) == chatstream.ENOTFOUND || (err == nil && m.Role != chatstream.RoleAssistant) {
 		return nil, protocol.ErrStreamNotFound
