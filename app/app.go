@@ -45,7 +45,8 @@ type Config struct {
 	AuthDev         bool
 	MaxContentBytes int
 	StreamTTL       time.Duration
-	// ShutdownGrace bounds the graceful part of Shutdown. Default 10s.
+	// ShutdownGrace bounds the graceful part of Shutdown. Default
+	// DefaultShutdownGrace.
 	ShutdownGrace time.Duration
 	Logger        *slog.Logger
 
@@ -81,18 +82,26 @@ type Config struct {
 	MaxConnsPerAddr int
 }
 
+// Defaults of a node's Config; the components' own (server, worker,
+// streaming, limits, llm) are theirs.
+const (
+	DefaultHTTPAddr      = ":8080"
+	DefaultRedisURL      = "redis://127.0.0.1:6379/0"
+	DefaultDatabaseURL   = "postgres://localhost:5432/chatstream?sslmode=disable"
+	DefaultStreamTTL     = time.Hour
+	DefaultShutdownGrace = 10 * time.Second
+	DefaultOpenAIModel   = "gpt-4o-mini"
+)
+
 func (c *Config) setDefaults() {
 	if c.HTTPAddr == "" {
-		c.HTTPAddr = ":8080"
-	}
-	if c.MaxContentBytes <= 0 {
-		c.MaxContentBytes = 32768
+		c.HTTPAddr = DefaultHTTPAddr
 	}
 	if c.StreamTTL <= 0 {
-		c.StreamTTL = time.Hour
+		c.StreamTTL = DefaultStreamTTL
 	}
 	if c.ShutdownGrace <= 0 {
-		c.ShutdownGrace = 10 * time.Second
+		c.ShutdownGrace = DefaultShutdownGrace
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -102,7 +111,7 @@ func (c *Config) setDefaults() {
 		c.NodeID = fmt.Sprintf("%s-%s", host, rand.Text()[:8])
 	}
 	if c.OpenAIModel == "" {
-		c.OpenAIModel = "gpt-4o-mini"
+		c.OpenAIModel = DefaultOpenAIModel
 	}
 }
 

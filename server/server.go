@@ -88,14 +88,15 @@ type Config struct {
 	AuthDev bool
 	// DevTokenTTL is the lifetime of dev tokens. Default 24h.
 	DevTokenTTL time.Duration
-	// MaxContentBytes is the largest user message. Default 32768.
+	// MaxContentBytes is the largest user message. Default
+	// DefaultMaxContentBytes.
 	MaxContentBytes int
 	// TrustedProxies are the proxies (addresses or CIDR prefixes) whose
 	// X-Forwarded-For is believed, and whose connections are not capped by
 	// MaxConnsPerAddr. Default none.
 	TrustedProxies []string
 	// BodyTimeout bounds how long a request body may take to arrive.
-	// Default 10s.
+	// Default DefaultBodyTimeout.
 	BodyTimeout time.Duration
 	// AllowedHosts are the Host names (or "*.example.com") served; others
 	// get 400. Default: the loopback names with AuthDev, else any host.
@@ -122,7 +123,7 @@ func (c *Config) setDefaults() {
 		c.DevTokenTTL = 24 * time.Hour
 	}
 	if c.MaxContentBytes <= 0 {
-		c.MaxContentBytes = 32768
+		c.MaxContentBytes = DefaultMaxContentBytes
 	}
 	if c.WS.ReadLimit <= 0 {
 		c.WS.ReadLimit = ReadLimit(c.MaxContentBytes)
@@ -131,7 +132,7 @@ func (c *Config) setDefaults() {
 		c.ReadyTimeout = 2 * time.Second
 	}
 	if c.BodyTimeout <= 0 {
-		c.BodyTimeout = 10 * time.Second
+		c.BodyTimeout = DefaultBodyTimeout
 	}
 	if len(c.AllowedHosts) == 0 && c.AuthDev {
 		c.AllowedHosts = loopbackHosts
@@ -148,9 +149,15 @@ func (c *Config) setDefaults() {
 	c.WS.setDefaults()
 }
 
-// DefaultMaxConnsPerAddr is the default cap on one client address's open
-// connections.
-const DefaultMaxConnsPerAddr = 512
+// Defaults of Config.
+const (
+	// DefaultMaxConnsPerAddr caps one client address's open connections.
+	DefaultMaxConnsPerAddr = 512
+	// DefaultMaxContentBytes is the largest user message.
+	DefaultMaxContentBytes = 32768
+	// DefaultBodyTimeout bounds how long a request body may take to arrive.
+	DefaultBodyTimeout = 10 * time.Second
+)
 
 // ReadLimit is the largest client frame for a largest message of
 // maxContent bytes: a client may escape every byte of it as six (\u00XX),

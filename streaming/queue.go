@@ -22,9 +22,13 @@ type QueueConfig struct {
 	BlockTimeout time.Duration
 }
 
+// DefaultHeartbeatTTL is how long a node counts as alive after its last
+// heartbeat, unless QueueConfig says otherwise.
+const DefaultHeartbeatTTL = 10 * time.Second
+
 func (c *QueueConfig) setDefaults() {
 	if c.HeartbeatTTL <= 0 {
-		c.HeartbeatTTL = 10 * time.Second
+		c.HeartbeatTTL = DefaultHeartbeatTTL
 	}
 	if c.BlockTimeout <= 0 {
 		c.BlockTimeout = time.Second

@@ -16,7 +16,8 @@ import (
 
 // Config tunes the pool. Zero values take the defaults.
 type Config struct {
-	// Workers is the number of generations this node runs at once. Default 16.
+	// Workers is the number of generations this node runs at once. Default
+	// DefaultWorkers.
 	Workers int
 	// Takers is the number of goroutines waiting for jobs (each holds one
 	// blocking Redis connection). Default 4.
@@ -24,7 +25,7 @@ type Config struct {
 	// SystemPrompt starts every prompt; empty for none.
 	SystemPrompt string
 	// HistoryMessages and HistoryBytes bound the earlier messages sent with
-	// the prompt: the newest that fit. Defaults 50 and 24000.
+	// the prompt: the newest that fit. Defaults 50 and DefaultHistoryBytes.
 	HistoryMessages int
 	HistoryBytes    int
 	// MaxTokens caps each answer; 0 leaves it to the provider.
@@ -34,7 +35,7 @@ type Config struct {
 	// DefaultMaxAnswerBytes.
 	MaxAnswerBytes int
 	// StallTimeout fails a generation that receives no token for this long.
-	// Default 60s.
+	// Default DefaultStallTimeout.
 	StallTimeout time.Duration
 	// FlushInterval coalesces the deltas that arrive within it into one
 	// chunk; 0 makes every delta a chunk (lowest latency, most chunks).
@@ -62,7 +63,7 @@ type Config struct {
 
 func (c *Config) setDefaults() {
 	if c.Workers <= 0 {
-		c.Workers = 16
+		c.Workers = DefaultWorkers
 	}
 	if c.Takers <= 0 {
 		c.Takers = 4
@@ -71,13 +72,13 @@ func (c *Config) setDefaults() {
 		c.HistoryMessages = 50
 	}
 	if c.HistoryBytes <= 0 {
-		c.HistoryBytes = 24000
+		c.HistoryBytes = DefaultHistoryBytes
 	}
 	if c.MaxAnswerBytes <= 0 {
 		c.MaxAnswerBytes = DefaultMaxAnswerBytes
 	}
 	if c.StallTimeout <= 0 {
-		c.StallTimeout = 60 * time.Second
+		c.StallTimeout = DefaultStallTimeout
 	}
 	if c.MaxRuns <= 0 {
 		c.MaxRuns = 3
@@ -105,8 +106,20 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// DefaultMaxAnswerBytes is the largest answer, 1 MiB.
-const DefaultMaxAnswerBytes = 1 << 20
+// Defaults of Config.
+const (
+	// DefaultWorkers is the number of generations a node runs at once.
+	DefaultWorkers = 64
+	// DefaultHistoryBytes bounds the earlier messages sent with a prompt.
+	DefaultHistoryBytes = 24000
+	// DefaultStallTimeout fails a generation that gets no token for as long.
+	DefaultStallTimeout = 60 * time.Second
+	// DefaultMaxAnswerBytes is the largest answer, 1 MiB.
+	DefaultMaxAnswerBytes = 1 << 20
+	// DefaultSystemPrompt is the system prompt a node starts every prompt
+	// with unless told otherwise (Config's zero value is none).
+	DefaultSystemPrompt = "You are a helpful assistant."
+)
 
 // Causes that end a generation early.
 var (

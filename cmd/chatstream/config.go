@@ -11,7 +11,9 @@ import (
 
 	"github.com/chatstream/chatstream/app"
 	"github.com/chatstream/chatstream/limits"
+	"github.com/chatstream/chatstream/llm"
 	"github.com/chatstream/chatstream/server"
+	"github.com/chatstream/chatstream/streaming"
 	"github.com/chatstream/chatstream/worker"
 )
 
@@ -99,11 +101,11 @@ func redactURL(s string) string {
 func loadConfig(e env) (app.Config, error) {
 	var c app.Config
 	var err error
-	c.HTTPAddr = e.str("HTTP_ADDR", ":8080")
-	if c.RedisURL, err = e.url("REDIS_URL", "redis://127.0.0.1:6379/0", "redis", "rediss", "unix"); err != nil {
+	c.HTTPAddr = e.str("HTTP_ADDR", app.DefaultHTTPAddr)
+	if c.RedisURL, err = e.url("REDIS_URL", app.DefaultRedisURL, "redis", "rediss", "unix"); err != nil {
 		return c, err
 	}
-	if c.DatabaseURL, err = e.url("DATABASE_URL", "postgres://localhost:5432/chatstream?sslmode=disable", "postgres", "postgresql"); err != nil {
+	if c.DatabaseURL, err = e.url("DATABASE_URL", app.DefaultDatabaseURL, "postgres", "postgresql"); err != nil {
 		return c, err
 	}
 	maxConns, err := e.integer("DATABASE_MAX_CONNS", 0, 0, 10000)
@@ -124,16 +126,16 @@ func loadConfig(e env) (app.Config, error) {
 	if len(c.AuthSecret) > 0 && len(c.AuthSecret) < 32 {
 		return c, &configError{"AUTH_SECRET", fmt.Sprintf("%d bytes is too short for HS256; use at least 32", len(c.AuthSecret))}
 	}
-	if c.StreamTTL, err = e.duration("STREAM_TTL", time.Hour, time.Second); err != nil {
+	if c.StreamTTL, err = e.duration("STREAM_TTL", app.DefaultStreamTTL, time.Second); err != nil {
 		return c, err
 	}
-	if c.MaxContentBytes, err = e.integer("MAX_CONTENT_BYTES", 32768, 1, server.MaxContentLimit); err != nil {
+	if c.MaxContentBytes, err = e.integer("MAX_CONTENT_BYTES", server.DefaultMaxContentBytes, 1, server.MaxContentLimit); err != nil {
 		return c, err
 	}
-	if c.ShutdownGrace, err = e.duration("SHUTDOWN_GRACE", 10*time.Second, 0); err != nil {
+	if c.ShutdownGrace, err = e.duration("SHUTDOWN_GRACE", app.DefaultShutdownGrace, 0); err != nil {
 		return c, err
 	}
-	if c.Workers, err = e.integer("WORKERS", 64, 0, 100000); err != nil {
+	if c.Workers, err = e.integer("WORKERS", worker.DefaultWorkers, 0, 100000); err != nil {
 		return c, err
 	}
 	c.NodeID = e.str("NODE_ID", "")
@@ -148,25 +150,25 @@ func loadConfig(e env) (app.Config, error) {
 		}
 	}
 	c.OpenAIAPIKey = e.str("OPENAI_API_KEY", "")
-	if c.OpenAIBaseURL, err = e.url("OPENAI_BASE_URL", "https://api.openai.com/v1", "http", "https"); err != nil {
+	if c.OpenAIBaseURL, err = e.url("OPENAI_BASE_URL", llm.DefaultOpenAIBaseURL, "http", "https"); err != nil {
 		return c, err
 	}
-	c.OpenAIModel = e.str("OPENAI_MODEL", "gpt-4o-mini")
-	if c.DemoTokensPerSec, err = e.float("DEMO_TOKENS_PER_SEC", 30, 0, 1e6); err != nil {
+	c.OpenAIModel = e.str("OPENAI_MODEL", app.DefaultOpenAIModel)
+	if c.DemoTokensPerSec, err = e.float("DEMO_TOKENS_PER_SEC", llm.DefaultDemoRate, 0, 1e6); err != nil {
 		return c, err
 	}
-	if c.HeartbeatTTL, err = e.duration("HEARTBEAT_TTL", 10*time.Second, time.Second); err != nil {
+	if c.HeartbeatTTL, err = e.duration("HEARTBEAT_TTL", streaming.DefaultHeartbeatTTL, time.Second); err != nil {
 		return c, err
 	}
 	w := &c.Worker
-	w.SystemPrompt = e.str("SYSTEM_PROMPT", "You are a helpful assistant.")
-	if w.HistoryBytes, err = e.integer("HISTORY_BUDGET_BYTES", 24000, 1, 1<<30); err != nil {
+	w.SystemPrompt = e.str("SYSTEM_PROMPT", worker.DefaultSystemPrompt)
+	if w.HistoryBytes, err = e.integer("HISTORY_BUDGET_BYTES", worker.DefaultHistoryBytes, 1, 1<<30); err != nil {
 		return c, err
 	}
 	if w.MaxTokens, err = e.integer("MAX_TOKENS", 0, 0, 1<<20); err != nil {
 		return c, err
 	}
-	if w.StallTimeout, err = e.duration("LLM_STALL_TIMEOUT", 60*time.Second, 100*time.Millisecond); err != nil {
+	if w.StallTimeout, err = e.duration("LLM_STALL_TIMEOUT", worker.DefaultStallTimeout, 100*time.Millisecond); err != nil {
 		return c, err
 	}
 	if w.FlushInterval, err = e.duration("CHUNK_FLUSH_INTERVAL", 0, 0); err != nil {
@@ -212,7 +214,7 @@ func loadLimits(e env, c *app.Config) error {
 		}
 	}
 	var err error
-	if c.BodyTimeout, err = e.duration("BODY_TIMEOUT", 10*time.Second, 100*time.Millisecond); err != nil {
+	if c.BodyTimeout, err = e.duration("BODY_TIMEOUT", server.DefaultBodyTimeout, 100*time.Millisecond); err != nil {
 		return err
 	}
 	c.AllowedHosts = e.list("ALLOWED_HOSTS")

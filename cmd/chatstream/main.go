@@ -61,9 +61,12 @@ func run(args []string, e env, stdout, stderr io.Writer) int {
 	return 2
 }
 
+// defaultLogLevel is LOG_LEVEL's default.
+const defaultLogLevel = "info"
+
 func newLogger(w io.Writer, e env) *slog.Logger {
 	level := slog.LevelInfo
-	_ = level.UnmarshalText([]byte(e.str("LOG_LEVEL", "info")))
+	_ = level.UnmarshalText([]byte(e.str("LOG_LEVEL", defaultLogLevel)))
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
 }
 
@@ -96,7 +99,7 @@ func serve(ctx context.Context, args []string, e env, logger *slog.Logger, stder
 }
 
 func migrate(ctx context.Context, e env, logger *slog.Logger, stderr io.Writer) int {
-	url, err := e.url("DATABASE_URL", "postgres://localhost:5432/chatstream?sslmode=disable", "postgres", "postgresql")
+	url, err := e.url("DATABASE_URL", app.DefaultDatabaseURL, "postgres", "postgresql")
 	if err != nil {
 		fmt.Fprintf(stderr, "chatstream: config: %v\n", err)
 		return 2
