@@ -111,3 +111,26 @@ func TestRun_BadConfigExits(t *testing.T) {
 		t.Fatalf("unknown command exit %d", code)
 	}
 }
+
+// The binary introduces itself: help lists every command, and each
+// command's -h prints its usage to stdout and exits 0.
+func TestRun_Help(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := run([]string{"help"}, mapEnv(nil), &out, &errOut); code != 0 {
+		t.Fatalf("help exited %d", code)
+	}
+	for _, c := range commands {
+		if !strings.Contains(out.String(), "  "+c.name+" ") {
+			t.Errorf("help does not list %s:\n%s", c.name, out.String())
+		}
+	}
+	for _, name := range []string{"serve", "migrate", "ask", "loadgen"} {
+		out.Reset()
+		if code := run([]string{name, "-h"}, mapEnv(nil), &out, &errOut); code != 0 || !strings.HasPrefix(out.String(), "usage: chatstream "+name) {
+			t.Errorf("%s -h: exit %d, stdout %q", name, code, out.String())
+		}
+	}
+	if code := run([]string{"serve", "-bogus"}, mapEnv(nil), &out, &errOut); code != 2 {
+		t.Errorf("a bad flag exited %d, want 2", code)
+	}
+}

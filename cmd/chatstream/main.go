@@ -10,12 +10,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -26,19 +28,30 @@ func main() {
 	os.Exit(run(os.Args[1:], osEnv(), os.Stdout, os.Stderr))
 }
 
-const usage = `usage: chatstream <command> [flags]
+// commands are the binary's commands, as help lists them.
+var commands = []struct{ name, summary string }{
+	{"serve", "run the HTTP/WebSocket API, the hub and the generation workers"},
+	{"migrate", "apply the Postgres migrations and exit"},
+	{"ask", "ask a running server one question; print the answer and how it streamed"},
+	{"loadgen", "load-test a running server (scenarios in BENCHMARKS.md)"},
+	{"help", "print this help"},
+}
 
-commands:
-  serve     run the HTTP/WebSocket API, the hub and the generation workers
-  migrate   apply the Postgres migrations and exit
-
-Configuration comes from the environment (see README.md).
-`
+// usage is the binary's help.
+func usage() string {
+	var b strings.Builder
+	b.WriteString("usage: chatstream <command> [flags]\n\ncommands:\n")
+	for _, c := range commands {
+		fmt.Fprintf(&b, "  %-8s  %s\n", c.name, c.summary)
+	}
+	b.WriteString("\n'chatstream <command> -h' lists a command's flags. Configuration comes\nfrom the environment (see README.md).\n")
+	return b.String()
+}
 
 // run is main without the process: it returns the exit code.
 func run(args []string, e env, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		fmt.Fprint(stderr, usage())
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -46,19 +59,60 @@ func run(args []string, e env, stdout, stderr io.Writer) int {
 	logger := newLogger(stderr, e)
 	switch args[0] {
 	case "serve":
-		return serve(ctx, args[1:], e, logger, stderr)
+		return serve(ctx, args[1:], e, logger, stdout, stderr)
 	case "migrate":
-		return migrate(ctx, e, logger, stderr)
+		return migrate(ctx, args[1:], e, logger, stdout, stderr)
 	case "loadgen":
 		return loadgenCmd(ctx, args[1:], e, stdout, stderr)
 	case "ask":
 		return askCmd(ctx, args[1:], e, stdout, stderr)
 	case "help", "-h", "-help", "--help":
-		fmt.Fprint(stdout, usage)
+		fmt.Fprint(stdout, usage())
 		return 0
 	}
-	fmt.Fprintf(stderr, "chatstream: unknown command %q\n\n%s", args[0], usage)
+	fmt.Fprintf(stderr, "chatstream: unknown command %q\n\n%s", args[0], usage())
 	return 2
+}
+
+// newFlags returns the flag set of a command: its usage says what the
+// command does, and -h prints it to stdout.
+func newFlags(name, args, what string, stdout, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: chatstream %s%s\n\n%s\n", name, args, what)
+		if hasFlags(fs) {
+			fmt.Fprintln(fs.Output(), "\nflags:")
+			fs.PrintDefaults()
+		}
+	}
+	return fs
+}
+
+func hasFlags(fs *flag.FlagSet) bool {
+	n := 0
+	fs.VisitAll(func(*flag.Flag) { n++ })
+	return n > 0
+}
+
+// parse parses a command's flags; done says the command must return code
+// (2 for bad flags, 0 after -h printed its usage to stdout).
+func parse(fs *flag.FlagSet, args []string, stdout io.Writer) (code int, done bool) {
+	out := fs.Output()
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	fs.SetOutput(out)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fs.SetOutput(stdout)
+		fs.Usage()
+		return 0, true
+	case err != nil:
+		fmt.Fprintf(out, "chatstream %s: %v\n", fs.Name(), err)
+		fs.Usage()
+		return 2, true
+	}
+	return 0, false
 }
 
 // defaultLogLevel is LOG_LEVEL's default.
@@ -70,17 +124,19 @@ func newLogger(w io.Writer, e env) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
 }
 
-func serve(ctx context.Context, args []string, e env, logger *slog.Logger, stderr io.Writer) int {
+func serve(ctx context.Context, args []string, e env, logger *slog.Logger, stdout, stderr io.Writer) int {
+	fs := newFlags("serve", " [flags]", "Runs the HTTP/WebSocket API, the hub and the generation workers until SIGINT or\nSIGTERM; applies the Postgres migrations at start.", stdout, stderr)
+	httpAddr := fs.String("http-addr", "", "listen address (default HTTP_ADDR, else "+app.DefaultHTTPAddr+")")
+	if code, done := parse(fs, args, stdout); done {
+		return code
+	}
 	cfg, err := loadConfig(e)
 	if err != nil {
 		fmt.Fprintf(stderr, "chatstream: config: %v\n", err)
 		return 2
 	}
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "listen address (HTTP_ADDR)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if *httpAddr != "" {
+		cfg.HTTPAddr = *httpAddr
 	}
 	cfg.Logger = logger
 	if addr := e.str("PPROF_ADDR", ""); addr != "" {
@@ -98,7 +154,11 @@ func serve(ctx context.Context, args []string, e env, logger *slog.Logger, stder
 	return 0
 }
 
-func migrate(ctx context.Context, e env, logger *slog.Logger, stderr io.Writer) int {
+func migrate(ctx context.Context, args []string, e env, logger *slog.Logger, stdout, stderr io.Writer) int {
+	fs := newFlags("migrate", "", "Applies the Postgres migrations (DATABASE_URL) under an advisory lock and exits.", stdout, stderr)
+	if code, done := parse(fs, args, stdout); done {
+		return code
+	}
 	url, err := e.url("DATABASE_URL", app.DefaultDatabaseURL, "postgres", "postgresql")
 	if err != nil {
 		fmt.Fprintf(stderr, "chatstream: config: %v\n", err)

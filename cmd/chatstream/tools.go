@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -15,8 +14,7 @@ import (
 )
 
 func loadgenCmd(ctx context.Context, args []string, e env, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("loadgen", " [flags]", "Load-tests a running server: opens sockets, starts generations on its demo model,\nfollows them, and reports latency, throughput, lost and duplicated chunks, and\nthe server's and Redis's CPU and memory (BENCHMARKS.md has the scenarios).", stdout, stderr)
 	var cfg loadgen.Config
 	fs.StringVar(&cfg.BaseURL, "url", "http://127.0.0.1:8080", "server base URL")
 	fs.StringVar(&cfg.Scenario, "scenario", loadgen.Steady, "steady, fanout, idle, storm, churn or soak")
@@ -37,8 +35,8 @@ func loadgenCmd(ctx context.Context, args []string, e env, stdout, stderr io.Wri
 	svg := fs.String("svg", "", "write the delivery latency CDF to this SVG file")
 	noProbe := fs.Bool("no-probe", false, "do not measure the server's processes")
 	cpuProfile := fs.String("cpuprofile", "", "write the load generator's own CPU profile to this file")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, done := parse(fs, args, stdout); done {
+		return code
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -94,15 +92,14 @@ func loadgenCmd(ctx context.Context, args []string, e env, stdout, stderr io.Wri
 }
 
 func askCmd(ctx context.Context, args []string, e env, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("ask", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("ask", ` [flags] "question"`, "Asks a running server one question, streams the answer, and prints readiness,\ntime to first chunk, chunks, characters, total time and the gaps between chunks.", stdout, stderr)
 	var cfg loadgen.AskConfig
 	fs.StringVar(&cfg.BaseURL, "url", "http://127.0.0.1:8080", "server base URL")
 	fs.StringVar(&cfg.User, "user", "ask", "user to ask as (dev token, or signed with AUTH_SECRET)")
 	fs.DurationVar(&cfg.Timeout, "timeout", 2*time.Minute, "time limit")
 	jsonOut := fs.Bool("json", false, "print the summary as JSON")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, done := parse(fs, args, stdout); done {
+		return code
 	}
 	cfg.Question = strings.Join(fs.Args(), " ")
 	if strings.TrimSpace(cfg.Question) == "" {
