@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -141,25 +142,60 @@ func waitStatus(t *testing.T, ctx context.Context, id, status string) {
 	defer cancel()
 	if err := chromedp.Do(tctx, poll(fmt.Sprintf(`document.getElementById("m-%s")?.dataset.status === %q`, id, status))); err != nil {
 		t.Fatalf("wait for %s: %v; the page shows %q", status, err,
-			eval[string](t, ctx, fmt.Sprintf(`JSON.stringify(window.chatstream.state.messages.get(%q))`, id)))
+			eval[string](t, ctx, fmt.Sprintf(`document.getElementById("m-%s")?.outerHTML.slice(0, 300) ?? "no such message"`, id)))
 	}
 }
 
-// pageContent is the text the page holds for a message.
-func pageContent(t *testing.T, ctx context.Context, id string) string {
+// pageText is the text the page shows for a message.
+func pageText(t *testing.T, ctx context.Context, id string) string {
 	t.Helper()
-	return eval[string](t, ctx, fmt.Sprintf(`window.chatstream.state.messages.get(%q).content`, id))
+	return eval[string](t, ctx, fmt.Sprintf(`document.querySelector("#m-%s .body")?.textContent ?? ""`, id))
 }
 
-// waitChunks waits until the page holds some of the answer's text.
+// renders is the text the page's Markdown renderer makes of content: what
+// the page must show for a message stored with it.
+func renders(t *testing.T, ctx context.Context, content string) string {
+	t.Helper()
+	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(tctx, chromedp.Evaluate[string](fmt.Sprintf(`import("/assets/markdown.js").then((m) => {
+		const d = document.createElement("div");
+		d.append(m.renderMarkdown(%s));
+		return d.textContent;
+	})`, jsString(content)), chromedp.EvalAwaitPromise))
+	if err != nil {
+		t.Fatalf("render: %v", err)
+	}
+	return v
+}
+
+// jsString is s as a JavaScript string literal.
+func jsString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+// showsStored checks that the page shows message id as stored, content
+// and status.
+func showsStored(t *testing.T, ctx context.Context, stored apiMessage) {
+	t.Helper()
+	if got, want := pageText(t, ctx, stored.ID), renders(t, ctx, stored.Content); got != want || want == "" {
+		t.Fatalf("the page shows %q; stored (%s) renders as %q", got, stored.Status, want)
+	}
+	if got := eval[string](t, ctx, fmt.Sprintf(`document.getElementById("m-%s").dataset.status`, stored.ID)); got != string(stored.Status) {
+		t.Fatalf("the page shows status %q, stored %q", got, stored.Status)
+	}
+}
+
+// waitChunks waits until the page shows some of the answer's text.
 func waitChunks(t *testing.T, ctx context.Context, id string, chars int) {
 	t.Helper()
-	run(t, ctx, "wait for text", poll(fmt.Sprintf(`(window.chatstream.state.messages.get(%q)?.content.length ?? 0) >= %d`, id, chars)))
+	run(t, ctx, "wait for text", poll(fmt.Sprintf(`(document.querySelector("#m-%s .body")?.textContent.length ?? 0) >= %d`, id, chars)))
 }
 
-// convID is the conversation open in the page.
+// convID is the conversation the page shows, from its address.
 func convID(t *testing.T, ctx context.Context) string {
-	return eval[string](t, ctx, `window.chatstream.state.current`)
+	return eval[string](t, ctx, `location.hash.slice(1)`)
 }
 
 // slowDemo is paced so that a test can act mid-stream: ~150 words at 40/s.
@@ -174,9 +210,10 @@ func TestBrowser_SendStreamsAndCompletes(t *testing.T) {
 	waitStatus(t, ctx, id, "complete")
 	tok := n.devToken(t, "alice")
 	stored := n.message(t, tok, convID(t, ctx), id)
-	if got := pageContent(t, ctx, id); got != stored.Content || stored.Status != "complete" {
-		t.Fatalf("page holds %q, stored %q (%s)", got, stored.Content, stored.Status)
+	if stored.Status != "complete" {
+		t.Fatalf("stored %+v", stored)
 	}
+	showsStored(t, ctx, stored)
 	// The Markdown was rendered: the demo answer has a list and a code block.
 	lists := eval[int](t, ctx, fmt.Sprintf(`document.querySelectorAll("#m-%s li").length`, id))
 	code := eval[int](t, ctx, fmt.Sprintf(`document.querySelectorAll("#m-%s pre code").length`, id))
@@ -204,19 +241,17 @@ func TestBrowser_TwoTabsFollowLive(t *testing.T) {
 	defer cancel()
 	if err := chromedp.Do(tctx, poll(
 		`[...document.querySelectorAll("article.user .body")].some(e => e.textContent === "second question from tab one")`)); err != nil {
-		t.Fatalf("user message in tab 2: %v; tab 2 holds %s", err, eval[string](t, tab2,
-			`JSON.stringify({current: window.chatstream.state.current, conn: document.getElementById("conn").dataset.state,
-			  order: window.chatstream.state.order, loading: window.chatstream.state.loading,
-			  watches: [...window.chatstream.state.client.watches.keys()],
-			  dom: [...document.querySelectorAll("#messages article")].map(a => a.className + ":" + a.dataset.status + ":" + a.querySelector(".body").textContent.slice(0, 40)),
-			  model: window.chatstream.state.order.map(id => window.chatstream.state.messages.get(id)).map(m => m.role + ":" + m.status + ":" + m.content.slice(0, 40))})`))
+		t.Fatalf("user message in tab 2: %v; tab 2 shows %s", err, eval[string](t, tab2,
+			`JSON.stringify({at: location.hash, conn: document.getElementById("conn").dataset.state,
+			  messages: [...document.querySelectorAll("#messages article")].map(a => a.className + ":" + a.dataset.status + ":" + a.querySelector(".body").textContent.slice(0, 40))})`))
 	}
 	waitStatus(t, tab2, id, "streaming")
 	waitStatus(t, tab2, id, "complete")
 	waitStatus(t, tab1, id, "complete")
-	if a, b := pageContent(t, tab1, id), pageContent(t, tab2, id); a != b || a == "" {
+	if a, b := pageText(t, tab1, id), pageText(t, tab2, id); a != b || a == "" {
 		t.Fatalf("tabs differ:\n%q\n%q", a, b)
 	}
+	showsStored(t, tab2, n.message(t, n.devToken(t, "alice"), conv, id))
 }
 
 func TestBrowser_ReloadAndDropMidStream(t *testing.T) {
@@ -230,20 +265,15 @@ func TestBrowser_ReloadAndDropMidStream(t *testing.T) {
 		waitChunks(t, ctx, id, 40)
 		run(t, ctx, "reload", chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS(`#conn[data-state="connected"]`)))
 		waitStatus(t, ctx, id, "complete")
-		stored := n.message(t, tok, convID(t, ctx), id)
-		if got := pageContent(t, ctx, id); got != stored.Content {
-			t.Fatalf("after reload the page holds %q, stored %q", got, stored.Content)
-		}
+		showsStored(t, ctx, n.message(t, tok, convID(t, ctx), id))
 	})
 	t.Run("SocketDrop", func(t *testing.T) {
 		id := sendFromPage(t, ctx, "drop the socket while you answer")
 		waitChunks(t, ctx, id, 40)
-		eval[any](t, ctx, `window.chatstream.state.client.dropForTest(), null`)
+		// The page's test hook drops its socket as a network failure would.
+		eval[any](t, ctx, `window.chatstream.dropSocket(), null`)
 		waitStatus(t, ctx, id, "complete")
-		stored := n.message(t, tok, convID(t, ctx), id)
-		if got := pageContent(t, ctx, id); got != stored.Content {
-			t.Fatalf("after the drop the page holds %q, stored %q", got, stored.Content)
-		}
+		showsStored(t, ctx, n.message(t, tok, convID(t, ctx), id))
 	})
 }
 
@@ -259,10 +289,7 @@ func TestBrowser_Stop(t *testing.T) {
 	if badge != "stopped" {
 		t.Fatalf("badge = %q, want stopped", badge)
 	}
-	stored := n.message(t, n.devToken(t, "alice"), convID(t, ctx), id)
-	if got := pageContent(t, ctx, id); stored.Status != "cancelled" || got != stored.Content {
-		t.Fatalf("stored %q (%s), page %q", stored.Content, stored.Status, got)
-	}
+	showsStored(t, ctx, n.message(t, n.devToken(t, "alice"), convID(t, ctx), id))
 }
 
 func TestBrowser_MessagesAreText(t *testing.T) {

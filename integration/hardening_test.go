@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/chatstream/chatstream/app"
@@ -140,7 +141,7 @@ func TestWS_ClosedWhenTheTokenExpires(t *testing.T) {
 	}
 	c := n.dial(t, tok)
 	_, err = c.tryRead(30 * time.Second)
-	if status := websocketStatus(err); status != 4001 {
+	if status := int(websocket.CloseStatus(err)); status != 4001 {
 		t.Fatalf("close status %d (%v), want 4001", status, err)
 	}
 }

@@ -6,7 +6,6 @@ package integration
 // and unsubscribe, and no goroutine outliving its socket.
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,7 +14,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"os"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -30,147 +28,13 @@ import (
 
 	"github.com/chatstream/chatstream"
 	"github.com/chatstream/chatstream/app"
+	"github.com/chatstream/chatstream/internal/streamtest"
 	"github.com/chatstream/chatstream/internal/testenv"
-	"github.com/chatstream/chatstream/limits"
 	"github.com/chatstream/chatstream/llm"
 	"github.com/chatstream/chatstream/server"
 	"github.com/chatstream/chatstream/streaming"
 	"github.com/chatstream/chatstream/worker"
 )
-
-// hubCluster starts nodes on one database, one key prefix and one
-// AUTH_SECRET; workers[i] is node i's number of workers.
-func hubCluster(t *testing.T, cfg app.Config, workers ...int) []*node {
-	t.Helper()
-	if cfg.DatabaseURL == "" {
-		cfg.DatabaseURL = testenv.NewDatabase(t)
-	}
-	if cfg.KeyPrefix == "" {
-		cfg.KeyPrefix = testenv.Namespace(t)
-	}
-	if cfg.Limits == (limits.Config{}) {
-		cfg.Limits = limits.Off() // many sockets and streams of one user
-	}
-	nodes := make([]*node, len(workers))
-	for i, w := range workers {
-		c := cfg
-		c.Workers = w
-		nodes[i] = demoNode(t, c)
-	}
-	return nodes
-}
-
-// hubPost starts a generation in conv and returns its stream id.
-func hubPost(t *testing.T, n *node, token, conv, content string) string {
-	t.Helper()
-	var out struct {
-		StreamID string `json:"stream_id"`
-	}
-	if code := n.call(t, "POST", "/v1/conversations/"+conv+"/messages", token, map[string]string{"content": content}, &out); code != 202 {
-		t.Fatalf("send = %d", code)
-	}
-	return out.StreamID
-}
-
-// hubDemo is a user message that makes the demo model answer with exactly
-// tokens chunks at rate chunks per second (0: as fast as it can).
-func hubDemo(tokens int, rate float64, question string) string {
-	return fmt.Sprintf("/demo tokens=%d rate=%g\n%s", tokens, rate, question)
-}
-
-// hubDial opens a socket without touching t, for use in goroutines; the
-// socket is closed when the test ends.
-func hubDial(t *testing.T, ctx context.Context, n *node, token string) (*websocket.Conn, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	url := strings.Replace(n.url, "http://", "ws://", 1) + "/v1/ws"
-	conn, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{
-		HTTPHeader: http.Header{"Authorization": {"Bearer " + token}},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("dial %s: %w", n.url, err)
-	}
-	conn.SetReadLimit(1 << 20)
-	t.Cleanup(func() { conn.CloseNow() })
-	return conn, nil
-}
-
-func hubWrite(ctx context.Context, conn *websocket.Conn, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	return conn.Write(ctx, websocket.MessageText, b)
-}
-
-// hubRead returns the next frame, waiting at most 20 s for it.
-func hubRead(ctx context.Context, conn *websocket.Conn) (frame, error) {
-	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	_, b, err := conn.Read(ctx)
-	if err != nil {
-		return frame{}, err
-	}
-	var f frame
-	if err := json.Unmarshal(b, &f); err != nil {
-		return frame{}, fmt.Errorf("server frame %s: %w", b, err)
-	}
-	return f, nil
-}
-
-// hubMetric returns the value of one series of the node's /metrics, e.g.
-// `chatstream_history_reads_total` or `x_total{code="y"}`; 0 when absent.
-func hubMetric(t *testing.T, n *node, series string) float64 {
-	t.Helper()
-	res, err := http.Get(n.url + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	sc := bufio.NewScanner(res.Body)
-	sc.Buffer(make([]byte, 1<<16), 1<<20)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatalf("metric %s: %v", series, err)
-			}
-			return f
-		}
-	}
-	return 0
-}
-
-// hubEventually polls cond, an observable state, until it holds or the
-// timeout passes.
-func hubEventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond) // polling interval, bounded by the deadline
-	}
-}
-
-// hubSeed returns the seed of a randomized test, from CHATSTREAM_SEED if
-// set, and logs it so a failure can be replayed.
-func hubSeed(t *testing.T) uint64 {
-	t.Helper()
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv("CHATSTREAM_SEED"); s != "" {
-		v, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			t.Fatalf("CHATSTREAM_SEED: %v", err)
-		}
-		seed = v
-	}
-	t.Logf("seed %d (replay with CHATSTREAM_SEED=%d)", seed, seed)
-	return seed
-}
 
 // hubFollower follows one stream to its end over as many sockets as it
 // takes. After each index in drops (ascending; -1: right after subscribing)
@@ -204,11 +68,11 @@ func (f *hubFollower) fail(format string, args ...any) error {
 }
 
 func (f *hubFollower) run(ctx context.Context) error {
-	var conn *websocket.Conn
+	var conn *wsClient
 	for {
 		if conn == nil {
 			n := f.nodes[f.rng.IntN(len(f.nodes))]
-			c, err := hubDial(f.t, ctx, n, f.token)
+			c, err := n.connect(f.t, ctx, f.token, nil)
 			if err != nil {
 				return f.fail("%v", err)
 			}
@@ -218,27 +82,27 @@ func (f *hubFollower) run(ctx context.Context) error {
 		}
 		f.rid++
 		rid := strconv.Itoa(f.rid)
-		if err := hubWrite(ctx, conn, map[string]any{"type": "subscribe", "stream_id": f.stream, "last_index": f.next - 1, "request_id": rid}); err != nil {
+		if err := conn.send(ctx, map[string]any{"type": "subscribe", "stream_id": f.stream, "last_index": f.next - 1, "request_id": rid}); err != nil {
 			return f.fail("write subscribe: %v", err)
 		}
 		f.tracef("subscribe %s last_index %d", rid, f.next-1)
 		drop, err := f.follow(ctx, conn, rid)
 		if err != nil {
-			conn.CloseNow()
+			conn.conn.CloseNow()
 			return err
 		}
 		if !drop {
-			conn.Close(websocket.StatusNormalClosure, "")
+			conn.conn.Close(websocket.StatusNormalClosure, "")
 			return nil
 		}
 		switch f.rng.IntN(3) {
 		case 0:
 			f.tracef("close now at %d", f.next-1)
-			conn.CloseNow()
+			conn.conn.CloseNow()
 			conn = nil
 		case 1:
 			f.tracef("close normally at %d", f.next-1)
-			conn.Close(websocket.StatusNormalClosure, "")
+			conn.conn.Close(websocket.StatusNormalClosure, "")
 			conn = nil
 		default:
 			f.tracef("resubscribe on the same socket at %d", f.next-1)
@@ -248,7 +112,7 @@ func (f *hubFollower) run(ctx context.Context) error {
 
 // follow reads the frames of one subscription: it returns drop when the
 // follower is to drop it, and false once done arrived.
-func (f *hubFollower) follow(ctx context.Context, conn *websocket.Conn, rid string) (drop bool, err error) {
+func (f *hubFollower) follow(ctx context.Context, conn *wsClient, rid string) (drop bool, err error) {
 	dropNow := func() bool {
 		if len(f.drops) > 0 && f.drops[0] == f.next-1 {
 			f.drops = f.drops[1:]
@@ -258,7 +122,7 @@ func (f *hubFollower) follow(ctx context.Context, conn *websocket.Conn, rid stri
 	}
 	acked := false
 	for {
-		fr, err := hubRead(ctx, conn)
+		fr, err := conn.next(ctx)
 		if err != nil {
 			return false, f.fail("read after index %d: %v", f.next-1, err)
 		}
@@ -320,9 +184,9 @@ func (f *hubFollower) check(stored apiMessage, chunks int64) error {
 }
 
 func TestWS_RandomizedResume(t *testing.T) {
-	seed := hubSeed(t)
+	seed := seed(t)
 	rng := rand.New(rand.NewPCG(seed, 0))
-	nodes := hubCluster(t, app.Config{}, 2, 2)
+	nodes := demoNodes(t, app.Config{}, 2, 2)
 	tok := nodes[0].devToken(t, "alice")
 	const runs, streams, followers = 8, 4, 6
 	rates := []float64{0, 150, 400}
@@ -336,7 +200,7 @@ func TestWS_RandomizedResume(t *testing.T) {
 			sr[i].conv = nodes[0].conversation(t, tok)
 			sr[i].chunks = int64(10 + rng.IntN(70))
 			n := nodes[rng.IntN(len(nodes))]
-			sr[i].id = hubPost(t, n, tok, sr[i].conv, hubDemo(int(sr[i].chunks), rates[rng.IntN(len(rates))], fmt.Sprintf("run %d stream %d", run, i)))
+			sr[i].id = n.send(t, tok, sr[i].conv, demoPrompt(int(sr[i].chunks), rates[rng.IntN(len(rates))], fmt.Sprintf("run %d stream %d", run, i))).StreamID
 		}
 		var wg sync.WaitGroup
 		fs := make([]*hubFollower, 0, streams*followers)
@@ -374,41 +238,38 @@ func TestWS_RandomizedResume(t *testing.T) {
 	}
 }
 
-// startHubRedis starts a redis-server of the test's own.
-func startHubRedis(tb testing.TB) *testenv.RedisServer { return testenv.StartRedisServer(tb) }
-
 func TestWS_RedisRestart(t *testing.T) {
-	redis := startHubRedis(t)
+	redis := testenv.StartRedisServer(t)
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("redis log:\n%s", redis.Log())
 		}
 	})
-	nodes := hubCluster(t, app.Config{RedisURL: redis.URL()}, 2, 2)
+	nodes := demoNodes(t, app.Config{RedisURL: redis.URL()}, 2, 2)
 	streamsThrough(t, nil, nodes, "outage", func([]string) {
 		redis.Kill()
 		t.Log("redis-server killed; starting it again")
 		redis.Start()
 	})
 	for i, n := range nodes {
-		if v := hubMetric(t, n, "chatstream_hub_reconnects_total"); v < 1 {
+		if v := n.metric(t, "chatstream_hub_reconnects_total"); v < 1 {
 			t.Errorf("node %d: chatstream_hub_reconnects_total = %v after a Redis restart", i, v)
 		}
 	}
 }
 
 func TestWS_OnePubSubConnectionPerNode(t *testing.T) {
-	redis := startHubRedis(t)
+	redis := testenv.StartRedisServer(t)
 	keys := streaming.Keys{Prefix: testenv.Namespace(t)}
 	// Node 0 runs generations too: their cancel channels share the hub's
 	// connection.
-	nodes := hubCluster(t, app.Config{RedisURL: redis.URL(), KeyPrefix: keys.Prefix}, 2, 0)
+	nodes := demoNodes(t, app.Config{RedisURL: redis.URL(), KeyPrefix: keys.Prefix}, 2, 0)
 	tok := nodes[0].devToken(t, "alice")
 	const streams = 50
 	ids := make([]string, streams)
 	for i := range ids {
 		conv := nodes[0].conversation(t, tok)
-		ids[i] = hubPost(t, nodes[0], tok, conv, hubDemo(1000, 5, "slow"))
+		ids[i] = nodes[0].send(t, tok, conv, demoPrompt(1000, 5, "slow")).StreamID
 	}
 	// End the slow generations before the nodes shut down (cleanups run
 	// last registered first), so that shutdown need not wait for them.
@@ -420,15 +281,15 @@ func TestWS_OnePubSubConnectionPerNode(t *testing.T) {
 	ctx := context.Background()
 	// 100 sockets: each stream followed by one socket on each node.
 	for i := range 2 * streams {
-		conn, err := hubDial(t, ctx, nodes[i%2], tok)
+		conn, err := nodes[i%2].connect(t, ctx, tok, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := hubWrite(ctx, conn, map[string]any{"type": "subscribe", "stream_id": ids[i/2]}); err != nil {
+		if err := conn.send(ctx, map[string]any{"type": "subscribe", "stream_id": ids[i/2]}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	hubEventually(t, 20*time.Second, "every stream channel subscribed once per node", func() bool {
+	streamtest.Eventually(t, 20*time.Second, func() bool {
 		args := []string{"PUBSUB", "NUMSUB"}
 		for _, id := range ids {
 			args = append(args, keys.Channel(id))
@@ -440,7 +301,7 @@ func TestWS_OnePubSubConnectionPerNode(t *testing.T) {
 			}
 		}
 		return true
-	})
+	}, "every stream channel subscribed once per node")
 	list := strings.TrimSpace(redis.Do("CLIENT", "LIST", "TYPE", "pubsub")[0])
 	conns := strings.Split(list, "\n")
 	if len(conns) != 2 {
@@ -518,9 +379,9 @@ func TestWS_SlowReaderClosed1013(t *testing.T) {
 	// buffers between the server and a client that stopped reading hold
 	// (about 3 MB here), plus its queue of 64. A Redis of its own keeps the
 	// flood out of the shared one.
-	redis := startHubRedis(t)
+	redis := testenv.StartRedisServer(t)
 	const chunks = 200
-	nodes := hubCluster(t, app.Config{
+	nodes := demoNodes(t, app.Config{
 		RedisURL: redis.URL(),
 		Provider: hubFlood{n: chunks, size: 64 << 10, every: 2 * time.Millisecond},
 		WS:       server.WSConfig{SendQueue: 64, WriteTimeout: 5 * time.Second},
@@ -530,28 +391,23 @@ func TestWS_SlowReaderClosed1013(t *testing.T) {
 	tok := n.devToken(t, "alice")
 	conv := n.conversation(t, tok)
 	ctx := context.Background()
-	id := hubPost(t, n, tok, conv, "flood")
+	id := n.send(t, tok, conv, "flood").StreamID
 
 	// Two sockets subscribe and stop reading: the slow one reads again once
 	// it was declared slow, the dead one never does.
-	url := strings.Replace(n.url, "http://", "ws://", 1) + "/v1/ws"
-	stuck := make([]*websocket.Conn, 2)
+	stuck := make([]*wsClient, 2)
 	for i := range stuck {
-		c, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{
-			HTTPHeader: http.Header{"Authorization": {"Bearer " + tok}},
-			HTTPClient: hubSlowDialer(),
-		})
+		c, err := n.connect(t, ctx, tok, &websocket.DialOptions{HTTPClient: hubSlowDialer()})
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer c.CloseNow()
-		c.SetReadLimit(-1)
-		if err := hubWrite(ctx, c, map[string]any{"type": "subscribe", "stream_id": id}); err != nil {
+		c.conn.SetReadLimit(-1)
+		if err := c.send(ctx, map[string]any{"type": "subscribe", "stream_id": id}); err != nil {
 			t.Fatal(err)
 		}
 		stuck[i] = c
 	}
-	slow := stuck[0]
+	slow := stuck[0].conn
 	normal := n.dial(t, tok)
 	normal.write(map[string]any{"type": "subscribe", "stream_id": id})
 	r := normal.follow(id, 0)
@@ -559,9 +415,9 @@ func TestWS_SlowReaderClosed1013(t *testing.T) {
 	if r.done.Status != "complete" || len(r.indexes) != chunks || r.text.String() != stored.Content {
 		t.Fatalf("normal follower: %s after %d chunks, %d bytes of %d", r.done.Status, len(r.indexes), r.text.Len(), len(stored.Content))
 	}
-	hubEventually(t, 20*time.Second, "both stuck sockets declared slow", func() bool {
-		return hubMetric(t, n, `chatstream_websocket_errors_total{code="slow_consumer"}`) == 2
-	})
+	streamtest.Eventually(t, 20*time.Second, func() bool {
+		return n.metric(t, `chatstream_websocket_errors_total{code="slow_consumer"}`) == 2
+	}, "both stuck sockets declared slow")
 	// The slow client reads what reached it (within the write timeout, so
 	// the write in flight completes): the close frame says 1013.
 	var frames int
@@ -578,9 +434,9 @@ func TestWS_SlowReaderClosed1013(t *testing.T) {
 	t.Logf("slow socket got %d frames before its 1013; the normal one %d chunks", frames, len(r.indexes))
 	// The dead one is dropped once its write in flight times out: no
 	// session, no queue, is left behind by either.
-	hubEventually(t, 20*time.Second, "the stuck sessions removed", func() bool {
-		return hubMetric(t, n, "chatstream_websockets_open") == 1
-	})
+	streamtest.Eventually(t, 20*time.Second, func() bool {
+		return n.metric(t, "chatstream_websockets_open") == 1
+	}, "the stuck sessions removed")
 }
 
 // hubSessionGoroutines counts the goroutines running WebSocket sessions or
@@ -619,7 +475,7 @@ func TestWS_NoGoroutineOutlivesItsSocket(t *testing.T) {
 	conv := n.conversation(t, tok)
 
 	// Sockets that follow a stream to its end and close.
-	id := hubPost(t, n, tok, conv, hubDemo(40, 200, "leak?"))
+	id := n.send(t, tok, conv, demoPrompt(40, 200, "leak?")).StreamID
 	var clients []*wsClient
 	for range 6 {
 		c := n.dial(t, tok)
@@ -638,9 +494,9 @@ func TestWS_NoGoroutineOutlivesItsSocket(t *testing.T) {
 			c.conn.CloseNow()
 		}
 	}
-	hubEventually(t, 10*time.Second, "no session goroutine once the sockets closed", func() bool {
+	streamtest.Eventually(t, 10*time.Second, func() bool {
 		return hubSessionGoroutines() == 0
-	})
+	}, "no session goroutine once the sockets closed")
 
 	// Sockets still open at shutdown are closed with 1001 (going away).
 	open := []*wsClient{n.dial(t, tok), n.dial(t, tok)}
@@ -675,21 +531,21 @@ func TestWS_NoGoroutineOutlivesItsSocket(t *testing.T) {
 }
 
 func TestWS_ResumeStormSharesHistoryReads(t *testing.T) {
-	nodes := hubCluster(t, app.Config{}, 1)
+	nodes := demoNodes(t, app.Config{}, 1)
 	n := nodes[0]
 	tok := n.devToken(t, "alice")
 	conv := n.conversation(t, tok)
 	const sockets, from = 200, 5
-	conns := make([]*websocket.Conn, sockets)
+	conns := make([]*wsClient, sockets)
 	ctx := context.Background()
 	for i := range conns {
-		c, err := hubDial(t, ctx, n, tok)
+		c, err := n.connect(t, ctx, tok, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		conns[i] = c
 	}
-	id := hubPost(t, n, tok, conv, hubDemo(150, 50, "storm"))
+	id := n.send(t, tok, conv, demoPrompt(150, 50, "storm")).StreamID
 	// Wait until the stream is well under way.
 	first := n.dial(t, tok)
 	first.write(map[string]any{"type": "subscribe", "stream_id": id})
@@ -698,7 +554,7 @@ func TestWS_ResumeStormSharesHistoryReads(t *testing.T) {
 			break
 		}
 	}
-	before := hubMetric(t, n, "chatstream_history_reads_total")
+	before := n.metric(t, "chatstream_history_reads_total")
 	// Every socket resumes from index `from` at once.
 	start := make(chan struct{})
 	errs := make([]error, sockets)
@@ -708,7 +564,7 @@ func TestWS_ResumeStormSharesHistoryReads(t *testing.T) {
 		fs[i] = &hubFollower{t: t, nodes: nodes, token: tok, stream: id, next: from, rng: rand.New(rand.NewPCG(1, uint64(i)))}
 		wg.Go(func() {
 			<-start
-			if err := hubWrite(ctx, c, map[string]any{"type": "subscribe", "stream_id": id, "last_index": from - 1, "request_id": "1"}); err != nil {
+			if err := c.send(ctx, map[string]any{"type": "subscribe", "stream_id": id, "last_index": from - 1, "request_id": "1"}); err != nil {
 				errs[i] = err
 				return
 			}
@@ -721,7 +577,7 @@ func TestWS_ResumeStormSharesHistoryReads(t *testing.T) {
 	if err := errors.Join(errs...); err != nil {
 		t.Fatal(err)
 	}
-	reads := hubMetric(t, n, "chatstream_history_reads_total") - before
+	reads := n.metric(t, "chatstream_history_reads_total") - before
 	stored := n.message(t, tok, conv, id)
 	for i, f := range fs {
 		if f.next != 150 || f.done.Status != "complete" || !strings.HasSuffix(stored.Content, f.text.String()) {
@@ -738,7 +594,7 @@ func TestWS_ResumeStormSharesHistoryReads(t *testing.T) {
 }
 
 func TestWS_WatchIsPrivateAndUnsubscribeStops(t *testing.T) {
-	nodes := hubCluster(t, app.Config{}, 1)
+	nodes := demoNodes(t, app.Config{}, 1)
 	n := nodes[0]
 	alice, bob := n.devToken(t, "alice"), n.devToken(t, "bob")
 	conv := n.conversation(t, alice)
@@ -749,7 +605,7 @@ func TestWS_WatchIsPrivateAndUnsubscribeStops(t *testing.T) {
 	if f := b.read(); f.Type != "error" || f.Code != "not_found" || string(f.RequestID) != `"w"` {
 		t.Fatalf("bob watches alice's conversation: %+v", f)
 	}
-	id := hubPost(t, n, alice, conv, hubDemo(60, 40, "private"))
+	id := n.send(t, alice, conv, demoPrompt(60, 40, "private")).StreamID
 	b.write(map[string]any{"type": "subscribe", "stream_id": id, "request_id": "s"})
 	if f := b.read(); f.Type != "error" || f.Code != "not_found" {
 		t.Fatalf("bob follows alice's stream: %+v", f)
@@ -793,11 +649,11 @@ func TestWS_WatchIsPrivateAndUnsubscribeStops(t *testing.T) {
 // connection gets the conversation's newest messages again once the node is
 // back: events published meanwhile are gone from pub/sub, the state is not.
 func TestWS_WatchRefilledAfterRedisRestart(t *testing.T) {
-	redis := startHubRedis(t)
-	n := hubCluster(t, app.Config{RedisURL: redis.URL()}, 1)[0]
+	redis := testenv.StartRedisServer(t)
+	n := demoNodes(t, app.Config{RedisURL: redis.URL()}, 1)[0]
 	tok := n.devToken(t, "alice")
 	conv := n.conversation(t, tok)
-	id := hubPost(t, n, tok, conv, hubDemo(3, 0, "before the outage"))
+	id := n.send(t, tok, conv, demoPrompt(3, 0, "before the outage")).StreamID
 	f := &hubFollower{t: t, nodes: []*node{n}, token: tok, stream: id, rng: rand.New(rand.NewPCG(1, 1))}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

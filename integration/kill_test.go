@@ -1,14 +1,12 @@
 package integration
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"os/signal"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -16,6 +14,7 @@ import (
 	"github.com/chatstream/chatstream"
 	"github.com/chatstream/chatstream/app"
 	"github.com/chatstream/chatstream/internal/streamtest"
+	"github.com/chatstream/chatstream/internal/testenv"
 	"github.com/chatstream/chatstream/limits"
 	"github.com/chatstream/chatstream/llm"
 	"github.com/chatstream/chatstream/llm/llmtest"
@@ -82,25 +81,8 @@ func runNodeProcess(raw string) error {
 // nodeProcess is a worker node running in a process of its own.
 type nodeProcess struct {
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *testenv.Buffer
 	done chan struct{} // closed when the process has exited
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // startProcess runs a worker node of the cluster as a child process and
@@ -117,7 +99,7 @@ func (c *cluster) startProcess(t *testing.T, nodeID string, mods ...func(*proces
 		mod(&ps)
 	}
 	spec, _ := json.Marshal(ps)
-	p := &nodeProcess{out: &syncBuffer{}, done: make(chan struct{})}
+	p := &nodeProcess{out: &testenv.Buffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(exe)
 	p.cmd.Env = append(os.Environ(), nodeProcessEnv+"="+string(spec))
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out

@@ -22,7 +22,7 @@ import (
 // node.
 func TestRedisCluster_StreamsSurviveResharding(t *testing.T) {
 	cluster := testenv.StartRedisCluster(t, 3)
-	nodes := hubCluster(t, app.Config{RedisURL: cluster.URL()}, 2, 2)
+	nodes := demoNodes(t, app.Config{RedisURL: cluster.URL()}, 2, 2)
 	streamsThrough(t, cluster, nodes, "reshard", func(ids []string) {
 		// Each stream's slot (its list, its meta and its channel) moves to
 		// the next master while chunks are being appended to it.
@@ -43,7 +43,7 @@ func TestRedisCluster_StreamsSurviveResharding(t *testing.T) {
 func TestRedisCluster_StreamsSurviveFailover(t *testing.T) {
 	cluster := testenv.StartRedisCluster(t, 3)
 	cluster.AddReplicas()
-	nodes := hubCluster(t, app.Config{RedisURL: cluster.URL()}, 2, 2)
+	nodes := demoNodes(t, app.Config{RedisURL: cluster.URL()}, 2, 2)
 	streamsThrough(t, cluster, nodes, "failover", func([]string) {
 		for i := range cluster.Nodes {
 			cluster.Failover(i)
@@ -52,7 +52,7 @@ func TestRedisCluster_StreamsSurviveFailover(t *testing.T) {
 	})
 	tok := nodes[0].devToken(t, "alice")
 	conv := nodes[0].conversation(t, tok)
-	id := hubPost(t, nodes[1], tok, conv, hubDemo(20, 40, "after"))
+	id := nodes[1].send(t, tok, conv, demoPrompt(20, 40, "after")).StreamID
 	f := &hubFollower{t: t, nodes: nodes, token: tok, stream: id, rng: rand.New(rand.NewPCG(1, 1))}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -73,7 +73,7 @@ func TestRedisCluster_StreamsSurviveFailover(t *testing.T) {
 // held more than one pub/sub connection per node before and after disrupt.
 func streamsThrough(t *testing.T, cluster *testenv.RedisCluster, nodes []*node, label string, disrupt func(ids []string)) {
 	t.Helper()
-	seed := hubSeed(t)
+	seed := seed(t)
 	rng := rand.New(rand.NewPCG(seed, 0))
 	tok := nodes[0].devToken(t, "alice")
 	const streams, followers, chunks = 4, 3, 60
@@ -83,7 +83,7 @@ func streamsThrough(t *testing.T, cluster *testenv.RedisCluster, nodes []*node, 
 	for i := range sr {
 		sr[i].conv = nodes[0].conversation(t, tok)
 		// 60 chunks at 15 a second: long enough to be disrupted mid-answer.
-		sr[i].id = hubPost(t, nodes[i%2], tok, sr[i].conv, hubDemo(chunks, 15, fmt.Sprintf("%s %d", label, i)))
+		sr[i].id = nodes[i%2].send(t, tok, sr[i].conv, demoPrompt(chunks, 15, fmt.Sprintf("%s %d", label, i))).StreamID
 		ids[i] = sr[i].id
 	}
 	var started sync.WaitGroup

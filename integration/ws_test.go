@@ -2,10 +2,9 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -18,19 +17,6 @@ import (
 	"github.com/chatstream/chatstream/llm"
 	"github.com/chatstream/chatstream/server"
 )
-
-// demoNode starts a node with workers on the demo model at a fast pace.
-func demoNode(t testing.TB, cfg app.Config) *node {
-	t.Helper()
-	cfg.AuthDev = true
-	if cfg.AuthSecret == nil {
-		cfg.AuthSecret = []byte("integration-secret-integration-secret")
-	}
-	if cfg.Provider == nil {
-		cfg.Provider = llm.NewDemo(llm.DemoConfig{TokensPerSec: 400})
-	}
-	return startNode(t, cfg)
-}
 
 func TestWS_SendStreamsToEnd(t *testing.T) {
 	n := demoNode(t, app.Config{Workers: 2})
@@ -173,7 +159,7 @@ func TestWS_Watch(t *testing.T) {
 		f := tab2.read()
 		if f.Type == "message" {
 			var m apiMessage
-			if err := jsonUnmarshal(f.Message, &m); err != nil {
+			if err := json.Unmarshal(f.Message, &m); err != nil {
 				t.Fatal(err)
 			}
 			seen[m.Role] = m.ID
@@ -195,7 +181,7 @@ func TestWS_Watch(t *testing.T) {
 		}
 		if f.Type == "message" {
 			var m apiMessage
-			_ = jsonUnmarshal(f.Message, &m)
+			_ = json.Unmarshal(f.Message, &m)
 			if m.ID == acc.StreamID && m.Status == "complete" {
 				if m.Content != r.text.String() {
 					t.Fatalf("event content %q != streamed %q", m.Content, r.text.String())
@@ -258,7 +244,7 @@ func TestWS_BadFrames(t *testing.T) {
 	// Over the read limit: closed with 1009.
 	c.writeRaw(make([]byte, server.ReadLimit(32768)+1))
 	_, err := c.tryRead(10 * time.Second)
-	if status := websocketStatus(err); status != 1009 {
+	if status := int(websocket.CloseStatus(err)); status != 1009 {
 		t.Fatalf("oversized frame: close status %d (%v), want 1009", status, err)
 	}
 }
@@ -294,24 +280,6 @@ func TestWS_LongHistoryFitsSmallQueue(t *testing.T) {
 	}
 }
 
-// openSockets reads the node's open-socket gauge.
-func (n *node) openSockets(t *testing.T) int {
-	t.Helper()
-	res, err := http.Get(n.url + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "chatstream_websockets_open "); ok {
-			f, _ := strconv.ParseFloat(v, 64)
-			return int(f)
-		}
-	}
-	return -1
-}
-
 func TestWS_DeadPeerDropped(t *testing.T) {
 	// The node pings every socket; one that does not answer (a client that
 	// never reads cannot) is dropped, one that reads stays.
@@ -327,9 +295,9 @@ func TestWS_DeadPeerDropped(t *testing.T) {
 	_ = dead // never read from
 	waitFor := func(want int) {
 		deadline := time.Now().Add(15 * time.Second)
-		for n.openSockets(t) != want {
+		for int(n.metric(t, "chatstream_websockets_open")) != want {
 			if time.Now().After(deadline) {
-				t.Fatalf("open sockets = %d, want %d", n.openSockets(t), want)
+				t.Fatalf("open sockets = %d, want %d", int(n.metric(t, "chatstream_websockets_open")), want)
 			}
 			time.Sleep(20 * time.Millisecond) // polling a gauge, bounded above
 		}

@@ -12,6 +12,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/chatstream/chatstream"
+	"github.com/chatstream/chatstream/internal/testenv"
 	"github.com/chatstream/chatstream/server"
 )
 
@@ -36,7 +37,7 @@ func (allowAll) Authorize(context.Context, string, string) error { return nil }
 // A panic while serving one frame is answered as an internal error, logged
 // with its stack, and the socket goes on serving the next frame.
 func TestWS_PanicInAFrameKeepsTheSocket(t *testing.T) {
-	var logs strings.Builder
+	var logs testenv.Buffer
 	srv, err := server.New(server.Config{AuthSecret: secret, Logger: newJSONLogger(&logs)},
 		server.Deps{Store: nil, Generations: allowAll{}, Streams: panickyStreams{}, Watcher: noWatcher{}})
 	if err != nil {

@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -331,7 +330,7 @@ func (panicky) ListConversations(context.Context, string, int) ([]*chatstream.Co
 }
 
 func TestServer_LogsNoToken(t *testing.T) {
-	var buf bytes.Buffer
+	var buf testenv.Buffer
 	ts := newServer(t, func(c *server.Config, _ *server.Store, _ map[string]server.Pinger) {
 		c.Logger = newJSONLogger(&buf)
 	})

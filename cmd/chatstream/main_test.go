@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"net"
@@ -10,7 +9,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -29,23 +27,6 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 func freePort(t *testing.T) int {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -61,7 +42,7 @@ func TestServe_SIGTERMShutsDownGracefully(t *testing.T) {
 	cmd.Env = append(os.Environ(), "CHATSTREAM_MAIN=1", "HTTP_ADDR="+addr, "AUTH_DEV=true",
 		"DATABASE_URL="+testenv.NewDatabase(t), "REDIS_URL="+testenv.RedisURL(t),
 		"REDIS_KEY_PREFIX="+testenv.Namespace(t), "WORKERS=2", "SHUTDOWN_GRACE=5s")
-	var logs lockedBuffer
+	var logs testenv.Buffer
 	cmd.Stderr = &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

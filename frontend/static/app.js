@@ -6,7 +6,7 @@ import { renderMarkdown } from "./markdown.js";
 const $ = (id) => document.getElementById(id);
 const STATUS_LABEL = { streaming: "streaming", pending: "waiting", complete: "", cancelled: "stopped", failed: "failed" };
 
-// state is the page's model; tests read it through window.chatstream.
+// state is the page's model.
 const state = {
   token: sessionStorage.getItem("chatstream.token"),
   user: sessionStorage.getItem("chatstream.user"),
@@ -19,7 +19,9 @@ const state = {
   loadSeq: 0, // counts conversation loads; only the newest draws
   loaded: null, // the conversation fully drawn
 };
-window.chatstream = { state };
+// The browser tests' one hook: drop the socket as a network failure would.
+// They read what the page shows, never its state.
+window.chatstream = { dropSocket: () => state.client?.dropForTest() };
 
 async function api(method, path, body) {
   const res = await fetch(path, {
