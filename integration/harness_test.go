@@ -439,6 +439,11 @@ func (c *wsClient) send(ctx context.Context, v any) error {
 func (c *wsClient) next(ctx context.Context) (frame, error) {
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
+	return c.readFrame(ctx)
+}
+
+// readFrame reads and decodes one frame.
+func (c *wsClient) readFrame(ctx context.Context) (frame, error) {
 	_, b, err := c.conn.Read(ctx)
 	if err != nil {
 		return frame{}, err
@@ -481,15 +486,7 @@ func (c *wsClient) read() frame {
 func (c *wsClient) tryRead(timeout time.Duration) (frame, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	_, b, err := c.conn.Read(ctx)
-	if err != nil {
-		return frame{}, err
-	}
-	var f frame
-	if err := json.Unmarshal(b, &f); err != nil {
-		c.t.Fatalf("server frame %s is not JSON: %v", b, err)
-	}
-	return f, nil
+	return c.readFrame(ctx)
 }
 
 // readUntil reads frames until one of type typ arrives and returns it with

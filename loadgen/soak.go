@@ -129,16 +129,11 @@ func (r *run) soak(ctx context.Context, rep *Report) error {
 
 // soakOnce runs one generation of a soak loop.
 func (r *run) soakOnce(ctx context.Context, rng *rand.Rand, user string, cancels, resumes, bad, answered *atomic.Int64) error {
-	s, err := r.open(ctx, user)
+	s, done, stop, err := r.openReading(ctx, user)
 	if err != nil {
 		return err
 	}
-	defer s.close()
-	done := make(chan struct{})
-	var once sync.Once
-	readerDone := make(chan struct{})
-	go func() { defer close(readerDone); s.readLoop(ctx, func(string) { once.Do(func() { close(done) }) }) }()
-	defer func() { s.close(); <-readerDone }()
+	defer stop()
 	id, err := r.generate(ctx, s, user)
 	if err != nil {
 		return err
@@ -183,8 +178,7 @@ func (r *run) soakOnce(ctx context.Context, rng *rand.Rand, user string, cancels
 		return nil
 	}
 	// Drop the socket and resume on a new one from the last index held.
-	s.close()
-	<-readerDone
+	stop()
 	s.mu.Lock()
 	f := s.fs[id]
 	s.mu.Unlock()
@@ -193,16 +187,11 @@ func (r *run) soakOnce(ctx context.Context, rng *rand.Rand, user string, cancels
 		return nil
 	}
 	resumes.Add(1)
-	s2, err := r.open(ctx, user)
+	s2, done2, stop2, err := r.openReading(ctx, user)
 	if err != nil {
 		return err
 	}
-	defer s2.close()
-	done2 := make(chan struct{})
-	var once2 sync.Once
-	reader2 := make(chan struct{})
-	go func() { defer close(reader2); s2.readLoop(ctx, func(string) { once2.Do(func() { close(done2) }) }) }()
-	defer func() { s2.close(); <-reader2 }()
+	defer stop2()
 	s2.mu.Lock()
 	s2.fs[id] = &follower{next: f.next, since: time.Now().UnixMicro()}
 	s2.mu.Unlock()
@@ -215,6 +204,21 @@ func (r *run) soakOnce(ctx context.Context, rng *rand.Rand, user string, cancels
 	}
 	r.flushSocket(s2, id)
 	return nil
+}
+
+// openReading opens a socket of user with its reader running: done is
+// closed when a stream it follows ends; stop (idempotent) closes the socket
+// and waits for the reader, which lives until then.
+func (r *run) openReading(ctx context.Context, user string) (s *socket, done <-chan struct{}, stop func(), err error) {
+	s, err = r.open(ctx, user)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ended := make(chan struct{})
+	var once, stopOnce sync.Once
+	readerDone := make(chan struct{})
+	go func() { defer close(readerDone); s.readLoop(ctx, func(string) { once.Do(func() { close(ended) }) }) }()
+	return s, ended, func() { stopOnce.Do(func() { s.close(); <-readerDone }) }, nil
 }
 
 // awaitIndex waits until socket s holds chunk idx of stream id (or the

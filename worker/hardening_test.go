@@ -70,41 +70,9 @@ func TestPool_RecoveriesDoNotWaitForEachOther(t *testing.T) {
 	ctx := streamtest.Ctx(t)
 	dead := e.startNode(t, nodeOpts{name: "dead", hbTTL: time.Second, cfg: worker.Config{Workers: 1}})
 	dead.shutdown(t, time.Second)
-	plant := func(texts ...string) string {
-		t.Helper()
-		_, asst, err := e.db.CreateExchange(ctx, "alice", e.conversation(t), "q")
-		if err != nil {
-			t.Fatal(err)
-		}
-		id := asst.ID
-		if err := dead.log.Create(ctx, id, "alice", asst.ConversationID); err != nil {
-			t.Fatal(err)
-		}
-		if err := dead.queue.Enqueue(ctx, chatstream.Job{StreamID: id, ConversationID: asst.ConversationID, UserID: "alice"}); err != nil {
-			t.Fatal(err)
-		}
-		if _, ok, err := dead.queue.Take(ctx); err != nil || !ok {
-			t.Fatalf("take: %v %v", ok, err)
-		}
-		m, err := dead.log.Claim(ctx, id, "dead")
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i, text := range texts {
-			// Written past the worker's own cleaning, as an older version
-			// or another writer might have.
-			if _, err := dead.log.Append(ctx, id, m.Epoch, int64(i), protocol.AppendChunk(nil, id, int64(i), text, time.Now().UnixMicro())); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := dead.log.MarkFinal(ctx, id, m.Epoch, chatstream.StatusComplete, nil); err != nil {
-			t.Fatal(err)
-		}
-		return id
-	}
-	hangs := plant("stuck ", "write")
-	refused := plant("a\x00", "b")
-	fine := plant("all ", "fine")
+	hangs := e.plantDeadJob(t, dead, []string{"stuck ", "write"}, chatstream.StatusComplete)
+	refused := e.plantDeadJob(t, dead, []string{"a\x00", "b"}, chatstream.StatusComplete)
+	fine := e.plantDeadJob(t, dead, []string{"all ", "fine"}, chatstream.StatusComplete)
 	if err := dead.queue.Heartbeat(ctx); err != nil {
 		t.Fatal(err)
 	}

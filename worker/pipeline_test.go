@@ -13,6 +13,7 @@ import (
 	"github.com/chatstream/chatstream/internal/testenv"
 	"github.com/chatstream/chatstream/llm"
 	"github.com/chatstream/chatstream/llm/llmtest"
+	"github.com/chatstream/chatstream/protocol"
 	"github.com/chatstream/chatstream/store"
 	"github.com/chatstream/chatstream/streaming"
 	"github.com/chatstream/chatstream/worker"
@@ -190,4 +191,43 @@ func (e *env) checkStream(t *testing.T, m *chatstream.Message) []string {
 func (e *env) usage(t *testing.T, id string) (prompt, completion *int) {
 	t.Helper()
 	return streamtest.Usage(t, e.dbURL, id)
+}
+
+// plantDeadJob leaves in Redis and Postgres what node dead leaves when it
+// dies at some step of a job: it took the job, claimed the stream, appended
+// texts (as they are: past the worker's own cleaning, as an older version
+// or another writer might have), and, if final is set, marked that end. It
+// returns the stream id.
+func (e *env) plantDeadJob(t *testing.T, dead *node, texts []string, final chatstream.Status) string {
+	t.Helper()
+	ctx := streamtest.Ctx(t)
+	_, asst, err := e.db.CreateExchange(ctx, "alice", e.conversation(t), "q")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := asst.ID
+	if err := dead.log.Create(ctx, id, "alice", asst.ConversationID); err != nil {
+		t.Fatal(err)
+	}
+	if err := dead.queue.Enqueue(ctx, chatstream.Job{StreamID: id, ConversationID: asst.ConversationID, UserID: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := dead.queue.Take(ctx); err != nil || !ok {
+		t.Fatalf("take: %v %v", ok, err)
+	}
+	m, err := dead.log.Claim(ctx, id, dead.name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, text := range texts {
+		if _, err := dead.log.Append(ctx, id, m.Epoch, int64(i), protocol.AppendChunk(nil, id, int64(i), text, time.Now().UnixMicro())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if final != "" {
+		if err := dead.log.MarkFinal(ctx, id, m.Epoch, final, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return id
 }

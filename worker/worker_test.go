@@ -281,47 +281,13 @@ func TestPool_Shutdown(t *testing.T) {
 func TestPool_Reaper(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	conv := func() string { return e.conversation(t) }
 	ctx := streamtest.Ctx(t)
 	// dead is a node that took jobs and then stopped beating.
 	dead := e.startNode(t, nodeOpts{name: "dead", hbTTL: time.Second, cfg: worker.Config{Workers: 1}})
 	dead.shutdown(t, time.Second)
-	plant := func(t *testing.T, texts []string, final chatstream.Status) string {
-		t.Helper()
-		// A job the dead node took and ran until the given point.
-		_, asst, err := e.db.CreateExchange(ctx, "alice", conv(), "q")
-		if err != nil {
-			t.Fatal(err)
-		}
-		id := asst.ID
-		if err := dead.log.Create(ctx, id, "alice", asst.ConversationID); err != nil {
-			t.Fatal(err)
-		}
-		if err := dead.queue.Enqueue(ctx, chatstream.Job{StreamID: id, ConversationID: asst.ConversationID, UserID: "alice"}); err != nil {
-			t.Fatal(err)
-		}
-		if _, ok, err := dead.queue.Take(ctx); err != nil || !ok {
-			t.Fatalf("take: %v %v", ok, err)
-		}
-		m, err := dead.log.Claim(ctx, id, "dead")
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i, text := range texts {
-			if _, err := dead.log.Append(ctx, id, m.Epoch, int64(i), protocol.AppendChunk(nil, id, int64(i), text, time.Now().UnixMicro())); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if final != "" {
-			if err := dead.log.MarkFinal(ctx, id, m.Epoch, final, nil); err != nil {
-				t.Fatal(err)
-			}
-		}
-		return id
-	}
-	notStarted := plant(t, nil, "")
-	withChunks := plant(t, []string{"part", "ial"}, "")
-	markedComplete := plant(t, []string{"all ", "of it"}, chatstream.StatusComplete)
+	notStarted := e.plantDeadJob(t, dead, nil, "")
+	withChunks := e.plantDeadJob(t, dead, []string{"part", "ial"}, "")
+	markedComplete := e.plantDeadJob(t, dead, []string{"all ", "of it"}, chatstream.StatusComplete)
 	if err := dead.queue.Heartbeat(ctx); err != nil { // the node's last sign of life
 		t.Fatal(err)
 	}
