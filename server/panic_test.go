@@ -82,6 +82,11 @@ func TestWS_PanicInAFrameKeepsTheSocket(t *testing.T) {
 		t.Fatalf("after the panic the socket answered %v", f)
 	}
 	conn.Close(websocket.StatusNormalClosure, "")
+	// The session ends (and logs) once it has answered the close; shutting
+	// down before that would close it for the shutdown instead.
+	if err := logs.WaitFor(ctx, `"msg":"websocket closed"`); err != nil {
+		t.Fatalf("no close logged (%v):\n%s", err, logs.String())
+	}
 	if err := srv.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}
