@@ -4,7 +4,10 @@
 // (store, streaming, llm, server) import it, never each other's internals.
 package chatstream
 
-import "time"
+import (
+	"encoding/json"
+	"time"
+)
 
 // Role is who wrote a message.
 type Role string
@@ -51,13 +54,64 @@ type Message struct {
 	Content        string   `json:"content"`
 	Status         Status   `json:"status"`
 	Error          *Failure `json:"error,omitempty"`
-	// FinishReason is why the model stopped ("stop", "length", …), on an
-	// assistant message that ended; empty for none.
+	// Parts is the message as typed parts; Content is its text parts
+	// joined. A user message's parts are its content as one text part.
+	Parts []Part `json:"parts"`
+	// Model, FinishReason (why the model stopped: "stop", "length", …) and
+	// Usage are an assistant message's, once it ended; empty or nil for
+	// none.
+	Model        string    `json:"model,omitempty"`
 	FinishReason string    `json:"finish_reason,omitempty"`
+	Usage        *Usage    `json:"usage,omitempty"`
 	CreatedAt    time.Time `json:"created_at"`
 	// LastIndex is the index of the last chunk of a finished assistant
 	// message's stream (-1: none, or not finished).
 	LastIndex int64 `json:"-"`
+}
+
+// PartsOrText returns the message's parts; a message stored before parts
+// were (or a user message) is its content as one text part.
+func (m *Message) PartsOrText() []Part {
+	if m.Parts != nil {
+		return m.Parts
+	}
+	if m.Role == RoleUser || m.Content != "" {
+		return []Part{{Type: PartText, Text: m.Content}}
+	}
+	return []Part{}
+}
+
+// MarshalJSON writes a message as clients see it: every message with its
+// parts, an assistant message with model, finish_reason and usage (null
+// when there is none).
+func (m Message) MarshalJSON() ([]byte, error) {
+	type base struct {
+		ID             string    `json:"id"`
+		ConversationID string    `json:"conversation_id"`
+		Role           Role      `json:"role"`
+		Content        string    `json:"content"`
+		Status         Status    `json:"status"`
+		Error          *Failure  `json:"error,omitempty"`
+		Parts          []Part    `json:"parts"`
+		CreatedAt      time.Time `json:"created_at"`
+	}
+	b := base{m.ID, m.ConversationID, m.Role, m.Content, m.Status, m.Error, m.PartsOrText(), m.CreatedAt}
+	if m.Role != RoleAssistant {
+		return json.Marshal(b)
+	}
+	var reason, model *string
+	if m.FinishReason != "" {
+		reason = &m.FinishReason
+	}
+	if m.Model != "" {
+		model = &m.Model
+	}
+	return json.Marshal(struct {
+		base
+		Model        *string `json:"model"`
+		FinishReason *string `json:"finish_reason"`
+		Usage        *Usage  `json:"usage"`
+	}{b, model, reason, m.Usage})
 }
 
 // Failure says why a generation failed; it is shown to the user.
@@ -66,10 +120,20 @@ type Failure struct {
 	Message string `json:"message"`
 }
 
-// Usage is the token accounting an LLM server reported for a generation.
+// Usage is the token accounting an LLM server reported for a generation
+// (summed over its model calls).
 type Usage struct {
 	PromptTokens     int `json:"prompt_tokens"`
 	CompletionTokens int `json:"completion_tokens"`
+	TotalTokens      int `json:"total_tokens"`
+}
+
+// Add returns u plus v, with the total recomputed.
+func (u Usage) Add(v Usage) Usage {
+	u.PromptTokens += v.PromptTokens
+	u.CompletionTokens += v.CompletionTokens
+	u.TotalTokens = u.PromptTokens + u.CompletionTokens
+	return u
 }
 
 // Job asks a worker to generate the answer of one assistant message. The
@@ -88,6 +152,10 @@ type Final struct {
 	Status  Status
 	Failure *Failure
 	Usage   *Usage
+	// Parts are the answer's parts (their text parts joined are Content).
+	Parts []Part
+	// Model is the model that answered.
+	Model string
 	// FinishReason is the model's finish reason; empty for none.
 	FinishReason string
 	// LastIndex is the index of the stream's last chunk, -1 if none.

@@ -26,6 +26,7 @@ import (
 	"github.com/chatstream/chatstream/server"
 	"github.com/chatstream/chatstream/store"
 	"github.com/chatstream/chatstream/streaming"
+	"github.com/chatstream/chatstream/tools"
 	"github.com/chatstream/chatstream/worker"
 )
 
@@ -214,7 +215,12 @@ func (m *Main) Start(ctx context.Context) (err error) {
 	if m.cfg.Workers > 0 {
 		wcfg := m.cfg.Worker
 		wcfg.Workers, wcfg.Logger, wcfg.Metrics = m.cfg.Workers, m.logger, wmetrics
-		m.pool = worker.NewPool(wcfg, m.db, chunkLog, queue, m.hub, events, m.limits, m.cfg.provider())
+		provider := m.cfg.provider()
+		if _, demo := provider.(*llm.Demo); demo && wcfg.Tools == nil {
+			// The offline demo shows tool calls without a TOOLS_FILE.
+			wcfg.Tools = tools.Demo()
+		}
+		m.pool = worker.NewPool(wcfg, m.db, chunkLog, queue, m.hub, events, m.limits, provider)
 		if err = m.pool.Start(ctx); err != nil {
 			return err
 		}

@@ -2,7 +2,6 @@ package delivery
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"runtime/debug"
 	"time"
@@ -234,7 +233,7 @@ func (st *stream) serve(batch []*Follower, hist streaming.History, done []byte) 
 }
 
 // snapshotFromLog sends followers that are ahead of the chunk log the whole
-// text it holds, then lets them continue from there.
+// parts it holds, then lets them continue from there.
 func (st *stream) snapshotFromLog(ctx context.Context, batch []*Follower) error {
 	s := st.owner
 	rctx, cancel := context.WithTimeout(ctx, s.cfg.ReadTimeout)
@@ -243,16 +242,12 @@ func (st *stream) snapshotFromLog(ctx context.Context, batch []*Follower) error 
 	if err != nil {
 		return err
 	}
-	var text []byte
-	for _, fr := range hist.Frames {
-		var c protocol.Chunk
-		if err := json.Unmarshal(fr, &c); err != nil {
-			return err
-		}
-		text = append(text, c.Content...)
+	parts, err := protocol.PartsOf(hist.Frames)
+	if err != nil {
+		return err
 	}
 	last := int64(len(hist.Frames)) - 1
-	frame := protocol.SnapshotFrame(st.id, string(text), last)
+	frame := protocol.SnapshotFrame(st.id, parts, last)
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	for _, f := range batch {
@@ -291,7 +286,7 @@ func (st *stream) fromRecord(ctx context.Context, batch []*Follower) error {
 		// Its worker, or a reaper, will end it; then Postgres can answer.
 		return errStillOpen
 	}
-	snap := protocol.SnapshotFrame(st.id, m.Content, m.LastIndex)
+	snap := protocol.SnapshotFrame(st.id, m.PartsOrText(), m.LastIndex)
 	done := protocol.MessageDone(m)
 	st.mu.Lock()
 	defer st.mu.Unlock()

@@ -290,7 +290,7 @@ func TestStreams_CatchUpFromNodeCopy(t *testing.T) {
 
 	// The end: every follower gets done once, and one that resumes after it
 	// gets done from the copy.
-	if err := log.Finish(ctx, id, meta.Epoch, chatstream.StatusComplete, n, nil, ""); err != nil {
+	if err := log.Finish(ctx, id, meta.Epoch, n, streaming.End{Status: chatstream.StatusComplete}); err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range append(sinks, first, late) {
@@ -352,7 +352,7 @@ func TestStreams_FollowerAheadOfNodeCopy(t *testing.T) {
 	if _, err := log.Append(ctx, id, meta.Epoch, 6, chunkFrames(id, 6, 7)[0]); err != nil {
 		t.Fatal(err)
 	}
-	if err := log.Finish(ctx, id, meta.Epoch, chatstream.StatusComplete, 7, nil, ""); err != nil {
+	if err := log.Finish(ctx, id, meta.Epoch, 7, streaming.End{Status: chatstream.StatusComplete}); err != nil {
 		t.Fatal(err)
 	}
 	ahead.await(t, protocol.TypeDone, 6)
@@ -370,7 +370,7 @@ func TestStreams_ClientAheadOfTheLogGetsSnapshot(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := e.log.Finish(e.ctx, id, e.epoch, chatstream.StatusComplete, 3, nil, ""); err != nil {
+	if err := e.log.Finish(e.ctx, id, e.epoch, 3, streaming.End{Status: chatstream.StatusComplete}); err != nil {
 		t.Fatal(err)
 	}
 	s := newSinkLog()
@@ -411,7 +411,7 @@ func TestStreams_LargestClaimedIndex(t *testing.T) {
 		}
 		defer f.Close()
 	}
-	if err := e.log.Finish(e.ctx, id, e.epoch, chatstream.StatusComplete, 3, nil, ""); err != nil {
+	if err := e.log.Finish(e.ctx, id, e.epoch, 3, streaming.End{Status: chatstream.StatusComplete}); err != nil {
 		t.Fatal(err)
 	}
 	for i, s := range sinks {
@@ -473,7 +473,7 @@ func TestStreams_PanicInAHistoryReadIsContained(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer g.Close()
-	if err := e.log.Finish(e.ctx, id, e.epoch, chatstream.StatusComplete, 3, nil, ""); err != nil {
+	if err := e.log.Finish(e.ctx, id, e.epoch, 3, streaming.End{Status: chatstream.StatusComplete}); err != nil {
 		t.Fatal(err)
 	}
 	good.await(t, protocol.TypeDone, 2)

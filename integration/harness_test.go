@@ -29,6 +29,7 @@ import (
 	"github.com/chatstream/chatstream/limits"
 	"github.com/chatstream/chatstream/llm"
 	"github.com/chatstream/chatstream/llm/llmtest"
+	"github.com/chatstream/chatstream/protocol"
 	"github.com/chatstream/chatstream/streaming"
 )
 
@@ -257,6 +258,9 @@ type apiMessage struct {
 	Status         chatstream.Status   `json:"status"`
 	Error          *chatstream.Failure `json:"error"`
 	FinishReason   string              `json:"finish_reason"`
+	Parts          []chatstream.Part   `json:"parts"`
+	Model          *string             `json:"model"`
+	Usage          *chatstream.Usage   `json:"usage"`
 }
 
 type sent struct {
@@ -357,8 +361,8 @@ func (c *cluster) llen(t testing.TB, id string) int64 {
 func (c *cluster) checkStream(t testing.TB, m apiMessage) []string {
 	t.Helper()
 	return streamtest.CheckStream(t, c.redis, c.keys, c.frames,
-		&chatstream.Message{ID: m.ID, ConversationID: m.ConversationID, Content: m.Content, Status: m.Status, Error: m.Error,
-			FinishReason: m.FinishReason})
+		&chatstream.Message{ID: m.ID, ConversationID: m.ConversationID, Role: chatstream.Role(m.Role), Content: m.Content, Status: m.Status,
+			Error: m.Error, FinishReason: m.FinishReason, Parts: m.Parts, Usage: m.Usage})
 }
 
 // usage reads the token counts stored with message id.
@@ -386,6 +390,22 @@ type frame struct {
 	Error            *struct{ Code, Message string }
 	UserMessage      *apiMessage `json:"user_message"`
 	AssistantMessage *apiMessage `json:"assistant_message"`
+	// Of chunks of other kinds than text, snapshots and done frames.
+	Kind         string                 `json:"kind"`
+	Reasoning    string                 `json:"reasoning"`
+	ToolCall     *protocol.ToolCall     `json:"tool_call"`
+	ToolApproval *protocol.ToolApproval `json:"tool_approval"`
+	ToolResult   *protocol.ToolResult   `json:"tool_result"`
+	Parts        []chatstream.Part      `json:"parts"`
+	Usage        *chatstream.Usage      `json:"usage"`
+	FinishReason string                 `json:"finish_reason"`
+	CallID       string                 `json:"call_id"`
+}
+
+// part is what a chunk frame carries.
+func (f frame) part() chatstream.Part {
+	return protocol.Chunk{Kind: f.Kind, Content: f.Content, Reasoning: f.Reasoning, ToolCall: f.ToolCall,
+		ToolApproval: f.ToolApproval, ToolResult: f.ToolResult}.Part()
 }
 
 // wsClient is a test's WebSocket client. Its write, read and follow fail
@@ -507,6 +527,7 @@ func (c *wsClient) readUntil(typ string) (frame, []frame) {
 type streamResult struct {
 	indexes  []int64
 	text     strings.Builder
+	parts    chatstream.PartsBuilder // of the chunks (and snapshot)
 	snapshot bool
 	done     frame
 	// others are the frames of other streams, or of no stream (message
@@ -535,10 +556,15 @@ func (c *wsClient) follow(id string, from int64) *streamResult {
 			next++
 			r.indexes = append(r.indexes, f.Index)
 			r.text.WriteString(f.Content)
+			r.parts.Add(f.part())
 		case "snapshot":
 			r.snapshot = true
 			r.text.Reset()
 			r.text.WriteString(f.Content)
+			r.parts = chatstream.PartsBuilder{}
+			for _, p := range f.Parts {
+				r.parts.Add(p)
+			}
 			next = f.LastIndex + 1
 		case "done":
 			if f.LastIndex != next-1 {

@@ -345,19 +345,19 @@ type hubFloodStream struct {
 	done bool
 }
 
-func (s *hubFloodStream) Recv() (string, error) {
+func (s *hubFloodStream) Recv() (llm.Delta, error) {
 	if s.sent == s.p.n {
 		s.done = true
-		return "", io.EOF
+		return llm.Delta{}, io.EOF
 	}
 	select {
 	case <-s.ctx.Done():
-		return "", s.ctx.Err()
+		return llm.Delta{}, s.ctx.Err()
 	case <-s.tick.C:
 	}
 	s.sent++
 	head := fmt.Sprintf("[%d]", s.sent)
-	return head + strings.Repeat("x", s.p.size-len(head)), nil
+	return llm.Delta{Text: head + strings.Repeat("x", s.p.size-len(head))}, nil
 }
 
 func (s *hubFloodStream) Usage() (chatstream.Usage, bool) { return chatstream.Usage{}, s.done }
@@ -410,16 +410,19 @@ func TestWS_SlowReaderClosed1013(t *testing.T) {
 	slow := stuck[0].conn
 	normal := n.dial(t, tok)
 	normal.write(map[string]any{"type": "subscribe", "stream_id": id})
-	r := normal.follow(id, 0)
-	stored := n.message(t, tok, conv, id)
-	if r.done.Status != "complete" || len(r.indexes) != chunks || r.text.String() != stored.Content {
-		t.Fatalf("normal follower: %s after %d chunks, %d bytes of %d", r.done.Status, len(r.indexes), r.text.Len(), len(stored.Content))
-	}
+	// The normal follower reads meanwhile; its failure (Fatalf ends its
+	// goroutine) sends nil.
+	followed := make(chan *streamResult, 1)
+	go func() {
+		var r *streamResult
+		defer func() { followed <- r }()
+		r = normal.follow(id, 0)
+	}()
 	streamtest.Eventually(t, 20*time.Second, func() bool {
 		return n.metric(t, `chatstream_websocket_errors_total{code="slow_consumer"}`) == 2
 	}, "both stuck sockets declared slow")
-	// The slow client reads what reached it (within the write timeout, so
-	// the write in flight completes): the close frame says 1013.
+	// The slow client reads what reached it at once (within the write
+	// timeout, so the write in flight completes): the close frame says 1013.
 	var frames int
 	for {
 		_, _, err := slow.Read(ctx)
@@ -430,6 +433,14 @@ func TestWS_SlowReaderClosed1013(t *testing.T) {
 			break
 		}
 		frames++
+	}
+	r := <-followed
+	if r == nil {
+		t.FailNow()
+	}
+	stored := n.message(t, tok, conv, id)
+	if r.done.Status != "complete" || len(r.indexes) != chunks || r.text.String() != stored.Content {
+		t.Fatalf("normal follower: %s after %d chunks, %d bytes of %d", r.done.Status, len(r.indexes), r.text.Len(), len(stored.Content))
 	}
 	t.Logf("slow socket got %d frames before its 1013; the normal one %d chunks", frames, len(r.indexes))
 	// The dead one is dropped once its write in flight times out: no

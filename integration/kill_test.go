@@ -18,6 +18,8 @@ import (
 	"github.com/chatstream/chatstream/limits"
 	"github.com/chatstream/chatstream/llm"
 	"github.com/chatstream/chatstream/llm/llmtest"
+	"github.com/chatstream/chatstream/streaming"
+	"github.com/chatstream/chatstream/tools"
 	"github.com/chatstream/chatstream/worker"
 )
 
@@ -36,6 +38,7 @@ type processSpec struct {
 	Workers     int
 	HTTPAddr    string        // empty: any free port
 	Limits      limits.Config // the per-user limits
+	ToolsFile   string        // TOOLS_FILE; empty: no tools
 }
 
 // TestMain runs the test binary as a node process when a kill test starts
@@ -63,6 +66,13 @@ func runNodeProcess(raw string) error {
 	if spec.HTTPAddr == "" {
 		spec.HTTPAddr = "127.0.0.1:0"
 	}
+	wcfg := worker.Config{SystemPrompt: systemPrompt}
+	if spec.ToolsFile != "" {
+		var err error
+		if wcfg.Tools, err = tools.Load(spec.ToolsFile, nil); err != nil {
+			return err
+		}
+	}
 	return app.New(app.Config{
 		HTTPAddr:     spec.HTTPAddr,
 		Limits:       spec.Limits,
@@ -74,7 +84,7 @@ func runNodeProcess(raw string) error {
 		Workers:      spec.Workers,
 		HeartbeatTTL: time.Second,
 		Provider:     llm.NewOpenAI(llm.OpenAIConfig{BaseURL: spec.LLMURL, APIKey: "test", Model: "m", IncludeUsage: true, RetryBase: time.Millisecond}),
-		Worker:       worker.Config{SystemPrompt: systemPrompt},
+		Worker:       wcfg,
 	}).Run(ctx)
 }
 
@@ -187,4 +197,52 @@ func TestPipeline_WorkerKilled(t *testing.T) {
 			t.Fatalf("model requests = %+v, want the same prompt twice", reqs)
 		}
 	})
+}
+
+// A node killed while a tool call waits for approval: the node that takes
+// the job over waits on, runs the call once the user approves (the tool
+// server sees it once) and ends the answer complete, with no worker_lost.
+func TestPipeline_KilledWhileApprovalWaits(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	te := newToolEndpoint(t)
+	api := c.node(t, 0)
+	alice := api.devToken(t, "alice")
+	conv := api.conversation(t, alice)
+	c.llm.Enqueue(llmtest.Script{Tokens: []string{"Saving."}, ToolCalls: []llm.ToolCall{saveCall}},
+		llmtest.Script{Tokens: []string{"Saved", " it."}})
+	victim := c.startProcess(t, "victim", func(ps *processSpec) { ps.ToolsFile = te.file })
+	s := api.send(t, alice, conv, "save milk")
+	tab := api.dial(t, alice)
+	tab.write(map[string]any{"type": "subscribe", "stream_id": s.StreamID, "last_index": -1})
+	if f := tab.readChunk(s.StreamID, 1); f.Kind != "tool_call" {
+		t.Fatalf("chunk 1 = %+v", f)
+	}
+	victim.kill(t)
+	c.node(t, 1, withTools(te.set(t))) // the survivor
+	// The survivor holds the job once its worker has claimed it (the
+	// victim's claim, the reaper's, the worker's).
+	streamtest.Eventually(t, 20*time.Second, func() bool {
+		m, err := streaming.NewChunkLog(c.redis, c.keys, time.Hour).Meta(streamtest.Ctx(t), s.StreamID)
+		return err == nil && m.Attempts >= 3
+	}, "the survivor never took the job over")
+	var e struct{ Error struct{ Code string } }
+	if code := api.call(t, "POST", "/v1/streams/"+s.StreamID+"/approvals", alice, map[string]any{"call_id": saveCall.ID, "approved": true}, &e); code != 202 {
+		t.Fatalf("approve = %d %+v", code, e)
+	}
+	r := tab.follow(s.StreamID, 2)
+	if r.done.Status != "complete" {
+		t.Fatalf("done = %+v", r.done)
+	}
+	m := api.final(t, alice, conv, s.StreamID)
+	if m.Status != chatstream.StatusComplete || m.Content != "Saving.Saved it." || m.Error != nil {
+		t.Fatalf("message = %+v (error %+v)", m, m.Error)
+	}
+	c.checkStream(t, m)
+	if n := te.calls(); len(n) != 1 || n[saveCall.ID] != 1 {
+		t.Fatalf("tool calls by key = %v, want %s once", n, saveCall.ID)
+	}
+	if reqs := c.llm.Requests(); len(reqs) != 2 || reqs[1].Messages[len(reqs[1].Messages)-1].Content != "saved milk" {
+		t.Fatalf("model requests = %+v, want the first round and one with the result", reqs)
+	}
 }

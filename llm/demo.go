@@ -2,6 +2,7 @@ package llm
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"strconv"
 	"strings"
@@ -32,13 +33,17 @@ type DemoConfig struct {
 //
 // A last user message whose first line is
 //
-//	/demo tokens=N rate=R
+//	/demo tokens=N rate=R think=T tool=NAME
 //
-// (either key optional) overrides, for that request, Tokens with N (0: the
+// (every key optional) overrides, for that request, Tokens with N (0: the
 // natural length) and TokensPerSec with R (0 or negative: as fast as
-// possible); the rest of the message is the question. Invalid values are
+// possible); think=T streams T words of reasoning before the answer;
+// tool=NAME calls the offered tool NAME (the built-in demo tools are clock,
+// calculator and save_note, which asks for approval) before answering with
+// its result. The rest of the message is the question. Invalid values are
 // ignored. A positive Request.MaxTokens below the number of deltas cuts the
-// answer there with finish reason "length"; otherwise it is "stop".
+// answer there with finish reason "length"; otherwise it is "stop" (or
+// "tool_calls" when it calls a tool).
 type Demo struct {
 	cfg DemoConfig
 }
@@ -73,6 +78,10 @@ func (d *Demo) Stream(ctx context.Context, req Request) (Stream, error) {
 	}
 	q, p := d.params(lastUser(req.Messages))
 	text := demoAnswer(q)
+	if last := req.Messages[len(req.Messages)-1]; last.Role == "tool" {
+		// The answer after a tool call: its result, then the answer.
+		text = demoSep + "The tool answered: **" + demoSafe(last.Content) + "**." + text
+	}
 	n := p.tokens
 	if n == 0 {
 		n = countWords(text)
@@ -80,6 +89,14 @@ func (d *Demo) Stream(ctx context.Context, req Request) (Stream, error) {
 	s := &demoStream{ctx: ctx, text: text, pos: len(demoSep), left: n, finish: "stop"}
 	if req.MaxTokens > 0 && req.MaxTokens < n {
 		s.left, s.finish = req.MaxTokens, "length"
+	}
+	if p.think > 0 && req.Messages[len(req.Messages)-1].Role != "tool" {
+		s.reasoning, s.thinkLeft = demoReasoning(q), p.think
+	}
+	if p.tool != "" && req.Messages[len(req.Messages)-1].Role != "tool" && offered(req.Tools, p.tool) {
+		// This round calls the tool; the answer comes in the next.
+		s.call = &ToolCall{ID: fmt.Sprintf("call_%08x", fnv1a(q+p.tool)), Name: p.tool, Arguments: demoArguments(p.tool, q)}
+		s.left, s.finish = 0, "tool_calls"
 	}
 	for _, m := range req.Messages {
 		s.prompt += 4 + countWords(m.Content)*4/3
@@ -92,10 +109,22 @@ func (d *Demo) Stream(ctx context.Context, req Request) (Stream, error) {
 	return s, nil
 }
 
+// offered reports whether tools has one named name.
+func offered(tools []Tool, name string) bool {
+	for _, t := range tools {
+		if t.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
 // demoParams are the settings of one demo generation.
 type demoParams struct {
 	tokens int     // 0: natural length
 	rate   float64 // deltas per second; <= 0: as fast as possible
+	think  int     // words of reasoning before the answer
+	tool   string  // the tool to call first; empty: none
 }
 
 // params returns the question of the last user message q and the settings
@@ -121,65 +150,95 @@ func (d *Demo) params(q string) (string, demoParams) {
 			if r, err := strconv.ParseFloat(v, 64); err == nil {
 				p.rate = r
 			}
+		case "think":
+			if n, err := strconv.Atoi(v); err == nil && n >= 0 {
+				p.think = min(n, maxThink)
+			}
+		case "tool":
+			p.tool = v
 		}
 	}
 	return rest, p
 }
 
-// demoStream is the Stream of a Demo provider.
+// maxThink bounds the reasoning of one demo answer, in words.
+const maxThink = 10000
+
+// demoStream is the Stream of a Demo provider: reasoning words, then answer
+// words (or a tool call), one delta each.
 type demoStream struct {
-	ctx    context.Context
-	text   string       // demoSep + answer; the separator is sent when the answer repeats
-	pos    int          // start of the next delta in text
-	left   int          // deltas still to send
-	sent   int          // deltas sent
-	prompt int          // rough prompt tokens
-	ticker *time.Ticker // paces the deltas; nil: as fast as possible
-	finish string
-	done   bool
-	closed bool
+	ctx       context.Context
+	text      string // demoSep + answer; the separator is sent when the answer repeats
+	pos       int    // start of the next delta in text
+	left      int    // answer deltas still to send
+	reasoning string // the reasoning text, repeated as needed
+	rpos      int
+	thinkLeft int       // reasoning deltas still to send
+	call      *ToolCall // the tool call to send once the reasoning is out
+	sent      int       // deltas sent
+	prompt    int       // rough prompt tokens
+	ticker    *time.Ticker
+	finish    string
+	done      bool
+	closed    bool
 }
 
-// Recv returns the next word with its leading whitespace.
-func (s *demoStream) Recv() (string, error) {
+// Recv returns the next delta: a word with its leading whitespace, of the
+// reasoning or of the answer, or the tool call.
+func (s *demoStream) Recv() (Delta, error) {
 	switch {
 	case s.closed:
-		return "", errStreamClosed
+		return Delta{}, errStreamClosed
 	case s.done:
-		return "", io.EOF
+		return Delta{}, io.EOF
 	}
 	if err := s.ctx.Err(); err != nil {
-		return "", err
+		return Delta{}, err
 	}
-	if s.left == 0 {
+	if s.thinkLeft == 0 && s.left == 0 && s.call == nil {
 		s.done = true
 		s.stopTicker()
-		return "", io.EOF
+		return Delta{}, io.EOF
 	}
 	if s.ticker != nil {
 		select {
 		case <-s.ctx.Done():
-			return "", s.ctx.Err()
+			return Delta{}, s.ctx.Err()
 		case <-s.ticker.C:
 		}
 	}
-	if s.pos >= len(s.text) {
-		s.pos = 0 // repeat, starting with the separator
-	}
-	end := nextWord(s.text, s.pos)
-	delta := s.text[s.pos:end]
-	s.pos = end
-	s.left--
 	s.sent++
-	return delta, nil
+	switch {
+	case s.thinkLeft > 0:
+		s.thinkLeft--
+		if s.rpos >= len(s.reasoning) {
+			s.rpos = 0
+		}
+		end := nextWord(s.reasoning, s.rpos)
+		delta := s.reasoning[s.rpos:end]
+		s.rpos = end
+		return Delta{Reasoning: delta}, nil
+	case s.left > 0:
+		if s.pos >= len(s.text) {
+			s.pos = 0 // repeat, starting with the separator
+		}
+		end := nextWord(s.text, s.pos)
+		delta := s.text[s.pos:end]
+		s.pos = end
+		s.left--
+		return Delta{Text: delta}, nil
+	}
+	c := s.call
+	s.call = nil
+	return Delta{ToolCall: c}, nil
 }
 
 // Usage returns rough token counts once the stream ended.
 func (s *demoStream) Usage() (chatstream.Usage, bool) {
-	return chatstream.Usage{PromptTokens: s.prompt, CompletionTokens: s.sent}, s.done
+	return chatstream.Usage{PromptTokens: s.prompt, CompletionTokens: s.sent, TotalTokens: s.prompt + s.sent}, s.done
 }
 
-// FinishReason returns "stop" or "length" once the stream ended.
+// FinishReason returns "stop", "length" or "tool_calls" once the stream ended.
 func (s *demoStream) FinishReason() string {
 	if !s.done {
 		return ""

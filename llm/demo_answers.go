@@ -1,6 +1,7 @@
 package llm
 
 import (
+	"encoding/json"
 	"strings"
 	"unicode"
 )
@@ -160,4 +161,49 @@ func fnv1a(s string) uint32 {
 		h *= 16777619
 	}
 	return h
+}
+
+// demoReasoning is what the demo "thinks" about question before answering.
+func demoReasoning(question string) string {
+	topic := demoTopic(question)
+	return " The user asks about " + topic + ". I should answer with the essentials first, then an example." +
+		" Which parts matter most for " + topic + "? Probably the simplest working version, and how to check it." +
+		" I will keep the answer short and concrete."
+}
+
+// demoArguments are the arguments the demo model calls a tool with.
+func demoArguments(tool, question string) string {
+	switch tool {
+	case "calculator":
+		expr := ""
+		for _, r := range question {
+			if strings.ContainsRune("0123456789+-*/(). ", r) {
+				expr += string(r)
+			}
+		}
+		if strings.TrimSpace(expr) == "" || !strings.ContainsAny(expr, "0123456789") {
+			expr = "6 * 7"
+		}
+		b, _ := json.Marshal(map[string]string{"expression": strings.TrimSpace(expr)})
+		return string(b)
+	case "clock":
+		return `{"timezone":"UTC"}`
+	}
+	b, _ := json.Marshal(map[string]string{"text": demoTopic(question)})
+	return string(b)
+}
+
+// demoSafe is s without the characters that would break the Markdown
+// around it, at most 200 bytes.
+func demoSafe(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r == '*' || r == '`' || r == '\n' || r == '\r' {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) > 200 {
+		s = s[:200]
+	}
+	return strings.TrimSpace(s)
 }

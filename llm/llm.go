@@ -11,20 +11,49 @@ package llm
 
 import (
 	"context"
+	"encoding/json"
 
 	"github.com/chatstream/chatstream"
 )
 
-// Message is one prompt message. Role is "system", "user" or "assistant".
+// Message is one prompt message. Role is "system", "user", "assistant" or
+// "tool".
 type Message struct {
 	Role    string
 	Content string
+	// ToolCalls are the calls an assistant message made.
+	ToolCalls []ToolCall
+	// ToolCallID names the call a tool message answers.
+	ToolCallID string
+}
+
+// ToolCall is a call a model made: its id, the tool's name and the JSON
+// text of the arguments.
+type ToolCall struct {
+	ID, Name, Arguments string
+}
+
+// Tool is a tool offered to the model.
+type Tool struct {
+	Name, Description string
+	// Parameters is the JSON Schema of the arguments.
+	Parameters json.RawMessage
 }
 
 // Request is one generation.
 type Request struct {
 	Messages  []Message
 	MaxTokens int // 0: provider default
+	// Tools are offered to the model; none: it can call none.
+	Tools []Tool
+}
+
+// Delta is one piece of an answer: text, reasoning, or a complete tool
+// call (a call's fragments are put together before it is handed on).
+type Delta struct {
+	Text      string
+	Reasoning string
+	ToolCall  *ToolCall
 }
 
 // Provider starts streamed generations. Implementations are safe for
@@ -39,21 +68,21 @@ type Provider interface {
 	Name() string
 }
 
-// Stream yields the text deltas of one generation. A Stream is used by one
+// Stream yields the deltas of one generation. A Stream is used by one
 // goroutine at a time; to interrupt a blocked Recv, cancel the context given
 // to Provider.Stream.
 type Stream interface {
-	// Recv returns the next non-empty text delta. It returns io.EOF (never
+	// Recv returns the next non-empty delta. It returns io.EOF (never
 	// wrapped) only when the generation finished properly, that is a finish
 	// reason such as "stop" or "length" arrived; a server that hangs up
 	// without one gives an error wrapping ErrTruncated; a cancelled context
 	// gives the context's error; other failures give an *Error.
-	Recv() (string, error)
+	Recv() (Delta, error)
 	// Usage is the token usage the server reported, if any. It is known
 	// after Recv returned io.EOF.
 	Usage() (chatstream.Usage, bool)
-	// FinishReason is why the generation ended ("stop", "length", ...),
-	// known after Recv returned io.EOF.
+	// FinishReason is why the generation ended ("stop", "length",
+	// "tool_calls", ...), known after Recv returned io.EOF.
 	FinishReason() string
 	// Close releases the stream; it may be called at any time, more than once.
 	Close() error

@@ -13,8 +13,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/chatstream/chatstream"
 	openai "github.com/sashabaranov/go-openai"
+
+	"github.com/chatstream/chatstream"
 )
 
 // DefaultOpenAIBaseURL is OpenAI's own API root, used when
@@ -149,13 +150,21 @@ func (p *OpenAI) Stream(ctx context.Context, req Request) (Stream, error) {
 func (p *OpenAI) request(req Request) openai.ChatCompletionRequest {
 	msgs := make([]openai.ChatCompletionMessage, len(req.Messages))
 	for i, m := range req.Messages {
-		msgs[i] = openai.ChatCompletionMessage{Role: m.Role, Content: m.Content}
+		msgs[i] = openai.ChatCompletionMessage{Role: m.Role, Content: m.Content, ToolCallID: m.ToolCallID}
+		for _, c := range m.ToolCalls {
+			msgs[i].ToolCalls = append(msgs[i].ToolCalls, openai.ToolCall{ID: c.ID, Type: openai.ToolTypeFunction,
+				Function: openai.FunctionCall{Name: c.Name, Arguments: c.Arguments}})
+		}
 	}
 	creq := openai.ChatCompletionRequest{
 		Model:     p.cfg.Model,
 		Messages:  msgs,
 		Stream:    true,
 		MaxTokens: req.MaxTokens,
+	}
+	for _, t := range req.Tools {
+		creq.Tools = append(creq.Tools, openai.Tool{Type: openai.ToolTypeFunction, Function: &openai.FunctionDefinition{
+			Name: t.Name, Description: t.Description, Parameters: t.Parameters}})
 	}
 	if p.cfg.IncludeUsage {
 		creq.StreamOptions = &openai.StreamOptions{IncludeUsage: true}
@@ -228,6 +237,9 @@ func (d retryAfterDoer) Do(req *http.Request) (*http.Response, error) {
 		if p, ok := req.Context().Value(retryAfterKey{}).(*time.Duration); ok {
 			*p = retryAfter(resp.Header, time.Now())
 		}
+	}
+	if err == nil && resp.StatusCode == http.StatusOK {
+		resp.Body = reasoningKeys(resp.Body)
 	}
 	return resp, err
 }
@@ -334,8 +346,12 @@ type openaiStream struct {
 	st     *openai.ChatCompletionStream
 	model  string
 
-	deltas   int    // non-empty deltas returned
-	finish   string // finish reason, once one arrived
+	deltas int    // non-empty deltas returned
+	finish string // finish reason, once one arrived
+	// calls are the tool calls being put together from their fragments, by
+	// the index the server gives them; ready those complete, to hand on.
+	calls    []*ToolCall
+	ready    []ToolCall
 	usage    chatstream.Usage
 	hasUsage bool
 	eof      bool
@@ -357,36 +373,94 @@ func (s *openaiStream) ctxErr() error {
 	return errStreamClosed
 }
 
-// Recv returns the next non-empty text delta; see Stream.
-func (s *openaiStream) Recv() (string, error) {
+// Recv returns the next non-empty delta; see Stream. Reasoning comes as
+// reasoning_content (DeepSeek, vLLM) or reasoning (Ollama, OpenRouter; see
+// reasoningKeys); a tool call is handed on whole once its finish reason
+// came.
+func (s *openaiStream) Recv() (Delta, error) {
 	if s.closed {
-		return "", errStreamClosed
-	}
-	if s.eof {
-		return "", io.EOF
+		return Delta{}, errStreamClosed
 	}
 	for {
+		if len(s.ready) > 0 {
+			c := s.ready[0]
+			s.ready = s.ready[1:]
+			s.deltas++
+			return Delta{ToolCall: &c}, nil
+		}
+		if s.eof {
+			return Delta{}, io.EOF
+		}
 		resp, err := s.st.Recv()
 		if err != nil {
-			return "", s.recvError(err)
+			if err = s.recvError(err); errors.Is(err, io.EOF) {
+				s.flushCalls()
+				continue
+			}
+			return Delta{}, err
 		}
 		s.stall.reset()
 		if resp.Usage != nil {
-			s.usage = chatstream.Usage{PromptTokens: resp.Usage.PromptTokens, CompletionTokens: resp.Usage.CompletionTokens}
+			s.usage = chatstream.Usage{PromptTokens: resp.Usage.PromptTokens, CompletionTokens: resp.Usage.CompletionTokens,
+				TotalTokens: resp.Usage.PromptTokens + resp.Usage.CompletionTokens}
 			s.hasUsage = true
 		}
 		if len(resp.Choices) == 0 { // the usage chunk
 			continue
 		}
 		c := resp.Choices[0]
+		for _, tc := range c.Delta.ToolCalls {
+			s.addCallFragment(tc)
+		}
 		if c.FinishReason != "" {
 			s.finish = string(c.FinishReason)
+			s.flushCalls()
 		}
-		if c.Delta.Content != "" {
+		switch {
+		case c.Delta.ReasoningContent != "":
 			s.deltas++
-			return c.Delta.Content, nil
+			return Delta{Reasoning: c.Delta.ReasoningContent}, nil
+		case c.Delta.Content != "":
+			s.deltas++
+			return Delta{Text: c.Delta.Content}, nil
 		}
 	}
+}
+
+// addCallFragment adds one fragment of a tool call: the first of a call
+// brings its id and name, the others pieces of its arguments.
+func (s *openaiStream) addCallFragment(tc openai.ToolCall) {
+	i := len(s.calls)
+	if tc.Index != nil {
+		i = *tc.Index
+	} else if tc.ID == "" && i > 0 {
+		i-- // no index and no id: more of the last call
+	}
+	for len(s.calls) <= i {
+		s.calls = append(s.calls, nil)
+	}
+	c := s.calls[i]
+	if c == nil {
+		c = &ToolCall{}
+		s.calls[i] = c
+	}
+	if tc.ID != "" {
+		c.ID = tc.ID
+	}
+	if tc.Function.Name != "" {
+		c.Name = tc.Function.Name
+	}
+	c.Arguments += tc.Function.Arguments
+}
+
+// flushCalls hands on the tool calls put together so far, in index order.
+func (s *openaiStream) flushCalls() {
+	for _, c := range s.calls {
+		if c != nil && c.Name != "" {
+			s.ready = append(s.ready, *c)
+		}
+	}
+	s.calls = nil
 }
 
 // recvError turns an error of go-openai's Recv into ours.

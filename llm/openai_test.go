@@ -3,8 +3,10 @@ package llm_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -51,9 +53,25 @@ func ask(q string) llm.Request {
 	}}
 }
 
-// drain reads s to its first error and returns the deltas and that error.
+// drain reads s to its first error and returns the text deltas and that
+// error; a delta of another kind is an error.
 func drain(s llm.Stream) ([]string, error) {
 	var deltas []string
+	for {
+		d, err := s.Recv()
+		if err != nil {
+			return deltas, err
+		}
+		if d.Reasoning != "" || d.ToolCall != nil {
+			return deltas, fmt.Errorf("a delta that is not text: %+v", d)
+		}
+		deltas = append(deltas, d.Text)
+	}
+}
+
+// drainAll reads s to its first error and returns every delta and that error.
+func drainAll(s llm.Stream) ([]llm.Delta, error) {
+	var deltas []llm.Delta
 	for {
 		d, err := s.Recv()
 		if err != nil {
@@ -124,7 +142,7 @@ func TestOpenAI_Stream(t *testing.T) {
 		t.Errorf("FinishReason() = %q, want stop", got)
 	}
 	// llmtest counts prompt tokens as words: "You are terse." + "Say hello".
-	if u, ok := s.Usage(); !ok || u != (chatstream.Usage{PromptTokens: 5, CompletionTokens: len(tokens)}) {
+	if u, ok := s.Usage(); !ok || u != (chatstream.Usage{PromptTokens: 5, CompletionTokens: len(tokens), TotalTokens: 5 + len(tokens)}) {
 		t.Errorf("Usage() = %+v, %v", u, ok)
 	}
 	if err := s.Close(); err != nil {
@@ -145,7 +163,7 @@ func TestOpenAI_Stream(t *testing.T) {
 	if r.Model != "test-model" || !r.Stream {
 		t.Errorf("model %q stream %v", r.Model, r.Stream)
 	}
-	if want := ask("Say hello").Messages; len(r.Messages) != 2 || r.Messages[0] != want[0] || r.Messages[1] != want[1] {
+	if want := ask("Say hello").Messages; !reflect.DeepEqual(r.Messages, want) {
 		t.Errorf("messages = %+v, want %+v", r.Messages, want)
 	}
 	if r.StreamOptions == nil || !r.StreamOptions.IncludeUsage {

@@ -10,6 +10,7 @@ const (
 	TypeUnwatch     = "unwatch"
 	TypeSend        = "send"
 	TypeCancel      = "cancel"
+	TypeApprove     = "approve"
 )
 
 // RequestID is a client's request_id, echoed as it came (any JSON value).
@@ -24,6 +25,9 @@ type ClientFrame struct {
 	ConversationID *string   `json:"conversation_id"`
 	Content        *string   `json:"content"`
 	LastIndex      *int64    `json:"last_index"`
+	// CallID and Approved are an approve frame's.
+	CallID   *string `json:"call_id"`
+	Approved *bool   `json:"approved"`
 }
 
 // MaxRequestID is the longest request_id echoed; a longer one is dropped.

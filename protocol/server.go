@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"encoding/json"
+	"fmt"
 	"strconv"
 
 	"github.com/chatstream/chatstream"
@@ -22,6 +23,7 @@ const (
 	TypeWatching     = "watching"
 	TypeUnwatched    = "unwatched"
 	TypeCancelling   = "cancelling"
+	TypeAnswered     = "answered" // an approve was recorded
 )
 
 // AppendChunk appends the frame of one chunk to dst. The worker builds it
@@ -39,13 +41,118 @@ func AppendChunk(dst []byte, streamID string, index int64, content string, ts in
 	return append(dst, '}')
 }
 
+// Chunk kinds: what a chunk carries. A chunk without a kind is text.
+const (
+	KindText         = "text"
+	KindReasoning    = "reasoning"
+	KindToolCall     = "tool_call"
+	KindToolApproval = "tool_approval"
+	KindToolResult   = "tool_result"
+)
+
+// AppendPartChunk appends the frame of a chunk that carries part: a text
+// chunk as AppendChunk builds it, any other kind with an empty content (so
+// that the contents of a stream's chunks joined are still its text) and the
+// part beside it.
+func AppendPartChunk(dst []byte, streamID string, index int64, part chatstream.Part, ts int64) []byte {
+	if part.Type == chatstream.PartText {
+		return AppendChunk(dst, streamID, index, part.Text, ts)
+	}
+	dst = append(dst, `{"type":"chunk","stream_id":"`...)
+	dst = append(dst, streamID...)
+	dst = append(dst, `","index":`...)
+	dst = strconv.AppendInt(dst, index, 10)
+	dst = append(dst, `,"kind":"`...)
+	dst = append(dst, part.Type...)
+	dst = append(dst, `","content":"",`...)
+	switch part.Type {
+	case chatstream.PartReasoning:
+		dst = append(dst, `"reasoning":`...)
+		dst = AppendJSONString(dst, part.Text)
+	case chatstream.PartToolCall:
+		b, _ := json.Marshal(ToolCall{CallID: part.CallID, Name: part.Name, Arguments: part.Arguments, RequiresApproval: part.RequiresApproval})
+		dst = append(append(dst, `"tool_call":`...), b...)
+	case chatstream.PartToolApproval:
+		b, _ := json.Marshal(ToolApproval{CallID: part.CallID, Approved: part.Approved, Reason: part.Reason})
+		dst = append(append(dst, `"tool_approval":`...), b...)
+	case chatstream.PartToolResult:
+		b, _ := json.Marshal(ToolResult{CallID: part.CallID, Name: part.Name, Output: part.Output, IsError: part.IsError})
+		dst = append(append(dst, `"tool_result":`...), b...)
+	}
+	dst = append(dst, `,"ts":`...)
+	dst = strconv.AppendInt(dst, ts, 10)
+	return append(dst, '}')
+}
+
+// ToolCall is a tool_call chunk's call.
+type ToolCall struct {
+	CallID           string `json:"call_id"`
+	Name             string `json:"name"`
+	Arguments        string `json:"arguments"`
+	RequiresApproval bool   `json:"requires_approval,omitempty"`
+}
+
+// ToolApproval is a tool_approval chunk's answer.
+type ToolApproval struct {
+	CallID   string `json:"call_id"`
+	Approved bool   `json:"approved"`
+	Reason   string `json:"reason"`
+}
+
+// ToolResult is a tool_result chunk's result.
+type ToolResult struct {
+	CallID  string `json:"call_id"`
+	Name    string `json:"name"`
+	Output  string `json:"output"`
+	IsError bool   `json:"is_error,omitempty"`
+}
+
 // Chunk is a decoded chunk frame.
 type Chunk struct {
 	StreamID string `json:"stream_id"`
 	Index    int64  `json:"index"`
-	Content  string `json:"content"`
+	// Kind is empty for text.
+	Kind         string        `json:"kind,omitempty"`
+	Content      string        `json:"content"`
+	Reasoning    string        `json:"reasoning,omitempty"`
+	ToolCall     *ToolCall     `json:"tool_call,omitempty"`
+	ToolApproval *ToolApproval `json:"tool_approval,omitempty"`
+	ToolResult   *ToolResult   `json:"tool_result,omitempty"`
 	// TS is when the worker published it, in Unix microseconds.
 	TS int64 `json:"ts"`
+}
+
+// Part returns what the chunk carries as a part.
+func (c Chunk) Part() chatstream.Part {
+	switch {
+	case c.Kind == KindReasoning:
+		return chatstream.Part{Type: chatstream.PartReasoning, Text: c.Reasoning}
+	case c.Kind == KindToolCall && c.ToolCall != nil:
+		t := c.ToolCall
+		return chatstream.Part{Type: chatstream.PartToolCall, CallID: t.CallID, Name: t.Name, Arguments: t.Arguments, RequiresApproval: t.RequiresApproval}
+	case c.Kind == KindToolApproval && c.ToolApproval != nil:
+		t := c.ToolApproval
+		return chatstream.Part{Type: chatstream.PartToolApproval, CallID: t.CallID, Approved: t.Approved, Reason: t.Reason}
+	case c.Kind == KindToolResult && c.ToolResult != nil:
+		t := c.ToolResult
+		return chatstream.Part{Type: chatstream.PartToolResult, CallID: t.CallID, Name: t.Name, Output: t.Output, IsError: t.IsError}
+	}
+	return chatstream.Part{Type: chatstream.PartText, Text: c.Content}
+}
+
+// PartsOf rebuilds the parts of a stream from its chunk frames, in index
+// order: consecutive text (and reasoning) chunks form one part. The text of
+// the parts joined is the contents of the chunks joined.
+func PartsOf(frames [][]byte) ([]chatstream.Part, error) {
+	var b chatstream.PartsBuilder
+	for i, fr := range frames {
+		var c Chunk
+		if err := json.Unmarshal(fr, &c); err != nil {
+			return nil, fmt.Errorf("chunk %d: %w", i, err)
+		}
+		b.Add(c.Part())
+	}
+	return b.Parts(), nil
 }
 
 // Done is the end of a stream as the done frame tells it.
@@ -57,6 +164,7 @@ type Done struct {
 	LastIndex    int64               `json:"last_index"`
 	Error        *chatstream.Failure `json:"error,omitempty"`
 	FinishReason string              `json:"finish_reason,omitempty"`
+	Usage        *chatstream.Usage   `json:"usage,omitempty"`
 }
 
 // Frame returns d encoded.
@@ -74,21 +182,27 @@ func DoneFrame(streamID string, status chatstream.Status, lastIndex int64, failu
 // MessageDone is the done frame of a stream as its final message tells it.
 func MessageDone(m *chatstream.Message) []byte {
 	return Done{Type: TypeDone, StreamID: m.ID, MessageID: m.ID, Status: m.Status, LastIndex: m.LastIndex,
-		Error: m.Error, FinishReason: m.FinishReason}.Frame()
+		Error: m.Error, FinishReason: m.FinishReason, Usage: m.Usage}.Frame()
 }
 
 // Snapshot stands in for the chunks up to LastIndex when history cannot
-// continue a client's sequence: Content replaces what the client holds.
+// continue a client's sequence: Content (the text) and Parts (everything)
+// replace what the client holds.
 type Snapshot struct {
-	Type      string `json:"type"`
-	StreamID  string `json:"stream_id"`
-	Content   string `json:"content"`
-	LastIndex int64  `json:"last_index"`
+	Type      string            `json:"type"`
+	StreamID  string            `json:"stream_id"`
+	Content   string            `json:"content"`
+	Parts     []chatstream.Part `json:"parts"`
+	LastIndex int64             `json:"last_index"`
 }
 
-// SnapshotFrame returns the snapshot frame of a stream's text up to lastIndex.
-func SnapshotFrame(streamID, content string, lastIndex int64) []byte {
-	b, _ := json.Marshal(Snapshot{Type: TypeSnapshot, StreamID: streamID, Content: content, LastIndex: lastIndex})
+// SnapshotFrame returns the snapshot frame of a stream's parts up to
+// lastIndex; its content is their text.
+func SnapshotFrame(streamID string, parts []chatstream.Part, lastIndex int64) []byte {
+	if parts == nil {
+		parts = []chatstream.Part{}
+	}
+	b, _ := json.Marshal(Snapshot{Type: TypeSnapshot, StreamID: streamID, Content: chatstream.TextOf(parts), Parts: parts, LastIndex: lastIndex})
 	return b
 }
 
@@ -133,10 +247,11 @@ type Accepted struct {
 	StreamID         string              `json:"stream_id"`
 }
 
-// Ack confirms a subscribe, unsubscribe, watch, unwatch or cancel.
+// Ack confirms a subscribe, unsubscribe, watch, unwatch, cancel or approve.
 type Ack struct {
 	Type           string    `json:"type"`
 	RequestID      RequestID `json:"request_id,omitempty"`
 	StreamID       string    `json:"stream_id,omitempty"`
 	ConversationID string    `json:"conversation_id,omitempty"`
+	CallID         string    `json:"call_id,omitempty"`
 }

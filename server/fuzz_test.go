@@ -54,7 +54,8 @@ func (fuzzGens) Send(_ context.Context, user, conv, content string) (*chatstream
 	return &chatstream.Message{ID: "u", Role: chatstream.RoleUser, Content: content},
 		&chatstream.Message{ID: "22222222-2222-4222-8222-222222222222", Role: chatstream.RoleAssistant}, nil
 }
-func (fuzzGens) Cancel(context.Context, string, string) error { return nil }
+func (fuzzGens) Cancel(context.Context, string, string) error                { return nil }
+func (fuzzGens) Approve(context.Context, string, string, string, bool) error { return nil }
 func (fuzzGens) Authorize(context.Context, string, string) error {
 	return chatstream.Errorf(chatstream.ENOTFOUND, "Stream not found.")
 }

@@ -63,3 +63,43 @@ func (s *Server) handleCancel(c *gin.Context) {
 	}
 	c.JSON(http.StatusAccepted, gin.H{})
 }
+
+func (s *Server) handleApprove(c *gin.Context) {
+	id := c.Param("stream_id")
+	if !validID(id) {
+		writeError(c, protocol.ErrStreamNotFound)
+		return
+	}
+	var req struct {
+		CallID   *string `json:"call_id"`
+		Approved *bool   `json:"approved"`
+	}
+	if !bindJSON(c, &req, 4096) {
+		return
+	}
+	if err := validateApproval(req.CallID, req.Approved); err != nil {
+		writeError(c, err)
+		return
+	}
+	if err := s.gens.Approve(c, c.GetString(ctxUser), id, *req.CallID, *req.Approved); err != nil {
+		writeError(c, err)
+		return
+	}
+	c.JSON(http.StatusAccepted, gin.H{})
+}
+
+// maxCallID bounds a call id; the worker never makes a longer one.
+const maxCallID = 256
+
+// validateApproval checks the fields of an approval.
+func validateApproval(callID *string, approved *bool) error {
+	switch {
+	case callID == nil || *callID == "":
+		return chatstream.Errorf(chatstream.EINVALID, "Field \"call_id\" is required.")
+	case len(*callID) > maxCallID || strings.IndexByte(*callID, 0) >= 0:
+		return chatstream.Errorf(chatstream.EINVALID, "Field \"call_id\" is not a tool call id.")
+	case approved == nil:
+		return chatstream.Errorf(chatstream.EINVALID, "Field \"approved\" is required (true or false).")
+	}
+	return nil
+}

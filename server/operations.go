@@ -41,6 +41,8 @@ func (ss *session) handle(data []byte) {
 		ss.send(rid, f)
 	case protocol.TypeCancel:
 		ss.cancelStream(rid, f)
+	case protocol.TypeApprove:
+		ss.approve(rid, f)
 	case "":
 		ss.sendError(rid, "", protocol.CodeInvalidRequest, "Field \"type\" is required.")
 	default:
@@ -245,13 +247,23 @@ func (ss *session) send(rid protocol.RequestID, f protocol.ClientFrame) {
 	ss.follow(ctx, nil, asst.ID, -1)
 }
 
-func (ss *session) cancelStream(rid protocol.RequestID, f protocol.ClientFrame) {
+// streamOf reads the stream_id of a frame about a stream; false means an
+// error frame was sent.
+func (ss *session) streamOf(rid protocol.RequestID, f protocol.ClientFrame) (string, bool) {
 	id, ok := ss.requireID(rid, "stream_id", f.StreamID)
 	if !ok {
-		return
+		return "", false
 	}
 	if !validID(id) {
 		ss.sendErr(rid, id, protocol.ErrStreamNotFound)
+		return "", false
+	}
+	return id, true
+}
+
+func (ss *session) cancelStream(rid protocol.RequestID, f protocol.ClientFrame) {
+	id, ok := ss.streamOf(rid, f)
+	if !ok {
 		return
 	}
 	ctx, cancel := ss.opCtx()
@@ -261,4 +273,22 @@ func (ss *session) cancelStream(rid protocol.RequestID, f protocol.ClientFrame) 
 		return
 	}
 	ss.sendJSON(protocol.Ack{Type: protocol.TypeCancelling, RequestID: rid, StreamID: id})
+}
+
+func (ss *session) approve(rid protocol.RequestID, f protocol.ClientFrame) {
+	id, ok := ss.streamOf(rid, f)
+	if !ok {
+		return
+	}
+	if err := validateApproval(f.CallID, f.Approved); err != nil {
+		ss.sendErr(rid, id, err)
+		return
+	}
+	ctx, cancel := ss.opCtx()
+	defer cancel()
+	if err := ss.srv.gens.Approve(ctx, ss.user, id, *f.CallID, *f.Approved); err != nil {
+		ss.sendErr(rid, id, err)
+		return
+	}
+	ss.sendJSON(protocol.Ack{Type: protocol.TypeAnswered, RequestID: rid, StreamID: id, CallID: *f.CallID})
 }

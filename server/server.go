@@ -36,6 +36,9 @@ type Store interface {
 type Generations interface {
 	Send(ctx context.Context, userID, convID, content string) (user, assistant *chatstream.Message, err error)
 	Cancel(ctx context.Context, userID, streamID string) error
+	// Approve answers a tool call of stream streamID that waits for the
+	// user's approval.
+	Approve(ctx context.Context, userID, streamID, callID string, approved bool) error
 	// Authorize returns nil if userID may follow stream streamID, else a
 	// not_found error.
 	Authorize(ctx context.Context, userID, streamID string) error
@@ -296,6 +299,7 @@ func (s *Server) routes(page fs.FS) error {
 	authed.GET("/conversations/:id", s.handleGetConversation)
 	authed.POST("/conversations/:id/messages", s.handleSendMessage)
 	authed.POST("/streams/:stream_id/cancel", s.handleCancel)
+	authed.POST("/streams/:stream_id/approvals", s.handleApprove)
 	if s.streams != nil && s.watcher != nil {
 		v1.GET("/ws", s.authenticateUpgrade, s.handleWS)
 	}

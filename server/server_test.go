@@ -42,6 +42,9 @@ func (noGenerations) Send(context.Context, string, string, string) (*chatstream.
 func (noGenerations) Cancel(context.Context, string, string) error {
 	return errors.New("no generations in this test")
 }
+func (noGenerations) Approve(context.Context, string, string, string, bool) error {
+	return errors.New("no generations in this test")
+}
 func (noGenerations) Authorize(context.Context, string, string) error {
 	return errors.New("no generations in this test")
 }

@@ -99,6 +99,21 @@ func (db *DB) Migrate(ctx context.Context) error {
 	return nil
 }
 
+// MigrateTo applies the migrations up to version and no further: how a
+// test builds a database as an older release left it.
+func (db *DB) MigrateTo(ctx context.Context, version int64) error {
+	sqldb := stdlib.OpenDBFromPool(db.pool)
+	defer sqldb.Close()
+	p, err := db.provider(sqldb)
+	if err != nil {
+		return err
+	}
+	if _, err := p.UpTo(ctx, version); err != nil {
+		return fmt.Errorf("migrate to %d: %w", version, err)
+	}
+	return nil
+}
+
 // SchemaVersion returns the version of the newest applied migration.
 func (db *DB) SchemaVersion(ctx context.Context) (int64, error) {
 	sqldb := stdlib.OpenDBFromPool(db.pool)

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -11,16 +12,19 @@ import (
 	"github.com/chatstream/chatstream"
 )
 
-const messageColumns = `m.id, m.conversation_id, m.role, m.content, m.status, m.error_code, m.error_message, m.created_at, m.last_index, m.finish_reason`
+const messageColumns = `m.id, m.conversation_id, m.role, m.content, m.status, m.error_code, m.error_message, m.created_at, m.last_index, m.finish_reason, m.parts, m.model, m.prompt_tokens, m.completion_tokens`
 
 func scanMessage(row pgx.Row) (*chatstream.Message, error) {
 	var m chatstream.Message
-	var code, msg, reason *string
-	if err := row.Scan(&m.ID, &m.ConversationID, &m.Role, &m.Content, &m.Status, &code, &msg, &m.CreatedAt, &m.LastIndex, &reason); err != nil {
+	var code, msg, reason, model *string
+	var parts []byte
+	var prompt, completion *int
+	if err := row.Scan(&m.ID, &m.ConversationID, &m.Role, &m.Content, &m.Status, &code, &msg, &m.CreatedAt, &m.LastIndex,
+		&reason, &parts, &model, &prompt, &completion); err != nil {
 		return nil, err
 	}
-	if reason != nil {
-		m.FinishReason = *reason
+	if err := fillMessage(&m, reason, parts, model, prompt, completion); err != nil {
+		return nil, err
 	}
 	if code != nil {
 		m.Error = &chatstream.Failure{Code: *code}
@@ -78,7 +82,8 @@ func (db *DB) History(ctx context.Context, convID, beforeID string, limit int) (
 	// of NULLs) and "no such message" (no row).
 	rows, err := db.pool.Query(ctx, `WITH target AS (
 			SELECT seq FROM messages WHERE id = $2 AND conversation_id = $1)
-		SELECT h.id, h.conversation_id, h.role, h.content, h.status, h.error_code, h.error_message, h.created_at, h.last_index, h.finish_reason
+		SELECT h.id, h.conversation_id, h.role, h.content, h.status, h.error_code, h.error_message, h.created_at, h.last_index,
+		       h.finish_reason, h.parts, h.model, h.prompt_tokens, h.completion_tokens
 		FROM target LEFT JOIN LATERAL (
 			SELECT `+messageColumns+`, m.seq FROM messages m
 			WHERE m.conversation_id = $1 AND m.seq < target.seq
@@ -92,10 +97,12 @@ func (db *DB) History(ctx context.Context, convID, beforeID string, limit int) (
 	for rows.Next() {
 		found = true
 		var id, conv, role, content, status *string
-		var code, msg, reason *string
+		var code, msg, reason, model *string
 		var created *time.Time
 		var last *int64
-		if err := rows.Scan(&id, &conv, &role, &content, &status, &code, &msg, &created, &last, &reason); err != nil {
+		var parts []byte
+		var prompt, completion *int
+		if err := rows.Scan(&id, &conv, &role, &content, &status, &code, &msg, &created, &last, &reason, &parts, &model, &prompt, &completion); err != nil {
 			rows.Close()
 			return nil, queryError(err, "history of %s", beforeID)
 		}
@@ -104,8 +111,9 @@ func (db *DB) History(ctx context.Context, convID, beforeID string, limit int) (
 		}
 		m := &chatstream.Message{ID: *id, ConversationID: *conv, Role: chatstream.Role(*role), Content: *content,
 			Status: chatstream.Status(*status), CreatedAt: *created, LastIndex: *last}
-		if reason != nil {
-			m.FinishReason = *reason
+		if err := fillMessage(m, reason, parts, model, prompt, completion); err != nil {
+			rows.Close()
+			return nil, queryError(err, "history of %s", beforeID)
 		}
 		if code != nil {
 			m.Error = &chatstream.Failure{Code: *code}
@@ -212,15 +220,24 @@ func (db *DB) FinishMessage(ctx context.Context, id string, f chatstream.Final) 
 	if f.Usage != nil {
 		prompt, completion = &f.Usage.PromptTokens, &f.Usage.CompletionTokens
 	}
-	var reason *string
+	var reason, model *string
 	if f.FinishReason != "" {
 		reason = &f.FinishReason
 	}
+	if f.Model != "" {
+		model = &f.Model
+	}
+	parts, err := partsJSON(f.Parts)
+	if err != nil {
+		// Parts that break the schema can never be stored: a refusal.
+		return nil, false, &refusedError{op: "finish message " + id, err: err}
+	}
 	m, err := scanMessage(db.pool.QueryRow(ctx, `UPDATE messages AS m
 		SET content = $2, status = $3, error_code = $4, error_message = $5,
-		    prompt_tokens = $6, completion_tokens = $7, last_index = $8, finish_reason = $9, updated_at = now()
+		    prompt_tokens = $6, completion_tokens = $7, last_index = $8, finish_reason = $9,
+		    parts = $10, model = $11, updated_at = now()
 		WHERE id = $1 AND status IN ('pending', 'streaming')
-		RETURNING `+messageColumns, id, f.Content, f.Status, code, text, prompt, completion, f.LastIndex, reason))
+		RETURNING `+messageColumns, id, f.Content, f.Status, code, text, prompt, completion, f.LastIndex, reason, parts, model))
 	if errors.Is(err, pgx.ErrNoRows) {
 		// Already final (or unknown): report what is stored.
 		m, err = scanMessage(db.pool.QueryRow(ctx, `SELECT `+messageColumns+` FROM messages m WHERE m.id = $1`, id))
@@ -248,4 +265,47 @@ func (db *DB) Message(ctx context.Context, id string) (*chatstream.Message, erro
 		return nil, queryError(err, "message %s", id)
 	}
 	return m, nil
+}
+
+// fillMessage sets the columns that may be NULL on m.
+func fillMessage(m *chatstream.Message, reason *string, parts []byte, model *string, prompt, completion *int) error {
+	if reason != nil {
+		m.FinishReason = *reason
+	}
+	if model != nil {
+		m.Model = *model
+	}
+	if prompt != nil || completion != nil {
+		u := chatstream.Usage{}
+		if prompt != nil {
+			u.PromptTokens = *prompt
+		}
+		if completion != nil {
+			u.CompletionTokens = *completion
+		}
+		u.TotalTokens = u.PromptTokens + u.CompletionTokens
+		m.Usage = &u
+	}
+	if parts != nil {
+		if err := json.Unmarshal(parts, &m.Parts); err != nil {
+			return fmt.Errorf("parts of message %s: %w", m.ID, err)
+		}
+	}
+	return nil
+}
+
+// partsJSON is parts as the parts column holds them, once each is checked
+// against the schema. An answer of text alone (or of nothing) is NULL, as
+// the messages written before parts are: its content is its one part, and
+// the text is not stored twice.
+func partsJSON(parts []chatstream.Part) ([]byte, error) {
+	if len(parts) == 0 || (len(parts) == 1 && parts[0].Type == chatstream.PartText) {
+		return nil, nil
+	}
+	for i, p := range parts {
+		if err := p.Validate(); err != nil {
+			return nil, fmt.Errorf("part %d: %w", i, err)
+		}
+	}
+	return json.Marshal(parts)
 }

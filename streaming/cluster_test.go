@@ -156,7 +156,7 @@ func TestLog_Cluster(t *testing.T) {
 		id := fmt.Sprintf("s%d", i)
 		ch := log.Keys().Channel(id)
 		defer hubSubscribe(t, hub, ch, rec)()
-		cancels := log.Keys().CancelChannel(id)
+		cancels := log.Keys().ControlChannel(id)
 		defer hubSubscribe(t, hub, cancels, rec)()
 		if err := log.Create(ctx, id, "u", "c"); err != nil {
 			t.Fatal(err)
@@ -171,7 +171,7 @@ func TestLog_Cluster(t *testing.T) {
 		if held, err := log.Cancel(ctx, id); err != nil || !held {
 			t.Fatalf("cancel: %v, %v", held, err)
 		}
-		if err := log.Finish(ctx, id, m.Epoch, chatstream.StatusCancelled, 1, nil, ""); err != nil {
+		if err := log.Finish(ctx, id, m.Epoch, 1, streaming.End{Status: chatstream.StatusCancelled}); err != nil {
 			t.Fatal(err)
 		}
 		rec.await(t, id+" chunk and done", func(r *hubRecorder) bool { return len(r.msgs[ch]) == 2 })

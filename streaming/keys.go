@@ -17,8 +17,11 @@ func (k Keys) Meta(s string) string { return k.Prefix + "stream:{" + s + "}:meta
 // Channel is the pub/sub channel of stream s: chunk and done frames.
 func (k Keys) Channel(s string) string { return k.Prefix + "stream:{" + s + "}" }
 
-// CancelChannel carries cancel requests for stream s to its worker.
-func (k Keys) CancelChannel(s string) string { return k.Prefix + "stream:{" + s + "}:cancel" }
+// ControlChannel carries the requests for stream s to its worker: "cancel",
+// and "approval:<call id>" when the user answered a tool call. (Its name
+// is the one it had when it carried cancels only, so that nodes of either
+// version hear each other.)
+func (k Keys) ControlChannel(s string) string { return k.Prefix + "stream:{" + s + "}:cancel" }
 
 // ConversationChannel carries message events of conversation c.
 func (k Keys) ConversationChannel(c string) string { return k.Prefix + "conversation:{" + c + "}" }

@@ -80,8 +80,10 @@ type Meta struct {
 	// Postgres, so that a reaper can finish the flush as it meant to.
 	Final   chatstream.Status
 	Failure *chatstream.Failure
-	// FinishReason is the model's finish reason, once the stream ended.
+	// FinishReason is the model's, once the stream ended. Usage is the
+	// generation's, summed over its model calls so far.
 	FinishReason string
+	Usage        *chatstream.Usage
 	// Attempts counts the claims, to bound how often a job is run again.
 	Attempts int64
 }
@@ -92,7 +94,7 @@ func (m Meta) LastIndex() int64 { return m.N - 1 }
 // DoneFrame is the done frame of an ended stream as its meta tells it.
 func (m Meta) DoneFrame(streamID string) []byte {
 	return protocol.Done{Type: protocol.TypeDone, StreamID: streamID, MessageID: streamID, Status: m.Status, LastIndex: m.N - 1,
-		Error: m.Failure, FinishReason: m.FinishReason}.Frame()
+		Error: m.Failure, FinishReason: m.FinishReason, Usage: m.Usage}.Frame()
 }
 
 func parseMeta(h map[string]string) Meta {
@@ -111,6 +113,12 @@ func parseMeta(h map[string]string) Meta {
 	m.Epoch, _ = strconv.ParseInt(h["epoch"], 10, 64)
 	m.N, _ = strconv.ParseInt(h["n"], 10, 64)
 	m.Attempts, _ = strconv.ParseInt(h["attempts"], 10, 64)
+	if u := h["usage"]; u != "" {
+		var usage chatstream.Usage
+		if json.Unmarshal([]byte(u), &usage) == nil {
+			m.Usage = &usage
+		}
+	}
 	if e := h["error"]; e != "" {
 		var f chatstream.Failure
 		if json.Unmarshal([]byte(e), &f) == nil {
@@ -199,9 +207,13 @@ func (l *ChunkLog) Claim(ctx context.Context, streamID, owner string) (Meta, err
 // reach Redis is recognised and not applied twice. The open stream's TTL
 // (a day past STREAM_TTL) is set on the first chunk and refreshed every
 // 256th: a PEXPIRE pair on every append was a quarter of the script's cost.
+// A tool call that waits for the user's approval is marked waiting in the
+// same script (ARGV 7 and 8: the meta field and its value), so that an
+// approval is taken from the moment the call's chunk can be seen.
 // KEYS: meta, chunks. ARGV: epoch, index, frame, channel, ttl ms, publish
-// command. Returns {0, cancel} appended, {1, cancel} already appended, {-1} gone,
-// {-2} fenced, {-3} ended, {-4, n} the index does not follow.
+// command[, field, value]. Returns {0, cancel} appended, {1, cancel} already
+// appended, {-1} gone, {-2} fenced, {-3} ended, {-4, n} the index does not
+// follow.
 var appendScript = rueidis.NewLuaScript(`
 local m = redis.call('HMGET', KEYS[1], 'epoch', 'n', 'status', 'cancel')
 if not m[1] then return {-1} end
@@ -214,6 +226,7 @@ if want < n then return {1, cancel} end
 if want > n then return {-4, n} end
 redis.call('RPUSH', KEYS[2], ARGV[3])
 redis.call('HSET', KEYS[1], 'n', n + 1)
+if ARGV[7] then redis.call('HSETNX', KEYS[1], ARGV[7], ARGV[8]) end
 if n % 256 == 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[5])
   redis.call('PEXPIRE', KEYS[2], ARGV[5])
@@ -225,10 +238,25 @@ return {0, cancel}
 // Append appends the chunk frame at index to the stream and publishes it. It
 // reports whether a cancel was requested meanwhile.
 func (l *ChunkLog) Append(ctx context.Context, streamID string, epoch, index int64, frame []byte) (cancel bool, err error) {
-	v, err := appendScript.Exec(ctx, l.client,
-		[]string{l.keys.Meta(streamID), l.keys.Chunks(streamID)},
-		[]string{strconv.FormatInt(epoch, 10), strconv.FormatInt(index, 10), rueidis.BinaryString(frame),
-			l.keys.Channel(streamID), l.openTTLArg, l.publish}).AsIntSlice()
+	return l.append(ctx, streamID, epoch, index, frame, "", time.Time{})
+}
+
+// AppendAwaiting appends the chunk frame at index, a tool call's, and marks
+// the call callID as waiting for the user's approval since since; see
+// Append.
+func (l *ChunkLog) AppendAwaiting(ctx context.Context, streamID string, epoch, index int64, frame []byte,
+	callID string, since time.Time) (cancel bool, err error) {
+	return l.append(ctx, streamID, epoch, index, frame, callID, since)
+}
+
+func (l *ChunkLog) append(ctx context.Context, streamID string, epoch, index int64, frame []byte,
+	awaiting string, since time.Time) (cancel bool, err error) {
+	args := []string{strconv.FormatInt(epoch, 10), strconv.FormatInt(index, 10), rueidis.BinaryString(frame),
+		l.keys.Channel(streamID), l.openTTLArg, l.publish}
+	if awaiting != "" {
+		args = append(args, waitField(awaiting), strconv.FormatInt(since.UnixMilli(), 10))
+	}
+	v, err := appendScript.Exec(ctx, l.client, []string{l.keys.Meta(streamID), l.keys.Chunks(streamID)}, args).AsIntSlice()
 	if err != nil {
 		return false, fmt.Errorf("append chunk %d to %s: %w", index, streamID, err)
 	}
@@ -269,31 +297,69 @@ func (l *ChunkLog) MarkFinal(ctx context.Context, streamID string, epoch int64, 
 
 // finishScript ends the stream: status, done frame published, keys set to
 // expire. KEYS: meta, chunks. ARGV: epoch, status, error json, done frame,
-// channel, ttl ms, publish command, finish reason.
+// channel, ttl ms, publish command, finish reason, usage json.
 var finishScript = rueidis.NewLuaScript(`
 local m = redis.call('HMGET', KEYS[1], 'epoch', 'status')
 if not m[1] then return -1 end
 if m[1] ~= ARGV[1] then return -2 end
 if m[2] ~= 'streaming' then return -3 end
-redis.call('HSET', KEYS[1], 'status', ARGV[2], 'final', ARGV[2], 'error', ARGV[3], 'reason', ARGV[8])
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'final', ARGV[2], 'error', ARGV[3], 'reason', ARGV[8], 'usage', ARGV[9])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
 redis.call(ARGV[7], ARGV[5], ARGV[4])
 return 0
 `)
 
-// Finish ends the stream with status after n chunks: it publishes the done
-// frame and lets the stream's keys expire after the TTL. reason is the
-// model's finish reason ("stop", "length", …; empty for none).
-func (l *ChunkLog) Finish(ctx context.Context, streamID string, epoch int64, status chatstream.Status, n int64, failure *chatstream.Failure, reason string) error {
-	done := protocol.Done{Type: protocol.TypeDone, StreamID: streamID, MessageID: streamID, Status: status, LastIndex: n - 1,
-		Error: failure, FinishReason: reason}.Frame()
+// End is how a stream ended, as its done frame tells it.
+type End struct {
+	Status  chatstream.Status
+	Failure *chatstream.Failure
+	// FinishReason is the model's ("stop", "length", …; empty for none).
+	FinishReason string
+	// Usage is the generation's token usage, nil if the model told none.
+	Usage *chatstream.Usage
+}
+
+// Finish ends the stream after n chunks: it publishes the done frame and
+// lets the stream's keys expire after the TTL.
+func (l *ChunkLog) Finish(ctx context.Context, streamID string, epoch int64, n int64, end End) error {
+	done := protocol.Done{Type: protocol.TypeDone, StreamID: streamID, MessageID: streamID, Status: end.Status, LastIndex: n - 1,
+		Error: end.Failure, FinishReason: end.FinishReason, Usage: end.Usage}.Frame()
+	usage := ""
+	if end.Usage != nil {
+		b, _ := json.Marshal(end.Usage)
+		usage = string(b)
+	}
 	v, err := finishScript.Exec(ctx, l.client,
 		[]string{l.keys.Meta(streamID), l.keys.Chunks(streamID)},
-		[]string{strconv.FormatInt(epoch, 10), string(status), failureJSON(failure), rueidis.BinaryString(done),
-			l.keys.Channel(streamID), ms(l.ttl), l.publish, reason}).AsInt64()
+		[]string{strconv.FormatInt(epoch, 10), string(end.Status), failureJSON(end.Failure), rueidis.BinaryString(done),
+			l.keys.Channel(streamID), ms(l.ttl), l.publish, end.FinishReason, usage}).AsInt64()
 	if err != nil {
 		return fmt.Errorf("finish stream %s: %w", streamID, err)
+	}
+	return scriptResult(v)
+}
+
+// saveUsageScript records the usage of a generation's model calls so far.
+// KEYS: meta. ARGV: epoch, usage json.
+var saveUsageScript = rueidis.NewLuaScript(`
+local m = redis.call('HMGET', KEYS[1], 'epoch', 'status')
+if not m[1] then return -1 end
+if m[1] ~= ARGV[1] then return -2 end
+if m[2] ~= 'streaming' then return -3 end
+redis.call('HSET', KEYS[1], 'usage', ARGV[2])
+return 0
+`)
+
+// SaveUsage records the token usage of the generation's model calls so
+// far (Meta.Usage), so that a worker that takes the job over at a tool
+// boundary goes on counting from it.
+func (l *ChunkLog) SaveUsage(ctx context.Context, streamID string, epoch int64, usage chatstream.Usage) error {
+	b, _ := json.Marshal(usage)
+	v, err := saveUsageScript.Exec(ctx, l.client, []string{l.keys.Meta(streamID)},
+		[]string{strconv.FormatInt(epoch, 10), string(b)}).AsInt64()
+	if err != nil {
+		return fmt.Errorf("save usage of %s: %w", streamID, err)
 	}
 	return scriptResult(v)
 }
@@ -316,7 +382,7 @@ return {m[2] and 1 or 0}
 // when there is nothing to stop.
 func (l *ChunkLog) Cancel(ctx context.Context, streamID string) (held bool, err error) {
 	v, err := cancelScript.Exec(ctx, l.client, []string{l.keys.Meta(streamID)},
-		[]string{l.keys.CancelChannel(streamID), l.publish}).AsIntSlice()
+		[]string{l.keys.ControlChannel(streamID), l.publish}).AsIntSlice()
 	if err != nil {
 		return false, fmt.Errorf("cancel stream %s: %w", streamID, err)
 	}
@@ -397,23 +463,19 @@ func (l *ChunkLog) Read(ctx context.Context, streamID string, from int64) (Histo
 	return hist, nil
 }
 
-// Content joins the content of every chunk of the stream, as stored; it is
-// how a reaper recovers the text of a writer that died. It returns the text
-// and the number of chunks.
-func (l *ChunkLog) Content(ctx context.Context, streamID string) (string, int64, error) {
+// Parts rebuilds the parts of the stream from its chunks, as stored; it is
+// how a reaper recovers the answer of a writer that died. It returns the
+// parts and the number of chunks.
+func (l *ChunkLog) Parts(ctx context.Context, streamID string) ([]chatstream.Part, int64, error) {
 	hist, err := l.Read(ctx, streamID, 0)
 	if err != nil {
-		return "", 0, err
+		return nil, 0, err
 	}
-	var text []byte
-	for i, f := range hist.Frames {
-		var c protocol.Chunk
-		if err := json.Unmarshal(f, &c); err != nil {
-			return "", 0, fmt.Errorf("chunk %d of %s: %w", i, streamID, err)
-		}
-		text = append(text, c.Content...)
+	parts, err := protocol.PartsOf(hist.Frames)
+	if err != nil {
+		return nil, 0, fmt.Errorf("chunks of %s: %w", streamID, err)
 	}
-	return string(text), int64(len(hist.Frames)), nil
+	return parts, int64(len(hist.Frames)), nil
 }
 
 func scriptResult(v int64) error {

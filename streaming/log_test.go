@@ -94,7 +94,7 @@ func TestLog_Lifecycle(t *testing.T) {
 	if err := l.MarkFinal(ctx, id, claimed.Epoch, chatstream.StatusComplete, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Finish(ctx, id, claimed.Epoch, chatstream.StatusComplete, int64(len(texts)), nil, ""); err != nil {
+	if err := l.Finish(ctx, id, claimed.Epoch, int64(len(texts)), streaming.End{Status: chatstream.StatusComplete}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -119,9 +119,9 @@ func TestLog_Lifecycle(t *testing.T) {
 	if all, err := l.Read(ctx, id, -5); err != nil || all.From != 0 || len(all.Frames) != 3 {
 		t.Fatalf("read from -5 = %+v, %v", all, err)
 	}
-	content, n, err := l.Content(ctx, id)
-	if err != nil || n != 3 || content != strings.Join(texts, "") {
-		t.Fatalf("content = %q, %d, %v", content, n, err)
+	parts, n, err := l.Parts(ctx, id)
+	if err != nil || n != 3 || chatstream.TextOf(parts) != strings.Join(texts, "") || len(parts) != 1 {
+		t.Fatalf("parts = %+v, %d, %v", parts, n, err)
 	}
 
 	// The subscriber saw exactly the frames the list holds, in order, then done.
@@ -236,7 +236,7 @@ func TestLog_Append(t *testing.T) {
 	})
 	t.Run("after finish", func(t *testing.T) {
 		m := created(t, l, "ended")
-		if err := l.Finish(ctx, "ended", m.Epoch, chatstream.StatusComplete, 0, nil, ""); err != nil {
+		if err := l.Finish(ctx, "ended", m.Epoch, 0, streaming.End{Status: chatstream.StatusComplete}); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := l.Append(ctx, "ended", m.Epoch, 0, chunkFrame("ended", 0, "a")); !errors.Is(err, streaming.ErrEnded) {
@@ -282,7 +282,7 @@ func TestLog_Claim(t *testing.T) {
 		if err := l.MarkFinal(ctx, id, first.Epoch, chatstream.StatusComplete, nil); !errors.Is(err, streaming.ErrFenced) {
 			t.Fatalf("mark final of the first epoch: %v, want ErrFenced", err)
 		}
-		if err := l.Finish(ctx, id, first.Epoch, chatstream.StatusComplete, 1, nil, ""); !errors.Is(err, streaming.ErrFenced) {
+		if err := l.Finish(ctx, id, first.Epoch, 1, streaming.End{Status: chatstream.StatusComplete}); !errors.Is(err, streaming.ErrFenced) {
 			t.Fatalf("finish of the first epoch: %v, want ErrFenced", err)
 		}
 		// Nothing of the first epoch was written or published.
@@ -303,8 +303,8 @@ func TestLog_Claim(t *testing.T) {
 		if got := sub.wait(t, 2); len(got) != 2 || got[0] != string(f0) || got[1] != string(f1) {
 			t.Fatalf("published %q, want chunk 0 then the second epoch's chunk 1", got)
 		}
-		if content, _, _ := l.Content(ctx, id); content != "minetheirs" {
-			t.Fatalf("content = %q", content)
+		if parts, _, _ := l.Parts(ctx, id); chatstream.TextOf(parts) != "minetheirs" {
+			t.Fatalf("parts = %+v", parts)
 		}
 	})
 	t.Run("returns what a dead writer left", func(t *testing.T) {
@@ -333,13 +333,13 @@ func TestLog_Claim(t *testing.T) {
 			t.Fatalf("claim of a missing stream: %v, want ErrGone", err)
 		}
 		m := created(t, l, "over")
-		if err := l.Finish(ctx, "over", m.Epoch, chatstream.StatusCancelled, 0, nil, ""); err != nil {
+		if err := l.Finish(ctx, "over", m.Epoch, 0, streaming.End{Status: chatstream.StatusCancelled}); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := l.Claim(ctx, "over", "x"); !errors.Is(err, streaming.ErrEnded) {
 			t.Fatalf("claim of an ended stream: %v, want ErrEnded", err)
 		}
-		if err := l.Finish(ctx, "over", m.Epoch, chatstream.StatusComplete, 0, nil, ""); !errors.Is(err, streaming.ErrEnded) {
+		if err := l.Finish(ctx, "over", m.Epoch, 0, streaming.End{Status: chatstream.StatusComplete}); !errors.Is(err, streaming.ErrEnded) {
 			t.Fatalf("second finish: %v, want ErrEnded", err)
 		}
 		if err := l.MarkFinal(ctx, "never", 1, chatstream.StatusComplete, nil); !errors.Is(err, streaming.ErrGone) {
@@ -386,7 +386,7 @@ func TestLog_Finish(t *testing.T) {
 	m := created(t, l, id)
 	sub := subscribe(t, l.client, keys.Channel(id))
 	fail := &chatstream.Failure{Code: "llm_unavailable", Message: "down"}
-	if err := l.Finish(ctx, id, m.Epoch, chatstream.StatusFailed, 0, fail, ""); err != nil {
+	if err := l.Finish(ctx, id, m.Epoch, 0, streaming.End{Status: chatstream.StatusFailed, Failure: fail}); err != nil {
 		t.Fatal(err)
 	}
 	var done protocol.Done
@@ -413,7 +413,7 @@ func TestLog_Cancel(t *testing.T) {
 	if err := l.Create(ctx, id, "alice", "conv"); err != nil {
 		t.Fatal(err)
 	}
-	sub := subscribe(t, l.client, keys.CancelChannel(id))
+	sub := subscribe(t, l.client, keys.ControlChannel(id))
 	held, err := l.Cancel(ctx, id)
 	if err != nil || held {
 		t.Fatalf("cancel before claim = %v, %v; want not held", held, err)
@@ -434,7 +434,7 @@ func TestLog_Cancel(t *testing.T) {
 	if meta, _ := l.Meta(ctx, id); !meta.Cancel {
 		t.Fatalf("meta = %+v, want cancel", meta)
 	}
-	if err := l.Finish(ctx, id, m.Epoch, chatstream.StatusCancelled, 1, nil, ""); err != nil {
+	if err := l.Finish(ctx, id, m.Epoch, 1, streaming.End{Status: chatstream.StatusCancelled}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := l.Cancel(ctx, id); !errors.Is(err, streaming.ErrEnded) {

@@ -14,8 +14,11 @@ import (
 type outcome struct {
 	status  chatstream.Status
 	failure *chatstream.Failure
-	content string
-	usage   *chatstream.Usage
+	// parts are the answer's, as the chunk log holds them; their text is
+	// the content.
+	parts []chatstream.Part
+	usage *chatstream.Usage
+	model string
 	// finishReason is the model's ("stop", "length", …), or "length" when
 	// the answer reached MaxAnswerBytes; empty for none.
 	finishReason string
@@ -59,14 +62,14 @@ func (f *finisher) finish(ctx context.Context, job chatstream.Job, epoch int64, 
 			return err
 		})
 	}
-	err = write(chatstream.Final{Content: o.content, Status: o.status, Failure: o.failure, Usage: o.usage,
-		FinishReason: o.finishReason, LastIndex: n - 1})
+	err = write(chatstream.Final{Content: chatstream.TextOf(o.parts), Parts: o.parts, Status: o.status, Failure: o.failure,
+		Usage: o.usage, Model: o.model, FinishReason: o.finishReason, LastIndex: n - 1})
 	if chatstream.ErrorCode(err) == chatstream.EINVALID {
 		// Postgres refuses the record itself: no retry can ever store it.
 		// The message ends failed without its text rather than streaming
 		// forever (and holding its conversation, a worker and the reaper).
 		f.logger.Error("final message refused; ending it failed", "stream_id", streamID, "err", err)
-		err = write(chatstream.Final{Status: chatstream.StatusFailed, Usage: o.usage, LastIndex: n - 1,
+		err = write(chatstream.Final{Status: chatstream.StatusFailed, Usage: o.usage, Model: o.model, LastIndex: n - 1,
 			Failure: &chatstream.Failure{Code: protocol.CodeStoreRefused, Message: "The answer could not be stored."}})
 	}
 	if chatstream.ErrorCode(err) == chatstream.ENOTFOUND {
@@ -82,7 +85,8 @@ func (f *finisher) finish(ctx context.Context, job chatstream.Job, epoch int64, 
 	// Postgres is the record: if the message was ended before (a duplicate
 	// finish), the done frame tells what it says.
 	err = retry(ctx, "finish stream", f.logger, func(ctx context.Context) error {
-		return f.chunks.Finish(ctx, streamID, epoch, stored.Status, n, stored.Error, stored.FinishReason)
+		return f.chunks.Finish(ctx, streamID, epoch, n, streaming.End{Status: stored.Status, Failure: stored.Error,
+			FinishReason: stored.FinishReason, Usage: stored.Usage})
 	})
 	if err != nil && !errors.Is(err, streaming.ErrFenced) && !errors.Is(err, streaming.ErrEnded) && !errors.Is(err, streaming.ErrGone) {
 		return err
@@ -95,17 +99,16 @@ func (f *finisher) finish(ctx context.Context, job chatstream.Job, epoch int64, 
 }
 
 // finishFromLog ends the stream of a job whose writer is gone, with the
-// text the chunk log holds.
+// answer the chunk log holds.
 func (f *finisher) finishFromLog(ctx context.Context, job chatstream.Job, epoch int64, status chatstream.Status, failure *chatstream.Failure) error {
-	streamID := job.StreamID
-	var content string
+	var parts []chatstream.Part
 	var n int64
 	err := retry(ctx, "read chunk log", f.logger, func(ctx context.Context) (err error) {
-		content, n, err = f.chunks.Content(ctx, streamID)
+		parts, n, err = f.chunks.Parts(ctx, job.StreamID)
 		return err
 	})
 	if err != nil {
 		return err
 	}
-	return f.finish(ctx, job, epoch, outcome{status: status, failure: failure, content: content}, n)
+	return f.finish(ctx, job, epoch, outcome{status: status, failure: failure, parts: parts}, n)
 }

@@ -51,8 +51,8 @@ func orNoLimits(l Limits) Limits {
 	return l
 }
 
-// Generations is the request side of generations, used by the API: it creates
-// them and cancels them.
+// Generations is the request side of generations, used by the API: it
+// creates them, cancels them and answers their tool calls' approvals.
 type Generations struct {
 	store   Store
 	chunks  *streaming.ChunkLog
@@ -134,20 +134,9 @@ func (s *Generations) enqueue(ctx context.Context, job chatstream.Job) error {
 // Cancel stops the generation of stream streamID if userID owns it. Ending
 // an already ended stream is not an error.
 func (s *Generations) Cancel(ctx context.Context, userID, streamID string) error {
-	meta, err := s.chunks.Meta(ctx, streamID)
-	if err != nil {
-		return err
-	}
-	if !meta.Exists {
-		// Expired from Redis, or never there: Postgres says whether it is
-		// the user's stream; either way there is nothing left to stop.
-		if _, err := s.streamMessage(ctx, userID, streamID); err != nil {
-			return err
-		}
-		return nil
-	}
-	if meta.User != userID {
-		return protocol.ErrStreamNotFound
+	meta, err := s.ownStream(ctx, userID, streamID)
+	if err != nil || !meta.Exists {
+		return err // another's, or ended: nothing left to stop
 	}
 	held, err := s.chunks.Cancel(ctx, streamID)
 	if errors.Is(err, streaming.ErrEnded) || errors.Is(err, streaming.ErrGone) {
@@ -171,6 +160,53 @@ func (s *Generations) Cancel(ctx context.Context, userID, streamID string) error
 	}
 	return s.fin.finishFromLog(ctx, chatstream.Job{StreamID: streamID, UserID: userID}, claimed.Epoch, chatstream.StatusCancelled, nil)
 }
+
+// Approve records the user's answer to tool call callID of stream
+// streamID, which waits for it: approved, the call is made; denied, it is
+// not. The stream must be userID's (else not_found); a call that is not
+// waiting for approval, or has its answer already, is a conflict.
+func (s *Generations) Approve(ctx context.Context, userID, streamID, callID string, approved bool) error {
+	meta, err := s.ownStream(ctx, userID, streamID)
+	if err != nil {
+		return err
+	}
+	if !meta.Exists {
+		return errNotWaiting // ended: no call of it waits
+	}
+	answer := streaming.AnswerDenied
+	if approved {
+		answer = streaming.AnswerApproved
+	}
+	err = s.chunks.Answer(ctx, streamID, callID, answer)
+	switch {
+	case errors.Is(err, streaming.ErrAnswered):
+		return chatstream.Errorf(chatstream.ECONFLICT, "That tool call was answered already.")
+	case errors.Is(err, streaming.ErrNotWaiting), errors.Is(err, streaming.ErrEnded), errors.Is(err, streaming.ErrGone):
+		return errNotWaiting
+	}
+	return err
+}
+
+// ownStream reads the meta of stream streamID if it is userID's, else
+// returns protocol.ErrStreamNotFound. A meta that does not exist (expired
+// from Redis, or never there) is returned when Postgres says the stream is
+// userID's: it has ended.
+func (s *Generations) ownStream(ctx context.Context, userID, streamID string) (streaming.Meta, error) {
+	meta, err := s.chunks.Meta(ctx, streamID)
+	if err != nil {
+		return meta, err
+	}
+	if !meta.Exists {
+		_, err := s.streamMessage(ctx, userID, streamID)
+		return meta, err
+	}
+	if meta.User != userID {
+		return meta, protocol.ErrStreamNotFound
+	}
+	return meta, nil
+}
+
+var errNotWaiting = chatstream.Errorf(chatstream.ECONFLICT, "That tool call is not waiting for approval.")
 
 // retry calls fn until it succeeds, fn says stop, or ctx ends, with
 // exponential backoff between attempts.

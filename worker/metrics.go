@@ -14,6 +14,13 @@ type Metrics struct {
 	QueueWait   prometheus.Histogram
 	AppendRetry prometheus.Counter
 	Panics      prometheus.Counter
+	// Tokens counts the tokens the model reported, by model and kind
+	// (prompt, completion).
+	Tokens *prometheus.CounterVec
+	// ToolCalls counts the tool calls settled, by tool and outcome (ok,
+	// error, not_approved); ToolDuration times the calls made.
+	ToolCalls    *prometheus.CounterVec
+	ToolDuration prometheus.Histogram
 }
 
 // NewMetrics creates the metrics and registers them with reg (if non-nil).
@@ -37,7 +44,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
 		}),
 		Requeued: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "chatstream_jobs_requeued_total", Help: "Jobs handed back to the queue before their first chunk.",
+			Name: "chatstream_jobs_requeued_total", Help: "Jobs handed back to the queue for another worker: before their first chunk, or at a tool boundary.",
 		}),
 		Recovered: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "chatstream_jobs_recovered_total", Help: "Jobs of dead nodes taken over by this node's reaper.",
@@ -53,9 +60,21 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Panics: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "chatstream_generation_panics_total", Help: "Panics recovered while running a generation (each logged with its stack).",
 		}),
+		Tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatstream_llm_tokens_total", Help: "Tokens the model reported for this node's generations, by model and kind (prompt, completion).",
+		}, []string{"model", "kind"}),
+		ToolCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatstream_tool_calls_total", Help: "Tool calls settled by this node's workers, by tool and outcome (ok, error, not_approved).",
+		}, []string{"tool", "outcome"}),
+		ToolDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "chatstream_tool_call_seconds",
+			Help:    "Time a tool took to answer a call.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Enqueued, m.Finished, m.Active, m.Chunks, m.TTFB, m.Requeued, m.Recovered, m.QueueWait, m.AppendRetry, m.Panics)
+		reg.MustRegister(m.Enqueued, m.Finished, m.Active, m.Chunks, m.TTFB, m.Requeued, m.Recovered, m.QueueWait, m.AppendRetry, m.Panics,
+			m.Tokens, m.ToolCalls, m.ToolDuration)
 	}
 	return m
 }

@@ -200,8 +200,20 @@ func (e *env) usage(t *testing.T, id string) (prompt, completion *int) {
 // returns the stream id.
 func (e *env) plantDeadJob(t *testing.T, dead *node, texts []string, final chatstream.Status) string {
 	t.Helper()
+	parts := make([]chatstream.Part, len(texts))
+	for i, text := range texts {
+		parts[i] = chatstream.Part{Type: chatstream.PartText, Text: text}
+	}
+	return e.plantDeadAnswer(t, dead, "q", parts, final)
+}
+
+// plantDeadAnswer is plantDeadJob with the answer's parts, a chunk each, to
+// a user message of content; a tool call that requires approval is marked
+// waiting as the worker marks it.
+func (e *env) plantDeadAnswer(t *testing.T, dead *node, content string, parts []chatstream.Part, final chatstream.Status) string {
+	t.Helper()
 	ctx := streamtest.Ctx(t)
-	_, asst, err := e.db.CreateExchange(ctx, "alice", e.conversation(t), "q")
+	_, asst, err := e.db.CreateExchange(ctx, "alice", e.conversation(t), content)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,8 +231,14 @@ func (e *env) plantDeadJob(t *testing.T, dead *node, texts []string, final chats
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i, text := range texts {
-		if _, err := dead.log.Append(ctx, id, m.Epoch, int64(i), protocol.AppendChunk(nil, id, int64(i), text, time.Now().UnixMicro())); err != nil {
+	for i, p := range parts {
+		frame := protocol.AppendPartChunk(nil, id, int64(i), p, time.Now().UnixMicro())
+		if p.Type == chatstream.PartToolCall && p.RequiresApproval {
+			_, err = dead.log.AppendAwaiting(ctx, id, m.Epoch, int64(i), frame, p.CallID, time.Now())
+		} else {
+			_, err = dead.log.Append(ctx, id, m.Epoch, int64(i), frame)
+		}
+		if err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -8,8 +8,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/chatstream/chatstream"
 	"github.com/chatstream/chatstream/llm"
 	"github.com/chatstream/chatstream/streaming"
+	"github.com/chatstream/chatstream/tools"
 )
 
 // Config tunes the pool. Zero values take the defaults.
@@ -55,8 +57,16 @@ type Config struct {
 	// RecoverTimeout bounds the recovery of one job of a dead node; a job
 	// not recovered in time goes back to the queue. Default 30s.
 	RecoverTimeout time.Duration
-	Logger         *slog.Logger
-	Metrics        *Metrics
+	// Tools are offered to the model; nil for none.
+	Tools *tools.Set
+	// MaxToolRounds bounds the model calls of one answer; the last is made
+	// with tools off. Default DefaultMaxToolRounds.
+	MaxToolRounds int
+	// ApprovalTimeout is how long a tool call that needs approval waits for
+	// the user's answer. Default DefaultApprovalTimeout.
+	ApprovalTimeout time.Duration
+	Logger          *slog.Logger
+	Metrics         *Metrics
 }
 
 func (c *Config) setDefaults() {
@@ -96,6 +106,12 @@ func (c *Config) setDefaults() {
 	if c.RecoverTimeout <= 0 {
 		c.RecoverTimeout = 30 * time.Second
 	}
+	if c.MaxToolRounds <= 0 {
+		c.MaxToolRounds = DefaultMaxToolRounds
+	}
+	if c.ApprovalTimeout <= 0 {
+		c.ApprovalTimeout = DefaultApprovalTimeout
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -114,6 +130,10 @@ const (
 	DefaultStallTimeout = 60 * time.Second
 	// DefaultMaxAnswerBytes is the largest answer, 1 MiB.
 	DefaultMaxAnswerBytes = 1 << 20
+	// DefaultMaxToolRounds bounds the model calls of one answer.
+	DefaultMaxToolRounds = 8
+	// DefaultApprovalTimeout is how long a tool call waits for approval.
+	DefaultApprovalTimeout = 10 * time.Minute
 	// DefaultSystemPrompt is the system prompt a node starts every prompt
 	// with unless told otherwise (Config's zero value is none).
 	DefaultSystemPrompt = "You are a helpful assistant."
@@ -332,23 +352,39 @@ func (p *Pool) process(t streaming.Taken) {
 	case err != nil:
 		return // shutting down; the job stays for recoverNode
 	}
+	g := p.newGeneration(job, meta.Epoch)
 	if meta.N > 0 || meta.Final != "" {
-		// An earlier run sent chunks already (a new answer cannot continue
-		// them) or had its end and was writing it: end it as that run left it.
-		if err := p.endOrphan(p.finCtx, job, meta); err != nil {
-			logger.Error("end a rerun job", "err", err)
+		// An earlier run sent chunks already. At a tool boundary the answer
+		// goes on from the log; elsewhere (mid-text, or the end being
+		// written) it ends as that run left it.
+		parts, ok, err := p.resumePoint(p.runCtx, job.StreamID, meta)
+		if err != nil {
+			logger.Error("read the log of a rerun job; it stays for recovery", "err", err)
 			return
 		}
-		p.done(t)
-		return
+		if !ok {
+			if err := p.endOrphan(p.finCtx, job, meta); err != nil {
+				logger.Error("end a rerun job", "err", err)
+				return
+			}
+			p.done(t)
+			return
+		}
+		m, err := p.chunks.Meta(p.runCtx, job.StreamID)
+		if err != nil {
+			logger.Error("read the meta of a resumed job; it stays for recovery", "err", err)
+			return
+		}
+		logger.Info("resuming an answer at a tool boundary", "chunks", meta.N)
+		g.resume(meta.N, parts, m.Usage)
 	}
 	p.metrics.Active.Inc()
 	defer p.metrics.Active.Dec()
-	g := &generation{pool: p, job: job, epoch: meta.Epoch, logger: logger, left: p.cfg.MaxAnswerBytes}
 	o, ok := g.run(meta.Cancel)
 	switch {
-	case !ok && g.n == 0 && context.Cause(p.runCtx) == errShutdown:
-		// Handed back: another node runs it from the start.
+	case !ok && g.resumable() && context.Cause(p.runCtx) == errShutdown:
+		// Handed back: another worker runs it from the start, or goes on
+		// from the tool boundary where it stands.
 		p.metrics.Requeued.Inc()
 		if err := p.handBack(p.finCtx, t, g.epoch); err != nil {
 			logger.Error("hand back job", "err", err)
@@ -368,6 +404,23 @@ func (p *Pool) process(t streaming.Taken) {
 		return
 	}
 	p.done(t)
+}
+
+// resumePoint reads the answer an earlier run of a job left in the log, and
+// whether a worker can go on from it: the log ends at a tool boundary, and
+// no end was marked or cancel asked.
+func (p *Pool) resumePoint(ctx context.Context, streamID string, meta streaming.Meta) ([]chatstream.Part, bool, error) {
+	if meta.Final != "" || meta.Cancel || meta.N == 0 {
+		return nil, false, nil
+	}
+	parts, n, err := p.chunks.Parts(ctx, streamID)
+	if err != nil {
+		return nil, false, err
+	}
+	if n != meta.N || len(parts) == 0 || !atToolBoundary(parts[len(parts)-1].Type) {
+		return nil, false, nil
+	}
+	return parts, true, nil
 }
 
 // handBack returns a job this node holds with epoch to the front of the

@@ -97,7 +97,8 @@ func (p *Pool) recoverOne(ctx context.Context, t streaming.Taken) {
 const recoverConcurrency = 8
 
 // recover decides the fate of a job whose worker is gone: run again if it
-// emitted nothing, else end it with the text it had.
+// emitted nothing, go on if it stands at a tool boundary, else end it with
+// the answer it had.
 func (p *Pool) recover(ctx context.Context, t streaming.Taken) error {
 	id := t.Job.StreamID
 	meta, err := p.chunks.Claim(ctx, id, p.owner)
@@ -116,6 +117,18 @@ func (p *Pool) recover(ctx context.Context, t streaming.Taken) error {
 		return err
 	}
 	if meta.N == 0 && meta.Final == "" && !meta.Cancel && meta.Attempts < int64(2*p.cfg.MaxRuns) {
+		p.metrics.Requeued.Inc()
+		return p.handBack(ctx, t, meta.Epoch)
+	}
+	// At a tool boundary the answer goes on: a worker takes it from the
+	// queue and continues from the log. Every run claims twice (here and
+	// in the worker); the bound grows with the rounds made, so that only
+	// a job that kills node after node without progress is given up.
+	parts, ok, err := p.resumePoint(ctx, id, meta)
+	if err != nil {
+		return err
+	}
+	if ok && meta.Attempts < int64(2*p.cfg.MaxRuns+2*roundsIn(parts)) {
 		p.metrics.Requeued.Inc()
 		return p.handBack(ctx, t, meta.Epoch)
 	}

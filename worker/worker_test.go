@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -55,10 +56,10 @@ func TestPool_Complete(t *testing.T) {
 		{Role: "assistant", Content: strings.Join(first, "")},
 		{Role: "user", Content: "second question"},
 	}
-	if !slices.Equal(reqs[1].Messages, want) {
+	if !reflect.DeepEqual(reqs[1].Messages, want) {
 		t.Fatalf("second prompt = %+v, want %+v", reqs[1].Messages, want)
 	}
-	if !slices.Equal(reqs[0].Messages, want[:2]) {
+	if !reflect.DeepEqual(reqs[0].Messages, want[:2]) {
 		t.Fatalf("first prompt = %+v", reqs[0].Messages)
 	}
 	if reqs[0].Model != "m" || !reqs[0].Stream || reqs[0].StreamOptions == nil || !reqs[0].StreamOptions.IncludeUsage {

@@ -14,6 +14,7 @@ import (
 	"github.com/chatstream/chatstream/llm"
 	"github.com/chatstream/chatstream/server"
 	"github.com/chatstream/chatstream/streaming"
+	"github.com/chatstream/chatstream/tools"
 	"github.com/chatstream/chatstream/worker"
 )
 
@@ -175,6 +176,17 @@ func loadConfig(e env) (app.Config, error) {
 		return c, err
 	}
 	if w.MaxAnswerBytes, err = e.integer("MAX_ANSWER_BYTES", worker.DefaultMaxAnswerBytes, 1, 1<<30); err != nil {
+		return c, err
+	}
+	if path := e.str("TOOLS_FILE", ""); path != "" {
+		if w.Tools, err = tools.Load(path, nil); err != nil {
+			return c, &configError{"TOOLS_FILE", fmt.Sprintf("%s: %v", path, err)}
+		}
+	}
+	if w.MaxToolRounds, err = e.integer("MAX_TOOL_ROUNDS", worker.DefaultMaxToolRounds, 1, 100); err != nil {
+		return c, err
+	}
+	if w.ApprovalTimeout, err = e.duration("TOOL_APPROVAL_TIMEOUT", worker.DefaultApprovalTimeout, time.Second); err != nil {
 		return c, err
 	}
 	if err := loadLimits(e, &c); err != nil {

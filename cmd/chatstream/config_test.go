@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -68,6 +70,8 @@ func TestLoadConfig_Errors(t *testing.T) {
 		{"BadBodyTimeout", map[string]string{"AUTH_SECRET": secret, "BODY_TIMEOUT": "1ns"}, "BODY_TIMEOUT"},
 		{"AnyHost", map[string]string{"AUTH_SECRET": secret, "ALLOWED_HOSTS": "chat.example.com,*"}, "ALLOWED_HOSTS"},
 		{"BadProxy", map[string]string{"AUTH_SECRET": secret, "TRUSTED_PROXIES": "10.0.0.0/8, lb"}, "TRUSTED_PROXIES"},
+		{"BadToolRounds", map[string]string{"AUTH_SECRET": secret, "MAX_TOOL_ROUNDS": "0"}, "MAX_TOOL_ROUNDS"},
+		{"BadApprovalTimeout", map[string]string{"AUTH_SECRET": secret, "TOOL_APPROVAL_TIMEOUT": "10ms"}, "TOOL_APPROVAL_TIMEOUT"},
 		{"MessageTooLargeForAFrame", map[string]string{"AUTH_SECRET": secret, "MAX_CONTENT_BYTES": "200000"}, "MAX_CONTENT_BYTES"},
 	}
 	for _, tc := range cases {
@@ -77,6 +81,45 @@ func TestLoadConfig_Errors(t *testing.T) {
 				t.Fatalf("error = %v, want one naming %s", err, tc.want)
 			}
 		})
+	}
+}
+
+// A bad TOOLS_FILE stops the process at start with one line (exit 2) that
+// names the variable, the file and the problem.
+func TestRun_BadToolsFileExits(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	for _, c := range []struct{ name, path, want string }{
+		{"missing", filepath.Join(dir, "none.json"), "no such file"},
+		{"bad JSON", write("bad.json", "{\"tools\": [\n  {\"name\": \"a\",,}]}"), "invalid JSON at line 2"},
+		{"duplicate", write("dup.json", `{"tools": [{"name": "a", "url": "http://h/"}, {"name": "a", "url": "http://h/"}]}`), `tool "a" is defined twice`},
+		{"bad schema", write("schema.json", `{"tools": [{"name": "a", "url": "http://h/", "parameters": {"type": 12}}]}`), `tool "a": parameters:`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var out, errw bytes.Buffer
+			code := run([]string{"serve"}, mapEnv(map[string]string{"AUTH_DEV": "true", "TOOLS_FILE": c.path}), &out, &errw)
+			if code != 2 {
+				t.Fatalf("exit code %d, want 2; stderr %q", code, errw.String())
+			}
+			lines := strings.Split(strings.TrimSpace(errw.String()), "\n")
+			if len(lines) != 1 || !strings.Contains(lines[0], "TOOLS_FILE: "+c.path) || !strings.Contains(lines[0], c.want) {
+				t.Fatalf("stderr = %q, want one line naming TOOLS_FILE, %s and %q", errw.String(), c.path, c.want)
+			}
+		})
+	}
+	good := write("good.json", `{"tools": [{"name": "a", "url": "http://h/", "requires_approval": true}]}`)
+	c, err := loadConfig(mapEnv(map[string]string{"AUTH_DEV": "true", "TOOLS_FILE": good, "MAX_TOOL_ROUNDS": "3", "TOOL_APPROVAL_TIMEOUT": "30s"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Worker.Tools.Len() != 1 || !c.Worker.Tools.RequiresApproval("a") || c.Worker.MaxToolRounds != 3 || c.Worker.ApprovalTimeout != 30*time.Second {
+		t.Fatalf("worker config = %+v", c.Worker)
 	}
 }
 

@@ -45,6 +45,8 @@ var configValue = map[string]func(app.Config) any{
 	"LLM_STALL_TIMEOUT":               func(c app.Config) any { return c.Worker.StallTimeout },
 	"CHUNK_FLUSH_INTERVAL":            func(c app.Config) any { return c.Worker.FlushInterval },
 	"DEMO_TOKENS_PER_SEC":             func(c app.Config) any { return c.DemoTokensPerSec },
+	"MAX_TOOL_ROUNDS":                 func(c app.Config) any { return c.Worker.MaxToolRounds },
+	"TOOL_APPROVAL_TIMEOUT":           func(c app.Config) any { return c.Worker.ApprovalTimeout },
 }
 
 // readmeSettings reads the README's configuration table: variable → default.

@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -53,20 +54,28 @@ func Record(tb testing.TB, client rueidis.Client, pattern string) *Recorder {
 // message it carried.
 func (r *Recorder) WaitDone(tb testing.TB, channel string) []string {
 	tb.Helper()
+	return r.WaitFor(tb, channel, "done frame", func(m string) bool { return strings.HasPrefix(m, `{"type":"done"`) })
+}
+
+// WaitFor waits until channel carried a message for which match is true
+// and returns every message it carried so far; what names the message in
+// the failure.
+func (r *Recorder) WaitFor(tb testing.TB, channel, what string, match func(string) bool) []string {
+	tb.Helper()
 	deadline := time.After(10 * time.Second)
 	for {
 		r.mu.Lock()
 		msgs, changed := append([]string(nil), r.msgs[channel]...), r.changed
 		r.mu.Unlock()
 		for _, m := range msgs {
-			if strings.HasPrefix(m, `{"type":"done"`) {
+			if match(m) {
 				return msgs
 			}
 		}
 		select {
 		case <-changed:
 		case <-deadline:
-			tb.Fatalf("%s carried no done frame: %q", channel, msgs)
+			tb.Fatalf("%s carried no %s: %q", channel, what, msgs)
 		}
 	}
 }
@@ -121,6 +130,17 @@ func CheckStream(tb testing.TB, client rueidis.Client, keys streaming.Keys, rec 
 	}
 	if (done.Error == nil) != (m.Error == nil) || (done.Error != nil && *done.Error != *m.Error) {
 		tb.Fatalf("done error %+v, stored error %+v", done.Error, m.Error)
+	}
+	if (done.Usage == nil) != (m.Usage == nil) || (done.Usage != nil && *done.Usage != *m.Usage) {
+		tb.Fatalf("done usage %+v, stored usage %+v", done.Usage, m.Usage)
+	}
+	// The parts rebuilt from the chunks are the stored parts.
+	parts, err := protocol.PartsOf(hist.Frames)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if stored := m.PartsOrText(); !reflect.DeepEqual(parts, stored) {
+		tb.Fatalf("parts of the chunks = %+v, stored parts = %+v", parts, stored)
 	}
 	return texts
 }

@@ -52,6 +52,19 @@ type Script struct {
 	// out and before the first chunk: the client's Stream call has returned
 	// and its first Recv blocks.
 	BlockUntil <-chan struct{}
+	// Reasoning are reasoning deltas sent before the tokens, under the key
+	// ReasoningKey: "reasoning_content" (DeepSeek, vLLM; the default) or
+	// "reasoning" (Ollama, OpenRouter).
+	Reasoning    []string
+	ReasoningKey string
+	// ToolCalls are calls sent after the tokens, each split over deltas as
+	// OpenAI and vLLM send them (the id and name first, then the arguments
+	// in pieces of ArgumentsSplit bytes, default 4); with calls, the finish
+	// reason defaults to "tool_calls". A call without ID gets call_<n>.
+	ToolCalls      []llm.ToolCall
+	ArgumentsSplit int
+	// NoTokens sends no content deltas (DefaultTokens is not used).
+	NoTokens bool
 }
 
 // DefaultTokens returns the deltas of a Script without Tokens.
@@ -66,8 +79,10 @@ type StreamOptions struct {
 
 // RecordedRequest is a request the server received.
 type RecordedRequest struct {
-	Model               string
-	Messages            []llm.Message
+	Model    string
+	Messages []llm.Message
+	// Tools are the names of the tools offered.
+	Tools               []string
 	Stream              bool
 	StreamOptions       *StreamOptions // nil when the request had none
 	MaxTokens           int
@@ -80,9 +95,22 @@ type RecordedRequest struct {
 type wireRequest struct {
 	Model    string `json:"model"`
 	Messages []struct {
-		Role    string `json:"role"`
-		Content string `json:"content"`
+		Role       string `json:"role"`
+		Content    string `json:"content"`
+		ToolCallID string `json:"tool_call_id"`
+		ToolCalls  []struct {
+			ID       string `json:"id"`
+			Function struct {
+				Name      string `json:"name"`
+				Arguments string `json:"arguments"`
+			} `json:"function"`
+		} `json:"tool_calls"`
 	} `json:"messages"`
+	Tools []struct {
+		Function struct {
+			Name string `json:"name"`
+		} `json:"function"`
+	} `json:"tools"`
 	Stream              bool           `json:"stream"`
 	StreamOptions       *StreamOptions `json:"stream_options"`
 	MaxTokens           int            `json:"max_tokens"`
@@ -229,7 +257,14 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		Body:                body,
 	}
 	for _, m := range wr.Messages {
-		rec.Messages = append(rec.Messages, llm.Message{Role: m.Role, Content: m.Content})
+		lm := llm.Message{Role: m.Role, Content: m.Content, ToolCallID: m.ToolCallID}
+		for _, c := range m.ToolCalls {
+			lm.ToolCalls = append(lm.ToolCalls, llm.ToolCall{ID: c.ID, Name: c.Function.Name, Arguments: c.Function.Arguments})
+		}
+		rec.Messages = append(rec.Messages, lm)
+	}
+	for _, t := range wr.Tools {
+		rec.Tools = append(rec.Tools, t.Function.Name)
 	}
 
 	s.mu.Lock()
@@ -292,7 +327,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, sc Script, rec *
 		}
 	}
 	tokens := sc.Tokens
-	if len(tokens) == 0 {
+	if len(tokens) == 0 && !sc.NoTokens {
 		tokens = DefaultTokens()
 	}
 	usage := rec.StreamOptions != nil && rec.StreamOptions.IncludeUsage
@@ -322,6 +357,15 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, sc Script, rec *
 	if !send([]choice{{Delta: delta{Role: "assistant", Content: &empty}}}) {
 		return
 	}
+	for i := range sc.Reasoning {
+		d := delta{ReasoningContent: &sc.Reasoning[i]}
+		if sc.ReasoningKey == "reasoning" {
+			d = delta{Reasoning: &sc.Reasoning[i]}
+		}
+		if !send([]choice{{Delta: d}}) {
+			return
+		}
+	}
 	for n := 0; ; n++ {
 		if sc.DropAfter > 0 && n == sc.DropAfter {
 			if conn, _, err := rc.Hijack(); err == nil {
@@ -346,10 +390,37 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, sc Script, rec *
 			return
 		}
 	}
+	split := sc.ArgumentsSplit
+	if split <= 0 {
+		split = 4
+	}
+	for i, call := range sc.ToolCalls {
+		id := call.ID
+		if id == "" {
+			id = fmt.Sprintf("call_%d", i)
+		}
+		first := toolCallDelta{Index: i, ID: id, Type: "function"}
+		first.Function.Name = call.Name
+		if !send([]choice{{Delta: delta{ToolCalls: []toolCallDelta{first}}}}) {
+			return
+		}
+		for a := call.Arguments; a != ""; {
+			n := min(split, len(a))
+			piece := toolCallDelta{Index: i}
+			piece.Function.Arguments = a[:n]
+			a = a[n:]
+			if !send([]choice{{Delta: delta{ToolCalls: []toolCallDelta{piece}}}}) {
+				return
+			}
+		}
+	}
 	if !sc.NoFinish {
 		reason := sc.FinishReason
 		if reason == "" {
 			reason = "stop"
+			if len(sc.ToolCalls) > 0 {
+				reason = "tool_calls"
+			}
 		}
 		if !send([]choice{{FinishReason: &reason}}) {
 			return
@@ -407,8 +478,22 @@ type choice struct {
 }
 
 type delta struct {
-	Role    string  `json:"role,omitempty"`
-	Content *string `json:"content,omitempty"`
+	Role             string          `json:"role,omitempty"`
+	Content          *string         `json:"content,omitempty"`
+	ReasoningContent *string         `json:"reasoning_content,omitempty"`
+	Reasoning        *string         `json:"reasoning,omitempty"`
+	ToolCalls        []toolCallDelta `json:"tool_calls,omitempty"`
+}
+
+// toolCallDelta is one fragment of a tool call.
+type toolCallDelta struct {
+	Index    int    `json:"index"`
+	ID       string `json:"id,omitempty"`
+	Type     string `json:"type,omitempty"`
+	Function struct {
+		Name      string `json:"name,omitempty"`
+		Arguments string `json:"arguments,omitempty"`
+	} `json:"function"`
 }
 
 // writeError answers status with body, or with an OpenAI-style JSON error.

@@ -10,8 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chatstream/chatstream/llm/llmtest"
 	"go.uber.org/goleak"
+
+	"github.com/chatstream/chatstream/llm/llmtest"
 )
 
 func TestMain(m *testing.M) {
