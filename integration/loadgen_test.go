@@ -35,6 +35,20 @@ func TestLoadgen_Scenarios(t *testing.T) {
 			t.Fatalf("svg: %v", err)
 		}
 	})
+	t.Run("Tools", func(t *testing.T) {
+		rep, err := loadgen.Run(ctx, loadgen.Config{BaseURL: n.url, Scenario: loadgen.Tools,
+			Streams: 4, Followers: 2, Tokens: 20, Think: 5, Rate: 500, Duration: 60 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Lost != 0 || rep.Duplicated != 0 || rep.SocketErrors != 0 {
+			t.Fatalf("lost %d, duplicated %d, socket errors %d (%v)", rep.Lost, rep.Duplicated, rep.SocketErrors, rep.ErrorSample)
+		}
+		// Per answer: 5 reasoning chunks, the call, its result, 20 of text.
+		if rep.Done != 8 || rep.Chunks != 8*(5+1+1+20) || rep.Generations != 4 {
+			t.Fatalf("done %d, chunks %d, generations %d; want 8, %d, 4", rep.Done, rep.Chunks, rep.Generations, 8*27)
+		}
+	})
 	t.Run("Storm", func(t *testing.T) {
 		rep, err := loadgen.Run(ctx, loadgen.Config{BaseURL: n.url, Scenario: loadgen.Storm,
 			Sockets: 30, Tokens: 400, Rate: 100, Duration: 60 * time.Second})
@@ -88,6 +102,27 @@ func TestAsk(t *testing.T) {
 		if res.Ready[dep] != "ok" {
 			t.Fatalf("ready = %v", res.Ready)
 		}
+	}
+	// Reasoning, a tool call that asks for approval, its answer and result,
+	// and the usage.
+	answer.Reset()
+	res, err = loadgen.Ask(context.Background(), loadgen.AskConfig{BaseURL: n.url, Question: "/demo think=4 tool=save_note\nRemember milk",
+		Answer: &answer, Approve: func(name, args string) bool { return name == "save_note" && strings.Contains(args, "milk") }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"thinking: ", "[tool call] save_note {\"text\":", "(asks for approval)", "[approval] approved", "[result] Saved the note", "The tool answered"} {
+		if !strings.Contains(answer.String(), want) {
+			t.Fatalf("answer %q lacks %q", answer.String(), want)
+		}
+	}
+	if res.ToolCalls != 1 || res.Reasoning == 0 || res.Usage == nil || res.Usage.TotalTokens == 0 || res.FinishReason != "stop" {
+		t.Fatalf("result = %+v", res)
+	}
+	var summary strings.Builder
+	res.Print(&summary)
+	if !strings.Contains(summary.String(), "tool calls 1") || !strings.Contains(summary.String(), "usage") {
+		t.Fatalf("summary = %s", summary.String())
 	}
 	_, err = loadgen.Ask(context.Background(), loadgen.AskConfig{BaseURL: "http://127.0.0.1:1", Question: "anyone?", Timeout: 5 * time.Second})
 	if err == nil || !strings.Contains(err.Error(), "unreachable") {

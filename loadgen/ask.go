@@ -9,6 +9,9 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/chatstream/chatstream"
+	"github.com/chatstream/chatstream/protocol"
 )
 
 // AskConfig is one question to a running server.
@@ -17,8 +20,13 @@ type AskConfig struct {
 	Secret   []byte // signs the token; empty uses the dev-token endpoint
 	User     string
 	Question string
-	// Answer receives the answer's text as it streams.
+	// Answer receives the answer as it streams: its text, its reasoning
+	// (dimmed when Color), its tool calls and their results.
 	Answer io.Writer
+	Color  bool
+	// Approve answers a tool call that waits for the user's approval; nil
+	// denies every one.
+	Approve func(name, arguments string) bool
 	// Timeout bounds the whole exchange. Default 2 minutes.
 	Timeout time.Duration
 }
@@ -35,6 +43,12 @@ type AskResult struct {
 	Characters int               `json:"characters"`
 	AvgGap     time.Duration     `json:"avg_gap_ns"`
 	MaxGap     time.Duration     `json:"max_gap_ns"`
+	// Reasoning counts the characters of the model's reasoning; ToolCalls
+	// the tool calls it made.
+	Reasoning    int               `json:"reasoning_characters"`
+	ToolCalls    int               `json:"tool_calls"`
+	FinishReason string            `json:"finish_reason,omitempty"`
+	Usage        *chatstream.Usage `json:"usage,omitempty"`
 }
 
 // Print writes the result for a person.
@@ -49,6 +63,18 @@ func (a *AskResult) Print(w io.Writer) {
 	fmt.Fprintf(w, "%-10s %s\n", "ttfb", a.TTFB.Round(time.Microsecond))
 	fmt.Fprintf(w, "%-10s %d\n", "chunks", a.Chunks)
 	fmt.Fprintf(w, "%-10s %d\n", "characters", a.Characters)
+	if a.Reasoning > 0 {
+		fmt.Fprintf(w, "%-10s %d characters\n", "reasoning", a.Reasoning)
+	}
+	if a.ToolCalls > 0 {
+		fmt.Fprintf(w, "%-10s %d\n", "tool calls", a.ToolCalls)
+	}
+	if a.FinishReason != "" {
+		fmt.Fprintf(w, "%-10s %s\n", "finish", a.FinishReason)
+	}
+	if u := a.Usage; u != nil {
+		fmt.Fprintf(w, "%-10s %d tokens (%d prompt, %d completion)\n", "usage", u.TotalTokens, u.PromptTokens, u.CompletionTokens)
+	}
 	fmt.Fprintf(w, "%-10s %s\n", "total", a.Total.Round(time.Millisecond))
 	fmt.Fprintf(w, "%-10s avg %s, max %s\n", "gaps", a.AvgGap.Round(time.Microsecond), a.MaxGap.Round(time.Microsecond))
 }
@@ -95,6 +121,7 @@ func Ask(ctx context.Context, cfg AskConfig) (*AskResult, error) {
 	}
 	var last time.Time
 	var gaps time.Duration
+	pr := &partPrinter{w: cfg.Answer, color: cfg.Color}
 	for {
 		_, b, err := conn.Read(ctx)
 		if err != nil {
@@ -102,13 +129,15 @@ func Ask(ctx context.Context, cfg AskConfig) (*AskResult, error) {
 		}
 		now := time.Now()
 		var f struct {
-			Type     string `json:"type"`
-			StreamID string `json:"stream_id"`
-			Content  string `json:"content"`
-			Status   string `json:"status"`
-			Code     string `json:"code"`
-			Message  string `json:"message"`
-			Error    *struct{ Code, Message string }
+			protocol.Chunk
+			Type         string `json:"type"`
+			Status       string `json:"status"`
+			Code         string `json:"code"`
+			Message      string `json:"message"`
+			Error        *struct{ Code, Message string }
+			FinishReason string            `json:"finish_reason"`
+			Usage        *chatstream.Usage `json:"usage"`
+			Parts        []chatstream.Part `json:"parts"`
 		}
 		if err := json.Unmarshal(b, &f); err != nil {
 			return res, fmt.Errorf("server sent a frame that is not JSON: %w", err)
@@ -130,22 +159,41 @@ func Ask(ctx context.Context, cfg AskConfig) (*AskResult, error) {
 			last = now
 			res.Chunks++
 			res.Characters += len([]rune(f.Content))
-			fmt.Fprint(cfg.Answer, f.Content)
+			p := f.Chunk.Part()
+			if p.Type == chatstream.PartReasoning {
+				res.Reasoning += len([]rune(p.Text))
+			}
+			if p.Type == chatstream.PartToolCall {
+				res.ToolCalls++
+			}
+			pr.part(p)
+			if p.Type == chatstream.PartToolCall && p.RequiresApproval {
+				approved := cfg.Approve != nil && cfg.Approve(p.Name, p.Arguments)
+				if err := writeJSON(ctx, conn, map[string]any{"type": "approve", "stream_id": res.StreamID, "call_id": p.CallID, "approved": approved}); err != nil {
+					return res, err
+				}
+			}
 		case "snapshot":
-			fmt.Fprint(cfg.Answer, "\n[snapshot]\n"+f.Content)
+			pr.text("\n[snapshot]\n")
+			if len(f.Parts) == 0 {
+				pr.text(f.Content)
+			}
+			for _, p := range f.Parts {
+				pr.part(p)
+			}
 		case "done":
 			if f.StreamID != res.StreamID {
 				continue
 			}
 			res.Total = now.Sub(start)
-			res.Status = f.Status
+			res.Status, res.FinishReason, res.Usage = f.Status, f.FinishReason, f.Usage
 			if f.Error != nil {
 				res.Error = f.Error.Code + ": " + f.Error.Message
 			}
 			if res.Chunks > 1 {
 				res.AvgGap = gaps / time.Duration(res.Chunks-1)
 			}
-			fmt.Fprintln(cfg.Answer)
+			pr.text("\n")
 			if f.Status != "complete" {
 				return res, fmt.Errorf("the answer ended %s %s", f.Status, res.Error)
 			}
@@ -192,4 +240,76 @@ func truncateTitle(q string) string {
 		return string(r[:60])
 	}
 	return q
+}
+
+// partPrinter writes an answer's parts for a person: text as it comes,
+// reasoning dimmed (with color), each tool call, answer and result on a
+// line of its own.
+type partPrinter struct {
+	w     io.Writer
+	color bool
+	last  chatstream.PartType
+}
+
+const (
+	dim   = "\x1b[2m"
+	reset = "\x1b[0m"
+)
+
+func (p *partPrinter) text(s string) {
+	p.style("")
+	fmt.Fprint(p.w, s)
+}
+
+// style switches from the style of the last part to that of typ.
+func (p *partPrinter) style(typ chatstream.PartType) {
+	if p.last == typ {
+		return
+	}
+	if p.last == chatstream.PartReasoning {
+		if p.color {
+			fmt.Fprint(p.w, reset)
+		}
+		fmt.Fprintln(p.w)
+	}
+	if typ == chatstream.PartReasoning {
+		if p.color {
+			fmt.Fprint(p.w, dim)
+		}
+		fmt.Fprint(p.w, "thinking: ")
+	}
+	p.last = typ
+}
+
+func (p *partPrinter) part(part chatstream.Part) {
+	switch part.Type {
+	case chatstream.PartText:
+		p.text(part.Text)
+		return
+	case chatstream.PartReasoning:
+		p.style(chatstream.PartReasoning)
+		fmt.Fprint(p.w, part.Text)
+		return
+	}
+	p.style(part.Type)
+	switch part.Type {
+	case chatstream.PartToolCall:
+		wait := ""
+		if part.RequiresApproval {
+			wait = " (asks for approval)"
+		}
+		fmt.Fprintf(p.w, "\n[tool call] %s %s%s\n", part.Name, part.Arguments, wait)
+	case chatstream.PartToolApproval:
+		answer := "approved"
+		if !part.Approved {
+			answer = "not approved (" + part.Reason + ")"
+		}
+		fmt.Fprintf(p.w, "[approval] %s\n", answer)
+	case chatstream.PartToolResult:
+		label := "result"
+		if part.IsError {
+			label = "error"
+		}
+		fmt.Fprintf(p.w, "[%s] %s\n", label, part.Output)
+	}
 }

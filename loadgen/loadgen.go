@@ -34,6 +34,7 @@ const (
 	Idle   = "idle"   // connected sockets following nothing
 	Storm  = "storm"  // every follower of a running stream drops and resumes at once
 	Churn  = "churn"  // sockets connect, follow a while and leave, continuously
+	Tools  = "tools"  // as steady, each answer reasoning first, then a tool call, its result and the text
 	// Soak (soak.go): steady load with churn, cancels, resumes and bad
 	// frames for the whole run, with the server's resources sampled.
 )
@@ -52,6 +53,9 @@ type Config struct {
 	// Tokens per generation and their pace (tokens/s) on the demo model.
 	Tokens int
 	Rate   float64
+	// Think is the words of reasoning before each answer of the tools
+	// scenario (default 20).
+	Think int
 	// Sockets is the number of sockets of the idle and churn scenarios.
 	Sockets int
 	// Duration bounds the run (and sets the length of churn).
@@ -97,6 +101,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Users <= 0 {
 		c.Users = 50
+	}
+	if c.Think <= 0 {
+		c.Think = 20
 	}
 }
 
@@ -396,7 +403,12 @@ func (r *run) generate(ctx context.Context, s *socket, user string) (string, err
 	if err := r.call(ctx, "POST", "/v1/conversations", tok, map[string]string{"title": "load"}, &conv); err != nil {
 		return "", err
 	}
-	content := fmt.Sprintf("/demo tokens=%d rate=%g\nload test %s", r.cfg.Tokens, r.cfg.Rate, conv.ID[:8])
+	opts := ""
+	if r.cfg.Scenario == Tools {
+		// The demo model thinks, calls its calculator, then answers.
+		opts = fmt.Sprintf(" think=%d tool=calculator", r.cfg.Think)
+	}
+	content := fmt.Sprintf("/demo tokens=%d rate=%g%s\nload test %s: what is 6 * 7?", r.cfg.Tokens, r.cfg.Rate, opts, conv.ID[:8])
 	s.sentAt.Store(time.Now().UnixMicro())
 	if err := writeJSON(ctx, s.conn, map[string]any{"type": "send", "conversation_id": conv.ID, "content": content}); err != nil {
 		return "", err

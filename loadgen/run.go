@@ -39,7 +39,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 
 	rep := &Report{Scenario: cfg.Scenario}
 	switch cfg.Scenario {
-	case Steady, FanOut:
+	case Steady, FanOut, Tools:
 		rep.Streams, rep.Followers, rep.Tokens, rep.Rate = cfg.Streams, cfg.Followers, cfg.Tokens, cfg.Rate
 		err = r.streams(ctx)
 	case Idle:
@@ -53,7 +53,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		rep.Streams, rep.Tokens, rep.Rate = cfg.Streams, cfg.Tokens, cfg.Rate
 		err = r.soak(ctx, rep)
 	default:
-		err = fmt.Errorf("unknown scenario %q (steady, fanout, idle, storm, churn, soak)", cfg.Scenario)
+		err = fmt.Errorf("unknown scenario %q (steady, fanout, tools, idle, storm, churn, soak)", cfg.Scenario)
 	}
 	close(stop)
 	wg.Wait()

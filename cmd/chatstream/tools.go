@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -17,11 +18,12 @@ func loadgenCmd(ctx context.Context, args []string, e env, stdout, stderr io.Wri
 	fs := newFlags("loadgen", " [flags]", "Load-tests a running server: opens sockets, starts generations on its demo model,\nfollows them, and reports latency, throughput, lost and duplicated chunks, and\nthe server's and Redis's CPU and memory (BENCHMARKS.md has the scenarios).", stdout, stderr)
 	var cfg loadgen.Config
 	fs.StringVar(&cfg.BaseURL, "url", "http://127.0.0.1:8080", "server base URL")
-	fs.StringVar(&cfg.Scenario, "scenario", loadgen.Steady, "steady, fanout, idle, storm, churn or soak")
+	fs.StringVar(&cfg.Scenario, "scenario", loadgen.Steady, "steady, fanout, tools, idle, storm, churn or soak")
 	fs.IntVar(&cfg.Streams, "streams", 0, "generations (steady/fanout: default 10; churn: streams followed; soak: generations at once)")
 	fs.IntVar(&cfg.Followers, "followers", 0, "sockets per stream, the sender included (default 2)")
 	fs.IntVar(&cfg.Tokens, "tokens", 0, "tokens per generation (default 200)")
 	fs.Float64Var(&cfg.Rate, "rate", 0, "tokens per second per generation (default 30)")
+	fs.IntVar(&cfg.Think, "think", 0, "tools: words of reasoning before each answer (default 20)")
 	fs.IntVar(&cfg.Sockets, "sockets", 0, "sockets for idle, storm and churn (default 1000)")
 	fs.DurationVar(&cfg.Duration, "duration", 0, "time limit of the run (default 60s)")
 	fs.DurationVar(&cfg.Ramp, "ramp", 0, "spread the start of generations over this time")
@@ -98,8 +100,24 @@ func askCmd(ctx context.Context, args []string, e env, stdout, stderr io.Writer)
 	fs.StringVar(&cfg.User, "user", "ask", "user to ask as (dev token, or signed with AUTH_SECRET)")
 	fs.DurationVar(&cfg.Timeout, "timeout", 2*time.Minute, "time limit")
 	jsonOut := fs.Bool("json", false, "print the summary as JSON")
+	approve := fs.String("approve", "prompt", "answer to tool calls that ask for approval: prompt (ask on the terminal), yes or no")
 	if code, done := parse(fs, args, stdout); done {
 		return code
+	}
+	switch *approve {
+	case "yes":
+		cfg.Approve = func(string, string) bool { return true }
+	case "no":
+	case "prompt":
+		in := bufio.NewReader(os.Stdin)
+		cfg.Approve = func(name, arguments string) bool {
+			fmt.Fprintf(stderr, "Run %s %s? [y/N] ", name, arguments)
+			line, _ := in.ReadString('\n')
+			return strings.EqualFold(strings.TrimSpace(line), "y") || strings.EqualFold(strings.TrimSpace(line), "yes")
+		}
+	default:
+		fmt.Fprintln(stderr, "chatstream ask: -approve must be prompt, yes or no")
+		return 2
 	}
 	cfg.Question = strings.Join(fs.Args(), " ")
 	if strings.TrimSpace(cfg.Question) == "" {
@@ -108,6 +126,7 @@ func askCmd(ctx context.Context, args []string, e env, stdout, stderr io.Writer)
 	}
 	cfg.Secret = []byte(e.str("AUTH_SECRET", ""))
 	cfg.Answer = stdout
+	cfg.Color = isTerminal(stdout)
 	res, err := loadgen.Ask(ctx, cfg)
 	if res != nil {
 		if *jsonOut {
@@ -121,4 +140,14 @@ func askCmd(ctx context.Context, args []string, e env, stdout, stderr io.Writer)
 		return 1
 	}
 	return 0
+}
+
+// isTerminal reports whether w is a terminal (reasoning is dimmed there).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
