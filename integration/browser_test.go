@@ -146,10 +146,16 @@ func waitStatus(t *testing.T, ctx context.Context, id, status string) {
 	}
 }
 
-// pageText is the text the page shows for a message.
+// pageText is the text the page shows for a message: a user message's,
+// or an answer's text parts (not its Thinking or tool cards).
 func pageText(t *testing.T, ctx context.Context, id string) string {
 	t.Helper()
-	return eval[string](t, ctx, fmt.Sprintf(`document.querySelector("#m-%s .body")?.textContent ?? ""`, id))
+	return eval[string](t, ctx, fmt.Sprintf(`(() => {
+		const body = document.querySelector("#m-%s .body");
+		if (!body) return "";
+		if (body.closest("article.user")) return body.textContent;
+		return [...body.querySelectorAll(":scope > .text")].map((e) => e.textContent).join("");
+	})()`, id))
 }
 
 // renders is the text the page's Markdown renderer makes of content: what
@@ -314,8 +320,19 @@ func TestBrowser_Screenshots(t *testing.T) {
 	n := demoNode(t, app.Config{Workers: 2})
 	ctx := newBrowser(t)
 	signIn(t, ctx, n, "alice")
-	id := sendFromPage(t, ctx, "Show me how chatstream delivers chunks")
+	// An answer with all its parts: Thinking, a tool card, text, usage; then
+	// a call that waits for approval.
+	id := sendFromPage(t, ctx, "/demo think=25 tool=calculator\nHow does chatstream deliver chunks? And what is 6 * 7?")
 	waitStatus(t, ctx, id, "complete")
+	run(t, ctx, "open Thinking", chromedp.Click(chromedp.CSS("#m-"+id+" details.thinking summary")))
+	waiting := sendFromPage(t, ctx, "/demo tool=save_note\nRemember that chunks are exactly-once")
+	run(t, ctx, "approval card", poll(fmt.Sprintf(`document.querySelector('#m-%s .tool[data-state="waiting"]') !== null`, waiting)))
+	// The desktop shot shows the first answer from its Thinking on; the
+	// phone's the call that waits.
+	scroll := map[string]string{
+		"screenshot-desktop.png": fmt.Sprintf(`(document.querySelector("#m-%s .thinking").scrollIntoView(), true)`, id),
+		"screenshot-phone.png":   `(document.getElementById("messages").scrollTop = 1e9, true)`,
+	}
 	dir := os.Getenv("SCREENSHOT_DIR") // `make screenshots` sets it to docs/
 	if dir == "" {
 		dir = t.TempDir()
@@ -326,7 +343,8 @@ func TestBrowser_Screenshots(t *testing.T) {
 	}{{"screenshot-desktop.png", 1280, 860}, {"screenshot-phone.png", 390, 844}} {
 		// Layout settles once the sidebar has slid out of a phone's view.
 		run(t, ctx, shot.name, chromedp.EmulateViewport(shot.w, shot.h),
-			poll(fmt.Sprintf(`window.innerWidth === %d && (innerWidth > 720 || document.getElementById("sidebar").getBoundingClientRect().right <= 0)`, shot.w)))
+			poll(fmt.Sprintf(`window.innerWidth === %d && (innerWidth > 720 || document.getElementById("sidebar").getBoundingClientRect().right <= 0)`, shot.w)),
+			poll(scroll[shot.name]))
 		png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
 		if err != nil {
 			t.Fatal(err)

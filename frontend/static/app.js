@@ -1,10 +1,18 @@
 // The chat page: dev sign-in, conversation list, messages rendered as they
 // stream, a composer with Stop, and live updates from other tabs.
 import { StreamClient } from "./client.js";
-import { renderMarkdown } from "./markdown.js";
+import { addPart, copyParts, partOfChunk, renderParts, usageText } from "./parts.js";
 
 const $ = (id) => document.getElementById(id);
 const STATUS_LABEL = { streaming: "streaming", pending: "waiting", complete: "", cancelled: "stopped", failed: "failed" };
+
+// SUGGESTIONS fill the composer with prompts that show what answers can
+// hold; the offline demo model reads their /demo line (README, "Demo").
+const SUGGESTIONS = [
+  ["Think, then answer", "/demo think=40\nHow do I resume a dropped stream?"],
+  ["Use a tool", "/demo think=12 tool=calculator\nWhat is (17 + 25) * 3?"],
+  ["Ask before acting", "/demo tool=save_note\nRemember to buy milk"],
+];
 
 // state is the page's model.
 const state = {
@@ -12,7 +20,7 @@ const state = {
   user: sessionStorage.getItem("chatstream.user"),
   conversations: [],
   current: null, // open conversation id
-  messages: new Map(), // id → message ({id, role, content, status, error})
+  messages: new Map(), // id → message ({id, role, content, parts, status, error, usage})
   order: [], // message ids of the open conversation, oldest first
   client: null,
   loading: null, // events held while a conversation loads
@@ -125,7 +133,22 @@ function showEmpty() {
   $("title").textContent = "New chat";
   const empty = document.createElement("div");
   empty.className = "empty";
-  empty.textContent = "Ask anything. Answers stream in as they are written.";
+  const p = document.createElement("p");
+  p.textContent = "Ask anything. Answers stream in as they are written.";
+  const tries = document.createElement("div");
+  tries.className = "suggestions";
+  for (const [label, prompt] of SUGGESTIONS) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.textContent = label;
+    b.title = prompt;
+    b.addEventListener("click", () => {
+      $("input").value = prompt;
+      $("input").focus();
+    });
+    tries.append(b);
+  }
+  empty.append(p, tries);
   $("messages").replaceChildren(empty);
   setBusy(null);
 }
@@ -200,7 +223,10 @@ function onMessageEvent(m) {
 function followStream(id, last, reset) {
   const m = state.messages.get(id);
   if (!m || m.following) return;
-  if (reset) m.content = "";
+  if (reset) {
+    m.content = "";
+    m.parts = [];
+  }
   m.following = true;
   setBusy(id);
   state.client.follow(id, last, (f) => onStreamFrame(id, f));
@@ -212,14 +238,17 @@ function onStreamFrame(id, f) {
   switch (f.type) {
     case "chunk":
       m.content += f.content;
+      addPart(m.parts, partOfChunk(f));
       if (m.status === "pending") m.status = "streaming";
       break;
     case "snapshot":
       m.content = f.content;
+      m.parts = f.parts ? copyParts(f.parts) : [{ type: "text", text: f.content }];
       break;
     case "done":
       m.status = f.status;
       m.error = f.error || null;
+      m.usage = f.usage || null;
       m.following = false;
       if (m.busy) setBusy(null);
       break;
@@ -236,8 +265,13 @@ function onStreamFrame(id, f) {
 // upsert adds or updates a message of the open conversation.
 function upsert(m) {
   const known = state.messages.get(m.id);
-  if (known) Object.assign(known, { status: m.status, error: m.error || null, content: m.content || known.content });
-  else state.messages.set(m.id, { ...m, error: m.error || null });
+  if (known) {
+    Object.assign(known, { status: m.status, error: m.error || null, content: m.content || known.content,
+      parts: m.parts?.length ? copyParts(m.parts) : known.parts, usage: m.usage || known.usage || null });
+  } else {
+    state.messages.set(m.id, { ...m, parts: copyParts(m.parts), error: m.error || null, usage: m.usage || null,
+      view: { thinking: new Map(), answering: new Set(), onAnswer: (callId, approved) => answerCall(m.id, callId, approved) } });
+  }
   if (!state.order.includes(m.id)) {
     state.order.push(m.id);
     $("messages").append(messageElement(state.messages.get(m.id)));
@@ -277,7 +311,7 @@ function renderMessage(id) {
   if (!m || !el) return;
   const body = el.querySelector(".body");
   if (m.role === "user") body.textContent = m.content;
-  else body.replaceChildren(renderMarkdown(m.content));
+  else body.replaceChildren(renderParts(m, m.view));
   el.dataset.status = m.status;
   const meta = el.querySelector(".meta");
   meta.replaceChildren();
@@ -293,6 +327,12 @@ function renderMessage(id) {
     err.className = "error";
     err.textContent = m.error.message || m.error.code;
     meta.append(err);
+  }
+  if (m.role === "assistant" && m.usage) {
+    const usage = document.createElement("span");
+    usage.className = "usage";
+    usage.textContent = usageText(m.usage);
+    meta.append(usage);
   }
   const box = $("messages");
   if (box.scrollHeight - box.scrollTop - box.clientHeight < 120) box.scrollTop = box.scrollHeight;
@@ -326,7 +366,7 @@ $("composer").addEventListener("submit", async (ev) => {
   if (!content.trim() || state.busy) return;
   try {
     if (!state.current) {
-      const conv = await api("POST", "/v1/conversations", { title: content.trim().slice(0, 60) });
+      const conv = await api("POST", "/v1/conversations", { title: titleOf(content) });
       state.conversations.unshift(conv);
       await openConversation(conv.id);
     }
@@ -345,6 +385,7 @@ $("composer").addEventListener("submit", async (ev) => {
     if (!m.following) {
       m.following = true;
       m.content = "";
+      m.parts = [];
       state.client.adopt(acc.stream_id, (f) => onStreamFrame(acc.stream_id, f));
     }
     setBusy(acc.stream_id);
@@ -361,6 +402,30 @@ $("stop").addEventListener("click", async () => {
     flash(e.message);
   }
 });
+
+// titleOf is a new conversation's title: the start of its first message,
+// past the demo model's settings line.
+function titleOf(content) {
+  const text = content.startsWith("/demo") && content.includes("\n") ? content.slice(content.indexOf("\n") + 1) : content;
+  return (text.trim() || content.trim()).slice(0, 60);
+}
+
+// answerCall answers a tool call that waits for approval; every tab sees
+// the answer come back as a chunk of the stream.
+async function answerCall(streamId, callId, approved) {
+  const m = state.messages.get(streamId);
+  if (!m) return;
+  m.view.answering.add(callId);
+  renderMessage(streamId);
+  try {
+    await state.client.request({ type: "approve", stream_id: streamId, call_id: callId, approved });
+  } catch (e) {
+    flash(e.message);
+  } finally {
+    m.view.answering.delete(callId);
+    scheduleRender(streamId);
+  }
+}
 
 function flash(text) {
   const el = document.createElement("div");
