@@ -63,6 +63,7 @@ lg() { # name, then loadgen flags
 status=0
 if [[ $mode == full ]]; then
 	lg steady -scenario steady -streams 1000 -followers 2 -tokens 200 -rate 30 -ramp 5s -duration 120s || status=1
+	lg tools -scenario tools -streams 1000 -followers 2 -tokens 200 -think 40 -rate 30 -ramp 5s -duration 120s || status=1
 	lg fanout -scenario fanout -streams 20 -followers 500 -tokens 200 -rate 30 -spread -duration 120s || status=1
 	# 20,000 would exceed the hard open-file limit of 20,000 of this sandbox.
 	lg idle -scenario idle -sockets 19500 -spread -duration 120s || status=1
@@ -73,6 +74,7 @@ if [[ $mode == full ]]; then
 	SERVER_ENV="STREAM_TTL=20s" lg soak -scenario soak -streams 50 -tokens 200 -rate 30 -duration ${BENCH_SOAK:-30m} || status=1
 else
 	lg steady -scenario steady -streams 200 -followers 2 -tokens 100 -rate 30 -ramp 2s -duration 60s || status=1
+	lg tools -scenario tools -streams 200 -followers 2 -tokens 100 -think 20 -rate 30 -ramp 2s -duration 60s || status=1
 	lg fanout -scenario fanout -streams 5 -followers 200 -tokens 100 -rate 30 -duration 60s || status=1
 	lg idle -scenario idle -sockets 2000 -duration 60s || status=1
 	lg storm -scenario storm -sockets 500 -tokens 1000 -rate 30 -duration 60s || status=1
