@@ -13,6 +13,7 @@ import (
 
 	"github.com/chatstream/chatstream"
 	"github.com/chatstream/chatstream/app"
+	"github.com/chatstream/chatstream/internal/streamtest"
 	"github.com/chatstream/chatstream/llm"
 	"github.com/chatstream/chatstream/llm/llmtest"
 	"github.com/chatstream/chatstream/protocol"
@@ -193,4 +194,41 @@ func TestTools_ApprovalAcrossNodes(t *testing.T) {
 	if n := te.calls(); len(n) != 1 || n[saveCall.ID] != 1 {
 		t.Fatalf("tool calls by key = %v", n)
 	}
+}
+
+// Snapshots carry the parts: from the chunk log for a client ahead of it,
+// and from Postgres once the log is gone.
+func TestTools_SnapshotsCarryParts(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	n := c.node(t, 1)
+	alice := n.devToken(t, "alice")
+	conv := n.conversation(t, alice)
+	c.llm.Enqueue(llmtest.Script{Reasoning: []string{"Hm", "m."}, Tokens: []string{"Yes", "."}})
+	s := n.send(t, alice, conv, "well?")
+	m := n.final(t, alice, conv, s.StreamID)
+	c.checkStream(t, m)
+	want := []chatstream.Part{{Type: chatstream.PartReasoning, Text: "Hmm."}, {Type: chatstream.PartText, Text: "Yes."}}
+	if !reflect.DeepEqual(m.Parts, want) {
+		t.Fatalf("stored parts = %+v", m.Parts)
+	}
+	snapshot := func(t *testing.T, from string) {
+		t.Helper()
+		ws := n.dial(t, alice)
+		ws.write(map[string]any{"type": "subscribe", "stream_id": s.StreamID, "last_index": 9})
+		f, _ := ws.readUntil("snapshot")
+		if !reflect.DeepEqual(f.Parts, want) || f.Content != "Yes." || f.LastIndex != 3 {
+			t.Fatalf("snapshot from %s = %+v", from, f)
+		}
+		if d, _ := ws.readUntil("done"); d.Usage == nil || *d.Usage != *m.Usage || d.FinishReason != "stop" {
+			t.Fatalf("done after the snapshot from %s = %+v", from, d)
+		}
+	}
+	t.Run("from the log", func(t *testing.T) { snapshot(t, "the log") })
+	// The log lost (as after STREAM_TTL, or by Redis): Postgres answers.
+	ctx := streamtest.Ctx(t)
+	if err := c.redis.Do(ctx, c.redis.B().Del().Key(c.keys.Chunks(s.StreamID), c.keys.Meta(s.StreamID)).Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	t.Run("from Postgres", func(t *testing.T) { snapshot(t, "Postgres") })
 }

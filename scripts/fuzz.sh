@@ -16,6 +16,8 @@ targets=(
 	"./protocol FuzzAppendJSONString"
 	"./protocol FuzzScan"
 	"./llm FuzzDemoDirective"
+	"./tools FuzzCalculator"
+	"./tools FuzzRunArguments"
 )
 status=0
 printf '%-22s %-12s %12s  %s\n' target package execs result

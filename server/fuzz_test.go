@@ -111,6 +111,9 @@ func FuzzSocketFrame(f *testing.F) {
 		`{"type":"send","conversation_id":"` + fuzzConv + `","content":"hi \u0000"}`,
 		`{"type":"send","conversation_id":"` + fuzzConv + `","content":"` + strings.Repeat("x", 1001) + `"}`,
 		`{"type":"cancel","stream_id":"22222222-2222-4222-8222-222222222222"}`,
+		`{"type":"approve","stream_id":"22222222-2222-4222-8222-222222222222","call_id":"call_1","approved":true,"request_id":"a"}`,
+		`{"type":"approve","stream_id":"22222222-2222-4222-8222-222222222222","call_id":"` + strings.Repeat("c", 300) + `","approved":false}`,
+		`{"type":"approve","stream_id":"x","call_id":"c\u0000","approved":"yes"}`,
 		`{"type":"dance"}`, `{}`, `[]`, `null`, `not json`, `{"type":1}`, `{"request_id":` + strings.Repeat("[", 200),
 	} {
 		f.Add([]byte(seed))
@@ -153,8 +156,9 @@ func FuzzHTTPBody(f *testing.F) {
 		`{"title":"Trip"}`, `{"title":5}`, `{"title":"a\u0000b"}`, `{"content":"hello"}`, `{"content":null}`,
 		`{"content":"` + strings.Repeat("é", 600) + `"}`, `{"user":"alice"}`, `{"user":""}`, `{"user":"\u0007"}`,
 		`{"a":1} {}`, ``, `{`, `[1,2]`, `"str"`, `{"title":"` + strings.Repeat(`\u00e9`, 300) + `"}`,
+		`{"call_id":"call_1","approved":true}`, `{"call_id":"","approved":false}`, `{"call_id":7}`,
 	} {
-		for route := range uint8(4) {
+		for route := range uint8(5) {
 			f.Add(route, []byte(seed))
 		}
 	}
@@ -164,7 +168,7 @@ func FuzzHTTPBody(f *testing.F) {
 		f.Fatal(err)
 	}
 	routes := []string{"/v1/conversations", "/v1/conversations/" + fuzzConv + "/messages", "/v1/auth/dev-token",
-		"/v1/streams/22222222-2222-4222-8222-222222222222/cancel"}
+		"/v1/streams/22222222-2222-4222-8222-222222222222/cancel", "/v1/streams/22222222-2222-4222-8222-222222222222/approvals"}
 	f.Fuzz(func(t *testing.T, route uint8, body []byte) {
 		req := httptest.NewRequest("POST", routes[int(route)%len(routes)], bytes.NewReader(body))
 		req.Host = "127.0.0.1"
