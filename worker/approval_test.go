@@ -146,6 +146,9 @@ func TestPool_TakeoverAtToolBoundaries(t *testing.T) {
 	ran := e.plantDeadAnswer(t, dead, "b", []chatstream.Part{callPart(running, false)}, "")
 	done := e.plantDeadAnswer(t, dead, "c", []chatstream.Part{callPart(returned, false), resultPart(returned.ID, "lookup", "lookup: d", false)}, "")
 	midText := e.plantDeadAnswer(t, dead, "d", []chatstream.Part{callPart(returned, false), resultPart(returned.ID, "lookup", "x", false), textPart("half")}, "")
+	approvedCall, deniedCall := save("call_approved", "y"), save("call_denied", "n")
+	approved := e.plantDeadAnswer(t, dead, "e", []chatstream.Part{callPart(approvedCall, true), approvalPart(approvedCall.ID, true, "user")}, "")
+	denied := e.plantDeadAnswer(t, dead, "f", []chatstream.Part{callPart(deniedCall, true), approvalPart(deniedCall.ID, false, "user")}, "")
 	if err := dead.queue.Heartbeat(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -171,6 +174,18 @@ func TestPool_TakeoverAtToolBoundaries(t *testing.T) {
 			t.Fatalf("message = %+v (error %+v)", m, m.Error)
 		}
 	})
+	t.Run("just approved: run without asking again", func(t *testing.T) {
+		m := e.final(t, approved)
+		wantParts(t, m, []chatstream.Part{callPart(approvedCall, true), approvalPart(approvedCall.ID, true, "user"),
+			resultPart(approvedCall.ID, "save", "save: y", false), textPart("Finished.")})
+		e.checkStream(t, m)
+	})
+	t.Run("just denied: not run", func(t *testing.T) {
+		m := e.final(t, denied)
+		wantParts(t, m, []chatstream.Part{callPart(deniedCall, true), approvalPart(deniedCall.ID, false, "user"),
+			resultPart(deniedCall.ID, "save", "The user denied this call; it was not made.", true), textPart("Finished.")})
+		e.checkStream(t, m)
+	})
 	t.Run("waiting for approval: the survivor waits and runs it once", func(t *testing.T) {
 		// The survivor claims it, then waits; the approval is taken.
 		streamtest.Eventually(t, 10*time.Second, func() bool {
@@ -189,8 +204,8 @@ func TestPool_TakeoverAtToolBoundaries(t *testing.T) {
 	for _, c := range ts.called() {
 		keys[c.Key]++
 	}
-	if len(keys) != 2 || keys[running.ID] != 1 || keys[pending.ID] != 1 {
-		t.Fatalf("tool calls by key = %v, want %s and %s once each", keys, running.ID, pending.ID)
+	if len(keys) != 3 || keys[running.ID] != 1 || keys[pending.ID] != 1 || keys[approvedCall.ID] != 1 {
+		t.Fatalf("tool calls by key = %v, want %s, %s and %s once each", keys, running.ID, pending.ID, approvedCall.ID)
 	}
 }
 
