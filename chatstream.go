@@ -37,12 +37,39 @@ func (s Status) Final() bool {
 	return s == StatusComplete || s == StatusCancelled || s == StatusFailed
 }
 
-// Conversation is a user's chat thread.
+// Conversation is a user's chat thread: a tree of messages, of which it
+// shows one branch, from its first message down to CurrentMessageID.
 type Conversation struct {
 	ID        string    `json:"id"`
 	UserID    string    `json:"-"`
 	Title     string    `json:"title"`
 	CreatedAt time.Time `json:"created_at"`
+	// CurrentMessageID is the leaf of the branch shown; empty while the
+	// conversation has no message.
+	CurrentMessageID string `json:"current_message_id,omitempty"`
+}
+
+// ConversationChange is a change of a conversation; nil fields stay.
+type ConversationChange struct {
+	Title *string
+	// Show is a message of the conversation whose branch is to be shown:
+	// the current leaf becomes its newest descendant (the newest child at
+	// each step).
+	Show *string
+}
+
+// ConversationPage is a page of a user's conversations, newest first.
+type ConversationPage struct {
+	Conversations []*Conversation `json:"conversations"`
+	// NextCursor names the following page; empty at the end.
+	NextCursor string `json:"-"`
+}
+
+// MessagePage is a page of a branch's messages, oldest first.
+type MessagePage struct {
+	Messages []*Message `json:"messages"`
+	// HasMore says older messages precede the page on its branch.
+	HasMore bool `json:"has_more"`
 }
 
 // Message is one turn of a conversation. An assistant message's ID is the
@@ -54,6 +81,13 @@ type Message struct {
 	Content        string   `json:"content"`
 	Status         Status   `json:"status"`
 	Error          *Failure `json:"error,omitempty"`
+	// ParentID is the message before it on its branch; empty for a
+	// conversation's first messages. SiblingIDs are the messages with the
+	// same parent, itself included, oldest first: its versions.
+	ParentID   string   `json:"parent_id"`
+	SiblingIDs []string `json:"sibling_ids"`
+	// ClientMessageID is the id the client gave a user message, if any.
+	ClientMessageID string `json:"client_message_id,omitempty"`
 	// Parts is the message as typed parts; Content is its text parts
 	// joined. A user message's parts are its content as one text part.
 	Parts []Part `json:"parts"`
@@ -82,8 +116,9 @@ func (m *Message) PartsOrText() []Part {
 }
 
 // MarshalJSON writes a message as clients see it: every message with its
-// parts, an assistant message with model, finish_reason and usage (null
-// when there is none).
+// parts, parent_id (null for none) and sibling_ids; an assistant message
+// with model, finish_reason and usage (null when there is none); a user
+// message with the client_message_id it was sent with, if any.
 func (m Message) MarshalJSON() ([]byte, error) {
 	type base struct {
 		ID             string    `json:"id"`
@@ -94,10 +129,26 @@ func (m Message) MarshalJSON() ([]byte, error) {
 		Error          *Failure  `json:"error,omitempty"`
 		Parts          []Part    `json:"parts"`
 		CreatedAt      time.Time `json:"created_at"`
+		ParentID       *string   `json:"parent_id"`
+		SiblingIDs     []string  `json:"sibling_ids"`
 	}
-	b := base{m.ID, m.ConversationID, m.Role, m.Content, m.Status, m.Error, m.PartsOrText(), m.CreatedAt}
+	var parent *string
+	if m.ParentID != "" {
+		parent = &m.ParentID
+	}
+	siblings := m.SiblingIDs
+	if len(siblings) == 0 {
+		siblings = []string{m.ID}
+	}
+	b := base{m.ID, m.ConversationID, m.Role, m.Content, m.Status, m.Error, m.PartsOrText(), m.CreatedAt, parent, siblings}
 	if m.Role != RoleAssistant {
-		return json.Marshal(b)
+		if m.ClientMessageID == "" {
+			return json.Marshal(b)
+		}
+		return json.Marshal(struct {
+			base
+			ClientMessageID string `json:"client_message_id"`
+		}{b, m.ClientMessageID})
 	}
 	var reason, model *string
 	if m.FinishReason != "" {

@@ -87,19 +87,26 @@ func TestMessage_JSON(t *testing.T) {
 	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	user := chatstream.Message{ID: "u", ConversationID: "c", Role: chatstream.RoleUser, Content: "hi", Status: chatstream.StatusComplete, CreatedAt: at}
 	b, _ := json.Marshal(user)
-	if want := `{"id":"u","conversation_id":"c","role":"user","content":"hi","status":"complete","parts":[{"type":"text","text":"hi"}],"created_at":"2026-01-02T03:04:05Z"}`; string(b) != want {
+	if want := `{"id":"u","conversation_id":"c","role":"user","content":"hi","status":"complete","parts":[{"type":"text","text":"hi"}],"created_at":"2026-01-02T03:04:05Z","parent_id":null,"sibling_ids":["u"]}`; string(b) != want {
 		t.Fatalf("user message = %s\nwant %s", b, want)
 	}
 	asst := chatstream.Message{ID: "a", ConversationID: "c", Role: chatstream.RoleAssistant, Status: chatstream.StatusStreaming, CreatedAt: at}
 	b, _ = json.Marshal(asst)
-	if !strings.Contains(string(b), `"parts":[],"created_at":"2026-01-02T03:04:05Z","model":null,"finish_reason":null,"usage":null}`) {
+	if !strings.Contains(string(b), `"parts":[],"created_at":"2026-01-02T03:04:05Z","parent_id":null,"sibling_ids":["a"],"model":null,"finish_reason":null,"usage":null}`) {
 		t.Fatalf("streaming assistant message = %s", b)
 	}
 	asst.Status, asst.Content, asst.Model, asst.FinishReason = chatstream.StatusComplete, "yes", "m", "stop"
 	asst.Usage = &chatstream.Usage{PromptTokens: 1, CompletionTokens: 2, TotalTokens: 3}
 	b, _ = json.Marshal(asst)
-	if !strings.Contains(string(b), `"parts":[{"type":"text","text":"yes"}],"created_at":"2026-01-02T03:04:05Z","model":"m","finish_reason":"stop","usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}`) {
+	if !strings.Contains(string(b), `"parts":[{"type":"text","text":"yes"}],"created_at":"2026-01-02T03:04:05Z","parent_id":null,"sibling_ids":["a"],"model":"m","finish_reason":"stop","usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}`) {
 		t.Fatalf("assistant message = %s", b)
+	}
+	// A message on a branch, and a user message sent with a client id.
+	edited := chatstream.Message{ID: "u2", ConversationID: "c", Role: chatstream.RoleUser, Content: "hi!", Status: chatstream.StatusComplete,
+		CreatedAt: at, ParentID: "a0", SiblingIDs: []string{"u1", "u2"}, ClientMessageID: "k-1"}
+	b2, _ := json.Marshal(edited)
+	if !strings.HasSuffix(string(b2), `"parent_id":"a0","sibling_ids":["u1","u2"],"client_message_id":"k-1"}`) {
+		t.Fatalf("edited user message = %s", b2)
 	}
 	var back chatstream.Message
 	if err := json.Unmarshal(b, &back); err != nil || back.Model != "m" || back.Usage == nil || back.Usage.TotalTokens != 3 || len(back.Parts) != 1 {

@@ -237,13 +237,14 @@ func (m *Main) Start(ctx context.Context) (err error) {
 		Registry:        m.reg,
 		WS:              m.cfg.WS,
 	}, server.Deps{
-		Store:       m.db,
-		Generations: gens,
-		Limits:      m.limits,
-		Checks:      map[string]server.Pinger{"postgres": m.db, "redis": streaming.Pinger{Client: m.redis}},
-		Streams:     streamsAdapter{m.streams},
-		Watcher:     m.watch,
-		Page:        frontend.Files(),
+		Store:         m.db,
+		Generations:   gens,
+		Conversations: worker.NewConversations(m.db, chunkLog, events, gens, m.logger),
+		Limits:        m.limits,
+		Checks:        map[string]server.Pinger{"postgres": m.db, "redis": streaming.Pinger{Client: m.redis}},
+		Streams:       streamsAdapter{m.streams},
+		Watcher:       m.watch,
+		Page:          frontend.Files(),
 	})
 	if err != nil {
 		return err

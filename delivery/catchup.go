@@ -123,7 +123,7 @@ func (st *stream) stopRecording(hist streaming.History, err error, b *readBatch)
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	st.recording = nil
-	if err == nil && hist.Meta.Exists && hist.From+int64(len(hist.Frames)) == hist.Meta.N && st.resyncs == b.resyncs {
+	if err == nil && hist.Meta.Exists && hist.From+int64(len(hist.Frames)) == hist.Meta.N && st.resyncs == b.resyncs && st.gone == nil {
 		st.cache.fill(st.id, hist, b.live)
 	}
 }

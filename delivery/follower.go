@@ -72,12 +72,20 @@ type stream struct {
 	// read reach the node live, possibly before the read's answer.
 	recording *[][]byte
 	resyncs   uint64 // resyncs so far; a read that spans one fills nothing
+	// gone is the error frame that said the stream was deleted (with its
+	// conversation): every follower, and any that joins, gets it and ends.
+	gone []byte
 }
 
 // enqueueLocked puts f in line for a history read and starts the reader.
 func (st *stream) enqueueLocked(f *Follower) {
 	f.live = false
 	if f.waiting || f.ended {
+		return
+	}
+	if st.gone != nil {
+		st.sendLocked(f, st.gone)
+		st.endLocked(f)
 		return
 	}
 	s := st.owner
@@ -111,7 +119,8 @@ func (st *stream) paceLocked(f *Follower, progressed bool) {
 	})
 }
 
-// OnMessage implements Handler: a live chunk or done frame of the stream.
+// OnMessage implements Handler: a live chunk or done frame of the stream,
+// or the error frame of its deletion.
 func (st *stream) OnMessage(_ string, payload []byte) {
 	typ, idx, ok := protocol.Scan(payload)
 	if !ok {
@@ -119,6 +128,19 @@ func (st *stream) OnMessage(_ string, payload []byte) {
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	if typ == protocol.TypeError {
+		// The stream was deleted: its followers end, and the node's copy
+		// of its log goes.
+		st.gone = payload
+		st.cache.invalidate()
+		for f := range st.followers {
+			if !f.ended {
+				st.sendLocked(f, payload)
+				st.endLocked(f)
+			}
+		}
+		return
+	}
 	st.cache.observe(typ, idx, payload)
 	if st.recording != nil {
 		*st.recording = append(*st.recording, payload)

@@ -20,9 +20,10 @@ const refillMessages = 8
 // them).
 const refillTries = 5
 
-// ConversationSource reads a conversation's newest messages from Postgres,
-// oldest first: what a watcher refills from.
+// ConversationSource reads a conversation and the newest messages of its
+// current branch from Postgres, oldest first: what a watcher refills from.
 type ConversationSource interface {
+	Conversation(ctx context.Context, id string) (*chatstream.Conversation, error)
 	RecentMessages(ctx context.Context, convID string, limit int) ([]*chatstream.Message, error)
 }
 
@@ -159,13 +160,7 @@ func (w *Watcher) readLoop(conv string, c *convRefill) {
 		events := c.events
 		w.mu.Unlock()
 
-		ctx, cancel := context.WithTimeout(w.ctx, 10*time.Second)
-		msgs, err := w.msgs.RecentMessages(ctx, conv, refillMessages)
-		cancel()
-		frames := make([][]byte, len(msgs))
-		for i, m := range msgs {
-			frames[i] = protocol.MessageFrame(m)
-		}
+		frames, err := w.refillFrames(conv)
 
 		w.mu.Lock()
 		overtaken := c.events != events
@@ -202,6 +197,29 @@ func (w *Watcher) readLoop(conv string, c *convRefill) {
 		try = 0
 		w.mu.Unlock()
 	}
+}
+
+// refillFrames are what a watcher of conv gets after a resync: the
+// conversation as it is now (or its deletion), then its newest messages.
+func (w *Watcher) refillFrames(conv string) ([][]byte, error) {
+	ctx, cancel := context.WithTimeout(w.ctx, 10*time.Second)
+	defer cancel()
+	c, err := w.msgs.Conversation(ctx, conv)
+	if chatstream.ErrorCode(err) == chatstream.ENOTFOUND {
+		return [][]byte{protocol.ConversationFrame(conv, protocol.ConversationDeleted, nil)}, nil
+	} else if err != nil {
+		return nil, err
+	}
+	msgs, err := w.msgs.RecentMessages(ctx, conv, refillMessages)
+	if err != nil {
+		return nil, err
+	}
+	frames := make([][]byte, 0, len(msgs)+1)
+	frames = append(frames, protocol.ConversationFrame(conv, protocol.ConversationUpdated, c))
+	for _, m := range msgs {
+		frames = append(frames, protocol.MessageFrame(m))
+	}
+	return frames, nil
 }
 
 // forward hands a channel's messages, already frames, to one socket.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 // answers one message whose content is the read's number (1, 2, …).
 type reads struct {
 	mu      sync.Mutex
+	gone    bool // the conversation was deleted
 	n       int
 	started chan int      // the number of each read, as it starts
 	release chan struct{} // one receive lets one read answer
@@ -43,6 +45,16 @@ func (r *reads) answer(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no read waiting to answer within 10 s")
 	}
+}
+
+// Conversation answers at once: the conversation, or not_found once gone.
+func (r *reads) Conversation(_ context.Context, id string) (*chatstream.Conversation, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.gone {
+		return nil, chatstream.Errorf(chatstream.ENOTFOUND, "Conversation not found.")
+	}
+	return &chatstream.Conversation{ID: id, Title: "t"}, nil
 }
 
 func (r *reads) RecentMessages(ctx context.Context, conv string, _ int) ([]*chatstream.Message, error) {
@@ -86,6 +98,26 @@ func (s *sink) await(t *testing.T) {
 	}
 }
 
+// awaitMessages waits until the sink holds n message frames and returns
+// them.
+func (s *sink) awaitMessages(t *testing.T, n int) []string {
+	t.Helper()
+	for {
+		s.mu.Lock()
+		var msgs []string
+		for _, f := range s.frames {
+			if strings.HasPrefix(f, `{"type":"message"`) {
+				msgs = append(msgs, f)
+			}
+		}
+		s.mu.Unlock()
+		if len(msgs) >= n {
+			return msgs
+		}
+		s.await(t)
+	}
+}
+
 // content is the content of the message in a refill frame ("" for others).
 func content(t *testing.T, frame string) string {
 	t.Helper()
@@ -123,16 +155,19 @@ func TestWatcher_RefillNotOlderThanItsResync(t *testing.T) {
 	}
 	fb.OnResync("") // during read 1
 	r.answer(t)
-	a.await(t)
+	am := a.awaitMessages(t, 1)
 	if n := r.next(t); n != 2 {
 		t.Fatalf("read %d started second", n)
 	}
 	r.answer(t)
-	b.await(t)
-	if got := content(t, a.frames[0]); got != "1" {
+	bm := b.awaitMessages(t, 1)
+	if got := content(t, am[0]); got != "1" {
 		t.Errorf("a got read %s, want 1", got)
 	}
-	if got := content(t, b.frames[0]); got != "2" {
+	if !strings.HasPrefix(a.frames[0], `{"type":"conversation","conversation_id":"c","event":"updated"`) {
+		t.Errorf("a's refill starts with %s, want the conversation as it is", a.frames[0])
+	}
+	if got := content(t, bm[0]); got != "2" {
 		t.Errorf("b got read %s, want 2 (read 1 started before its resync)", got)
 	}
 }
@@ -149,9 +184,24 @@ func TestWatcher_RefillOvertakenByLiveEventReadsAgain(t *testing.T) {
 		t.Fatalf("read %d started after the overtaken one, want 2", n)
 	}
 	r.answer(t)
+	msgs := a.awaitMessages(t, 2)
+	if len(a.frames) != 3 || content(t, msgs[0]) != "" || content(t, msgs[1]) != "2" {
+		t.Fatalf("frames %q, want the live event, then read 2 (the conversation, its message)", a.frames)
+	}
+}
+
+// A conversation deleted while the node's connection was down: the refill
+// tells its watchers.
+func TestWatcher_RefillTellsOfADeletion(t *testing.T) {
+	r := newReads()
+	r.gone = true
+	w := NewWatcher(nil, streaming.Keys{}, r, slog.New(slog.DiscardHandler))
+	t.Cleanup(w.Close)
+	a := newSink()
+	(&forward{w: w, conv: "c", sink: a}).OnResync("")
 	a.await(t)
-	if len(a.frames) != 2 || content(t, a.frames[0]) != "" || content(t, a.frames[1]) != "2" {
-		t.Fatalf("frames %q, want the live event, then read 2", a.frames)
+	if want := `{"type":"conversation","conversation_id":"c","event":"deleted"}`; a.frames[0] != want {
+		t.Fatalf("refill = %q, want %s", a.frames, want)
 	}
 }
 

@@ -657,8 +657,9 @@ func TestWS_WatchIsPrivateAndUnsubscribeStops(t *testing.T) {
 }
 
 // A socket watching a conversation on a node that lost its Redis pub/sub
-// connection gets the conversation's newest messages again once the node is
-// back: events published meanwhile are gone from pub/sub, the state is not.
+// connection gets the conversation and its newest messages again once the
+// node is back: events published meanwhile are gone from pub/sub, the state
+// is not.
 func TestWS_WatchRefilledAfterRedisRestart(t *testing.T) {
 	redis := testenv.StartRedisServer(t)
 	n := demoNodes(t, app.Config{RedisURL: redis.URL()}, 1)[0]
@@ -677,7 +678,11 @@ func TestWS_WatchRefilledAfterRedisRestart(t *testing.T) {
 
 	redis.Kill()
 	redis.Start()
-	// No event was published; the node's resync sends the state again.
+	// No event was published; the node's resync sends the state again:
+	// the conversation, then its newest messages.
+	if fr := c.read(); fr.Type != "conversation" || fr.ConversationID != conv {
+		t.Fatalf("first refill frame %+v, want the conversation", fr)
+	}
 	got := map[string]string{}
 	for got[id] != "complete" {
 		fr := c.read()

@@ -11,6 +11,8 @@ const (
 	TypeSend        = "send"
 	TypeCancel      = "cancel"
 	TypeApprove     = "approve"
+	TypeRegenerate  = "regenerate"
+	TypeEdit        = "edit"
 )
 
 // RequestID is a client's request_id, echoed as it came (any JSON value).
@@ -25,6 +27,10 @@ type ClientFrame struct {
 	ConversationID *string   `json:"conversation_id"`
 	Content        *string   `json:"content"`
 	LastIndex      *int64    `json:"last_index"`
+	// MessageID is the message a regenerate or edit starts from;
+	// ClientMessageID makes a send or edit idempotent.
+	MessageID       *string `json:"message_id"`
+	ClientMessageID *string `json:"client_message_id"`
 	// CallID and Approved are an approve frame's.
 	CallID   *string `json:"call_id"`
 	Approved *bool   `json:"approved"`

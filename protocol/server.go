@@ -24,7 +24,31 @@ const (
 	TypeUnwatched    = "unwatched"
 	TypeCancelling   = "cancelling"
 	TypeAnswered     = "answered" // an approve was recorded
+	// TypeConversation tells watchers a conversation was renamed, switched
+	// branch, or deleted.
+	TypeConversation = "conversation"
 )
+
+// Conversation events.
+const (
+	ConversationUpdated = "updated"
+	ConversationDeleted = "deleted"
+)
+
+// ConversationEvent is a conversation frame.
+type ConversationEvent struct {
+	Type           string                   `json:"type"`
+	ConversationID string                   `json:"conversation_id"`
+	Event          string                   `json:"event"`
+	Conversation   *chatstream.Conversation `json:"conversation,omitempty"`
+}
+
+// ConversationFrame returns the frame of a conversation event; c is nil
+// for a deletion.
+func ConversationFrame(convID, event string, c *chatstream.Conversation) []byte {
+	b, _ := json.Marshal(ConversationEvent{Type: TypeConversation, ConversationID: convID, Event: event, Conversation: c})
+	return b
+}
 
 // AppendChunk appends the frame of one chunk to dst. The worker builds it
 // once; Redis stores and publishes these very bytes, and the node hands
@@ -242,7 +266,7 @@ func ErrorFrame(streamID, code, message string) []byte {
 type Accepted struct {
 	Type             string              `json:"type"`
 	RequestID        RequestID           `json:"request_id,omitempty"`
-	UserMessage      *chatstream.Message `json:"user_message"`
+	UserMessage      *chatstream.Message `json:"user_message,omitempty"` // none for a regenerate
 	AssistantMessage *chatstream.Message `json:"assistant_message"`
 	StreamID         string              `json:"stream_id"`
 }

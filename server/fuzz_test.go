@@ -32,8 +32,8 @@ func (fuzzStore) Ping(context.Context) error { return nil }
 func (fuzzStore) CreateConversation(_ context.Context, user, title string) (*chatstream.Conversation, error) {
 	return &chatstream.Conversation{ID: fuzzConv, UserID: user, Title: title, CreatedAt: time.Unix(0, 0)}, nil
 }
-func (fuzzStore) ListConversations(context.Context, string, int) ([]*chatstream.Conversation, error) {
-	return nil, nil
+func (fuzzStore) ListConversations(context.Context, string, int, string) (*chatstream.ConversationPage, error) {
+	return &chatstream.ConversationPage{Conversations: []*chatstream.Conversation{}}, nil
 }
 func (fuzzStore) FindConversation(_ context.Context, user, id string) (*chatstream.Conversation, error) {
 	if user != "alice" || id != fuzzConv {
@@ -41,18 +41,36 @@ func (fuzzStore) FindConversation(_ context.Context, user, id string) (*chatstre
 	}
 	return &chatstream.Conversation{ID: id, UserID: user}, nil
 }
-func (fuzzStore) ListMessages(context.Context, string, string) ([]*chatstream.Message, error) {
-	return nil, nil
+func (f fuzzStore) BranchPage(ctx context.Context, user, conv, _ string, _ int) (*chatstream.Conversation, *chatstream.MessagePage, error) {
+	c, err := f.FindConversation(ctx, user, conv)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, &chatstream.MessagePage{Messages: []*chatstream.Message{}}, nil
+}
+
+type fuzzConvs struct{}
+
+func (fuzzConvs) Update(ctx context.Context, user, id string, ch chatstream.ConversationChange) (*chatstream.Conversation, error) {
+	return fuzzStore{}.FindConversation(ctx, user, id)
+}
+func (fuzzConvs) Delete(ctx context.Context, user, id string) error {
+	_, err := fuzzStore{}.FindConversation(ctx, user, id)
+	return err
 }
 
 type fuzzGens struct{}
 
-func (fuzzGens) Send(_ context.Context, user, conv, content string) (*chatstream.Message, *chatstream.Message, error) {
-	if user != "alice" || conv != fuzzConv {
-		return nil, nil, chatstream.Errorf(chatstream.ENOTFOUND, "Conversation not found.")
+func (fuzzGens) Start(_ context.Context, t chatstream.Turn) (*chatstream.Started, error) {
+	if t.UserID != "alice" || (t.Kind == chatstream.TurnSend && t.ConversationID != fuzzConv) ||
+		(t.Kind != chatstream.TurnSend && t.MessageID != "33333333-3333-4333-8333-333333333333") {
+		return nil, chatstream.Errorf(chatstream.ENOTFOUND, "Not found.")
 	}
-	return &chatstream.Message{ID: "u", Role: chatstream.RoleUser, Content: content},
-		&chatstream.Message{ID: "22222222-2222-4222-8222-222222222222", Role: chatstream.RoleAssistant}, nil
+	st := &chatstream.Started{Assistant: &chatstream.Message{ID: "22222222-2222-4222-8222-222222222222", Role: chatstream.RoleAssistant}}
+	if t.Kind != chatstream.TurnRegenerate {
+		st.User = &chatstream.Message{ID: "u", Role: chatstream.RoleUser, Content: t.Content}
+	}
+	return st, nil
 }
 func (fuzzGens) Cancel(context.Context, string, string) error                { return nil }
 func (fuzzGens) Approve(context.Context, string, string, string, bool) error { return nil }
@@ -79,7 +97,7 @@ func (fuzzWatcher) Watch(context.Context, string, chatstream.Sink) (func(), erro
 
 var fuzzServer = sync.OnceValue(func() *Server {
 	s, err := New(Config{AuthSecret: fuzzSecret, AuthDev: true, MaxContentBytes: 1000},
-		Deps{Store: fuzzStore{}, Generations: fuzzGens{}, Streams: fuzzStreams{}, Watcher: fuzzWatcher{}})
+		Deps{Store: fuzzStore{}, Generations: fuzzGens{}, Conversations: fuzzConvs{}, Streams: fuzzStreams{}, Watcher: fuzzWatcher{}})
 	if err != nil {
 		panic(err)
 	}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"net/http"
+	"regexp"
 	"strings"
 
 	"github.com/gin-gonic/gin"
@@ -29,27 +30,71 @@ func (s *Server) validateContent(content string) error {
 func (s *Server) bodyLimit() int64 { return int64(6*s.cfg.MaxContentBytes + 1024) }
 
 func (s *Server) handleSendMessage(c *gin.Context) {
-	var req struct {
-		Content *string `json:"content"`
+	s.startTurn(c, chatstream.TurnSend)
+}
+
+func (s *Server) handleEdit(c *gin.Context) {
+	s.startTurn(c, chatstream.TurnEdit)
+}
+
+func (s *Server) handleRegenerate(c *gin.Context) {
+	s.startTurn(c, chatstream.TurnRegenerate)
+}
+
+// startTurn serves a send (on /conversations/:id), an edit or a regenerate
+// (on /messages/:id): 202 with the messages stored and the stream id.
+func (s *Server) startTurn(c *gin.Context, kind chatstream.TurnKind) {
+	t := chatstream.Turn{Kind: kind, UserID: c.GetString(ctxUser)}
+	if kind == chatstream.TurnSend {
+		t.ConversationID = c.Param("id")
+	} else {
+		t.MessageID = c.Param("id")
 	}
-	if !bindJSON(c, &req, s.bodyLimit()) {
-		return
+	if kind != chatstream.TurnRegenerate {
+		var req struct {
+			Content         *string `json:"content"`
+			ClientMessageID *string `json:"client_message_id"`
+		}
+		if !bindJSON(c, &req, s.bodyLimit()) {
+			return
+		}
+		if err := s.validateTurn(req.Content, req.ClientMessageID); err != nil {
+			writeError(c, err)
+			return
+		}
+		t.Content = *req.Content
+		if req.ClientMessageID != nil {
+			t.ClientMessageID = *req.ClientMessageID
+		}
 	}
-	if req.Content == nil {
-		writeError(c, chatstream.Errorf(chatstream.EINVALID, "Field \"content\" is required."))
-		return
-	}
-	if err := s.validateContent(*req.Content); err != nil {
-		writeError(c, err)
-		return
-	}
-	user, asst, err := s.gens.Send(c, c.GetString(ctxUser), c.Param("id"), *req.Content)
+	st, err := s.gens.Start(c, t)
 	if err != nil {
 		writeError(c, err)
 		return
 	}
-	c.JSON(http.StatusAccepted, gin.H{"user_message": user, "assistant_message": asst, "stream_id": asst.ID})
+	body := gin.H{"assistant_message": st.Assistant, "stream_id": st.Assistant.ID}
+	if st.User != nil {
+		body["user_message"] = st.User
+	}
+	c.JSON(http.StatusAccepted, body)
 }
+
+// validateTurn checks the fields of a send or edit.
+func (s *Server) validateTurn(content, clientMessageID *string) error {
+	if content == nil {
+		return chatstream.Errorf(chatstream.EINVALID, "Field \"content\" is required.")
+	}
+	if err := s.validateContent(*content); err != nil {
+		return err
+	}
+	if clientMessageID != nil && !clientMessageIDPattern.MatchString(*clientMessageID) {
+		return chatstream.Errorf(chatstream.EINVALID, "Field \"client_message_id\" must be 1 to 64 of A-Z a-z 0-9 _ -.")
+	}
+	return nil
+}
+
+// clientMessageIDPattern is what the contract takes as a client_message_id.
+var clientMessageIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
 func (s *Server) handleCancel(c *gin.Context) {
 	id := c.Param("stream_id")

@@ -43,6 +43,10 @@ func (ss *session) handle(data []byte) {
 		ss.cancelStream(rid, f)
 	case protocol.TypeApprove:
 		ss.approve(rid, f)
+	case protocol.TypeRegenerate:
+		ss.regenerate(rid, f)
+	case protocol.TypeEdit:
+		ss.edit(rid, f)
 	case "":
 		ss.sendError(rid, "", protocol.CodeInvalidRequest, "Field \"type\" is required.")
 	default:
@@ -228,23 +232,49 @@ func (ss *session) send(rid protocol.RequestID, f protocol.ClientFrame) {
 	if !ok {
 		return
 	}
-	if f.Content == nil {
-		ss.sendError(rid, "", chatstream.EINVALID, "Field \"content\" is required.")
+	ss.startTurn(rid, f, chatstream.Turn{Kind: chatstream.TurnSend, ConversationID: conv})
+}
+
+func (ss *session) edit(rid protocol.RequestID, f protocol.ClientFrame) {
+	id, ok := ss.requireID(rid, "message_id", f.MessageID)
+	if !ok {
 		return
 	}
-	if err := ss.srv.validateContent(*f.Content); err != nil {
-		ss.sendErr(rid, "", err)
+	ss.startTurn(rid, f, chatstream.Turn{Kind: chatstream.TurnEdit, MessageID: id})
+}
+
+func (ss *session) regenerate(rid protocol.RequestID, f protocol.ClientFrame) {
+	id, ok := ss.requireID(rid, "message_id", f.MessageID)
+	if !ok {
 		return
+	}
+	ss.startTurn(rid, f, chatstream.Turn{Kind: chatstream.TurnRegenerate, MessageID: id})
+}
+
+// startTurn serves a send, edit or regenerate: accepted, and the socket
+// follows the new answer from its start.
+func (ss *session) startTurn(rid protocol.RequestID, f protocol.ClientFrame, t chatstream.Turn) {
+	t.UserID = ss.user
+	if t.Kind != chatstream.TurnRegenerate {
+		if err := ss.srv.validateTurn(f.Content, f.ClientMessageID); err != nil {
+			ss.sendErr(rid, "", err)
+			return
+		}
+		t.Content = *f.Content
+		if f.ClientMessageID != nil {
+			t.ClientMessageID = *f.ClientMessageID
+		}
 	}
 	ctx, cancel := ss.opCtx()
 	defer cancel()
-	user, asst, err := ss.srv.gens.Send(ctx, ss.user, conv, *f.Content)
+	st, err := ss.srv.gens.Start(ctx, t)
 	if err != nil {
 		ss.sendErr(rid, "", err)
 		return
 	}
-	ss.sendJSON(protocol.Accepted{Type: protocol.TypeAccepted, RequestID: rid, UserMessage: user, AssistantMessage: asst, StreamID: asst.ID})
-	ss.follow(ctx, nil, asst.ID, -1)
+	ss.sendJSON(protocol.Accepted{Type: protocol.TypeAccepted, RequestID: rid, UserMessage: st.User, AssistantMessage: st.Assistant,
+		StreamID: st.Assistant.ID})
+	ss.follow(ctx, nil, st.Assistant.ID, -1)
 }
 
 // streamOf reads the stream_id of a frame about a stream; false means an

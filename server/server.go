@@ -27,14 +27,25 @@ import (
 type Store interface {
 	Ping(ctx context.Context) error
 	CreateConversation(ctx context.Context, userID, title string) (*chatstream.Conversation, error)
-	ListConversations(ctx context.Context, userID string, limit int) ([]*chatstream.Conversation, error)
 	FindConversation(ctx context.Context, userID, id string) (*chatstream.Conversation, error)
-	ListMessages(ctx context.Context, userID, convID string) ([]*chatstream.Message, error)
+	// ListConversations pages through a user's conversations, newest
+	// first; before is a page's NextCursor (empty: the first page).
+	ListConversations(ctx context.Context, userID string, limit int, before string) (*chatstream.ConversationPage, error)
+	// BranchPage returns the conversation and the newest limit messages of
+	// its current branch older than message before (empty: from its leaf).
+	BranchPage(ctx context.Context, userID, convID, before string, limit int) (*chatstream.Conversation, *chatstream.MessagePage, error)
+}
+
+// Conversations changes whole conversations.
+type Conversations interface {
+	Update(ctx context.Context, userID, id string, ch chatstream.ConversationChange) (*chatstream.Conversation, error)
+	Delete(ctx context.Context, userID, id string) error
 }
 
 // Generations starts and stops generations.
 type Generations interface {
-	Send(ctx context.Context, userID, convID, content string) (user, assistant *chatstream.Message, err error)
+	// Start stores a send, edit or regenerate and queues its answer.
+	Start(ctx context.Context, t chatstream.Turn) (*chatstream.Started, error)
 	Cancel(ctx context.Context, userID, streamID string) error
 	// Approve answers a tool call of stream streamID that waits for the
 	// user's approval.
@@ -64,8 +75,9 @@ func (noLimits) AllowConversation(context.Context, string) error       { return 
 
 // Deps are the server's collaborators.
 type Deps struct {
-	Store       Store
-	Generations Generations
+	Store         Store
+	Generations   Generations
+	Conversations Conversations
 	// Limits are checked before sockets, dev tokens and conversations are
 	// made; nil for none.
 	Limits Limits
@@ -186,6 +198,7 @@ type Server struct {
 	cfg     Config
 	store   Store
 	gens    Generations
+	convs   Conversations
 	limits  Limits
 	streams Streams
 	watcher Watcher
@@ -206,7 +219,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if len(cfg.AuthSecret) == 0 {
 		return nil, errors.New("server: AuthSecret is required")
 	}
-	s := &Server{cfg: cfg, store: deps.Store, gens: deps.Generations, limits: deps.Limits, checks: deps.Checks, logger: cfg.Logger,
+	s := &Server{cfg: cfg, store: deps.Store, gens: deps.Generations, convs: deps.Conversations, limits: deps.Limits, checks: deps.Checks, logger: cfg.Logger,
 		streams: deps.Streams, watcher: deps.Watcher}
 	if s.limits == nil {
 		s.limits = noLimits{}
@@ -297,7 +310,12 @@ func (s *Server) routes(page fs.FS) error {
 	authed.POST("/conversations", s.handleCreateConversation)
 	authed.GET("/conversations", s.handleListConversations)
 	authed.GET("/conversations/:id", s.handleGetConversation)
+	authed.PATCH("/conversations/:id", s.handleUpdateConversation)
+	authed.DELETE("/conversations/:id", s.handleDeleteConversation)
+	authed.GET("/conversations/:id/messages", s.handleListMessages)
 	authed.POST("/conversations/:id/messages", s.handleSendMessage)
+	authed.POST("/messages/:id/regenerate", s.handleRegenerate)
+	authed.POST("/messages/:id/edit", s.handleEdit)
 	authed.POST("/streams/:stream_id/cancel", s.handleCancel)
 	authed.POST("/streams/:stream_id/approvals", s.handleApprove)
 	if s.streams != nil && s.watcher != nil {

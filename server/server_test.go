@@ -36,8 +36,8 @@ type option func(*server.Config, *server.Store, map[string]server.Pinger)
 // noGenerations stands in where a test sends no message.
 type noGenerations struct{}
 
-func (noGenerations) Send(context.Context, string, string, string) (*chatstream.Message, *chatstream.Message, error) {
-	return nil, nil, errors.New("no generations in this test")
+func (noGenerations) Start(context.Context, chatstream.Turn) (*chatstream.Started, error) {
+	return nil, errors.New("no generations in this test")
 }
 func (noGenerations) Cancel(context.Context, string, string) error {
 	return errors.New("no generations in this test")
@@ -257,7 +257,7 @@ func TestServer_Conversations(t *testing.T) {
 			t.Fatalf("list = %d %s", r.status, r.raw)
 		}
 		r = ts.do(t, "GET", "/v1/conversations", bob, "")
-		if r.raw != `{"conversations":[]}` {
+		if r.raw != `{"conversations":[],"next_cursor":null}` {
 			t.Fatalf("bob's list = %s", r.raw)
 		}
 	})
@@ -328,7 +328,7 @@ func TestServer_ErrorShape(t *testing.T) {
 
 type panicky struct{ server.Store }
 
-func (panicky) ListConversations(context.Context, string, int) ([]*chatstream.Conversation, error) {
+func (panicky) ListConversations(context.Context, string, int, string) (*chatstream.ConversationPage, error) {
 	panic("boom")
 }
 

@@ -146,9 +146,9 @@ func TestDB_PartsMigrationOnV1Rows(t *testing.T) {
 	if v, _ := db.SchemaVersion(ctx); v < 3 {
 		t.Fatalf("schema version %d", v)
 	}
-	msgs, err := db.ListMessages(ctx, "alice", conv)
-	if err != nil || len(msgs) != 3 {
-		t.Fatalf("messages = %v, %v", msgs, err)
+	msgs := branch(t, db, conv)
+	if len(msgs) != 3 {
+		t.Fatalf("messages = %v", msgs)
 	}
 	want := []string{
 		`"parts":[{"type":"text","text":"hi"}]`,

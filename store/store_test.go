@@ -28,6 +28,16 @@ func newDB(t *testing.T) *store.DB {
 	return db
 }
 
+// branch returns the messages of conversation convID's current branch.
+func branch(t *testing.T, db *store.DB, convID string) []*chatstream.Message {
+	t.Helper()
+	_, p, err := db.BranchPage(context.Background(), "alice", convID, "", 200)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p.Messages
+}
+
 func wantCode(t *testing.T, err error, code string) {
 	t.Helper()
 	if got := chatstream.ErrorCode(err); got != code {
@@ -114,16 +124,16 @@ func TestDB_Conversations(t *testing.T) {
 	}
 
 	t.Run("ListNewestFirstOwnOnly", func(t *testing.T) {
-		list, err := db.ListConversations(ctx, "alice", 10)
+		p, err := db.ListConversations(ctx, "alice", 10, "")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(list) != 2 || list[0].ID != a2.ID || list[1].ID != a1.ID {
-			t.Fatalf("alice's list = %+v, want [%s %s]", list, a2.ID, a1.ID)
+		if list := p.Conversations; len(list) != 2 || list[0].ID != a2.ID || list[1].ID != a1.ID || p.NextCursor != "" {
+			t.Fatalf("alice's list = %+v, want [%s %s]", p, a2.ID, a1.ID)
 		}
-		list, err = db.ListConversations(ctx, "carol", 10)
-		if err != nil || len(list) != 0 {
-			t.Fatalf("carol's list = %v, %v; want empty", list, err)
+		p, err = db.ListConversations(ctx, "carol", 10, "")
+		if err != nil || len(p.Conversations) != 0 {
+			t.Fatalf("carol's list = %v, %v; want empty", p, err)
 		}
 	})
 	t.Run("FindOwn", func(t *testing.T) {
@@ -170,10 +180,8 @@ func TestDB_Messages(t *testing.T) {
 		wantCode(t, err, chatstream.ENOTFOUND)
 		_, err = db.FindMessage(ctx, "bob", asst.ID)
 		wantCode(t, err, chatstream.ENOTFOUND)
-		msgs, err := db.ListMessages(ctx, "bob", conv.ID)
-		if err != nil || len(msgs) != 0 {
-			t.Fatalf("bob lists alice's messages: %v, %v", msgs, err)
-		}
+		_, _, err = db.BranchPage(ctx, "bob", conv.ID, "", 50)
+		wantCode(t, err, chatstream.ENOTFOUND)
 	})
 	t.Run("Finish", func(t *testing.T) {
 		usage := &chatstream.Usage{PromptTokens: 3, CompletionTokens: 2}
@@ -203,10 +211,7 @@ func TestDB_Messages(t *testing.T) {
 		if _, _, err := db.FinishMessage(ctx, a2.ID, chatstream.Final{Content: "part", Status: chatstream.StatusFailed, Failure: fail}); err != nil {
 			t.Fatal(err)
 		}
-		msgs, err := db.ListMessages(ctx, "alice", conv.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
+		msgs := branch(t, db, conv.ID)
 		ids := []string{user.ID, asst.ID, u2.ID, a2.ID}
 		if len(msgs) != len(ids) {
 			t.Fatalf("got %d messages, want %d", len(msgs), len(ids))
@@ -229,7 +234,7 @@ func TestDB_Messages(t *testing.T) {
 	})
 }
 
-func TestDB_CreateExchangeThen(t *testing.T) {
+func TestDB_StartTurnThen(t *testing.T) {
 	ctx := context.Background()
 	db := newDB(t)
 	conv, err := db.CreateConversation(ctx, "alice", "")
@@ -239,14 +244,15 @@ func TestDB_CreateExchangeThen(t *testing.T) {
 	// The hook fails (Redis down): nothing is stored.
 	boom := errors.New("redis down")
 	var seen *chatstream.Message
-	_, _, err = db.CreateExchangeThen(ctx, "alice", conv.ID, "hi", func(_, a *chatstream.Message) error {
+	send := chatstream.Turn{Kind: chatstream.TurnSend, UserID: "alice", ConversationID: conv.ID, Content: "hi"}
+	_, err = db.StartTurn(ctx, send, func(_, a *chatstream.Message) error {
 		seen = a
 		return boom
 	})
 	if !errors.Is(err, boom) || seen == nil {
 		t.Fatalf("err = %v, hook saw %v", err, seen)
 	}
-	if msgs, _ := db.ListMessages(ctx, "alice", conv.ID); len(msgs) != 0 {
+	if msgs := branch(t, db, conv.ID); len(msgs) != 0 {
 		t.Fatalf("a failed hook left %d messages", len(msgs))
 	}
 	if _, err := db.History(ctx, conv.ID, seen.ID, 10); chatstream.ErrorCode(err) != chatstream.ENOTFOUND {
@@ -254,10 +260,11 @@ func TestDB_CreateExchangeThen(t *testing.T) {
 	}
 	// The hook succeeds: both are stored, and the history of the answer is
 	// the question.
-	u, a, err := db.CreateExchangeThen(ctx, "alice", conv.ID, "hi", func(_, _ *chatstream.Message) error { return nil })
+	st, err := db.StartTurn(ctx, send, func(_, _ *chatstream.Message) error { return nil })
 	if err != nil {
 		t.Fatal(err)
 	}
+	u, a := st.User, st.Assistant
 	hist, err := db.History(ctx, conv.ID, a.ID, 10)
 	if err != nil || len(hist) != 1 || hist[0].ID != u.ID {
 		t.Fatalf("history = %v, %v; want the question", hist, err)

@@ -10,9 +10,10 @@ import (
 	"github.com/chatstream/chatstream/protocol"
 )
 
-// Events publishes the message events of conversations: a message created
-// or a message whose status changed. Sockets that watch a conversation
-// receive them, so a second tab learns of a generation and follows it.
+// Events publishes the events of conversations: a message created or a
+// message whose status changed, and the conversation renamed, switched to
+// another branch or deleted. Sockets that watch a conversation receive
+// them, so a second tab learns of a generation and follows it.
 type Events struct {
 	client rueidis.Client
 	keys   Keys
@@ -31,13 +32,25 @@ func NewEvents(client rueidis.Client, keys Keys, logger *slog.Logger) *Events {
 // convenience for live views, not a record: a failure is logged, not
 // returned, and a watcher that misses one sees the state on its next load.
 func (e *Events) Publish(ctx context.Context, m *chatstream.Message) {
-	channel, frame := e.keys.ConversationChannel(m.ConversationID), rueidis.BinaryString(protocol.MessageFrame(m))
-	cmd := e.client.B().Publish().Channel(channel).Message(frame).Build()
-	if sharded(e.client) {
-		cmd = e.client.B().Spublish().Channel(channel).Message(frame).Build()
-	}
-	err := e.client.Do(ctx, cmd).Error()
-	if err != nil {
+	if err := e.publish(ctx, m.ConversationID, protocol.MessageFrame(m)); err != nil {
 		e.logger.Warn("publish message event", "message_id", m.ID, "err", err)
 	}
+}
+
+// PublishConversation tells the watchers of conversation convID that it
+// was updated (renamed, or switched branch: c as it is now) or deleted (c
+// nil). A failure is logged, as for Publish.
+func (e *Events) PublishConversation(ctx context.Context, convID, event string, c *chatstream.Conversation) {
+	if err := e.publish(ctx, convID, protocol.ConversationFrame(convID, event, c)); err != nil {
+		e.logger.Warn("publish conversation event", "conversation_id", convID, "event", event, "err", err)
+	}
+}
+
+func (e *Events) publish(ctx context.Context, convID string, frame []byte) error {
+	channel, msg := e.keys.ConversationChannel(convID), rueidis.BinaryString(frame)
+	cmd := e.client.B().Publish().Channel(channel).Message(msg).Build()
+	if sharded(e.client) {
+		cmd = e.client.B().Spublish().Channel(channel).Message(msg).Build()
+	}
+	return e.client.Do(ctx, cmd).Error()
 }

@@ -507,3 +507,32 @@ func (l *ChunkLog) Running(ctx context.Context, streamID string) (bool, error) {
 	}
 	return m.Exists && !m.Status.Final(), nil
 }
+
+// deleteScript removes a stream whose conversation was deleted: its keys
+// go, its worker hears a cancel, and the nodes that follow it get the
+// frame that ends their followers. KEYS: meta, chunks. ARGV: control
+// channel, stream channel, the ending frame, publish command. Returns 1 if
+// the stream was there.
+var deleteScript = rueidis.NewLuaScript(`
+local existed = redis.call('EXISTS', KEYS[1])
+redis.call('DEL', KEYS[1], KEYS[2])
+if existed == 1 then
+  redis.call(ARGV[4], ARGV[1], 'cancel')
+  redis.call(ARGV[4], ARGV[2], ARGV[3])
+end
+return existed
+`)
+
+// Delete removes stream streamID, whose conversation was deleted: its
+// chunk log and meta go; a worker generating it stops (its writes find the
+// stream gone); every node following it ends its followers with a
+// not_found error frame, and drops its copy of the log.
+func (l *ChunkLog) Delete(ctx context.Context, streamID string) error {
+	frame := protocol.ErrorFrame(streamID, protocol.ErrStreamNotFound.Code, protocol.ErrStreamNotFound.Message)
+	err := deleteScript.Exec(ctx, l.client, []string{l.keys.Meta(streamID), l.keys.Chunks(streamID)},
+		[]string{l.keys.ControlChannel(streamID), l.keys.Channel(streamID), rueidis.BinaryString(frame), l.publish}).Error()
+	if err != nil {
+		return fmt.Errorf("delete stream %s: %w", streamID, err)
+	}
+	return nil
+}

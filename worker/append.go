@@ -43,9 +43,15 @@ func (g *generation) append(ctx context.Context, cancel context.CancelCauseFunc,
 		rcancel()
 	}
 	switch {
-	case errors.Is(err, streaming.ErrFenced), errors.Is(err, streaming.ErrEnded), errors.Is(err, streaming.ErrGone):
+	case errors.Is(err, streaming.ErrFenced), errors.Is(err, streaming.ErrEnded):
 		g.logger.Warn("lost the job; stopping", "err", err)
 		cancel(errFenced)
+		return false
+	case errors.Is(err, streaming.ErrGone):
+		// Deleted with its conversation (or expired): nothing can be
+		// written; the end is recorded for whatever is left.
+		g.logger.Info("the stream is gone; stopping")
+		cancel(errGone)
 		return false
 	case err != nil:
 		// Whether the last try reached Redis is unknown: the end is

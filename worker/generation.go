@@ -125,6 +125,9 @@ func (g *generation) run(cancelled bool) (o outcome, ok bool) {
 		}
 		return g.outcome(chatstream.StatusFailed, &chatstream.Failure{Code: protocol.CodeInterrupted,
 			Message: "The server restarted while answering; the answer is incomplete."}), true
+	case errors.Is(cause, errGone):
+		return g.outcome(chatstream.StatusFailed, &chatstream.Failure{Code: protocol.CodeStreamLost,
+			Message: "The answer's stream was lost."}), true
 	case errors.Is(cause, errCancelRequested):
 		return g.outcome(chatstream.StatusCancelled, nil), true
 	case errors.Is(cause, errStalled):

@@ -19,8 +19,8 @@ import (
 
 // Store is what generations need of Postgres.
 type Store interface {
-	CreateExchangeThen(ctx context.Context, userID, convID, content string,
-		then func(user, assistant *chatstream.Message) error) (user, assistant *chatstream.Message, err error)
+	StartTurn(ctx context.Context, t chatstream.Turn, then func(user, assistant *chatstream.Message) error) (*chatstream.Started, error)
+	ClientMessage(ctx context.Context, userID, id string) (*chatstream.Started, string, error)
 	FindMessage(ctx context.Context, userID, id string) (*chatstream.Message, error)
 	History(ctx context.Context, convID, beforeID string, limit int) ([]*chatstream.Message, error)
 	FinishMessage(ctx context.Context, id string, f chatstream.Final) (*chatstream.Message, bool, error)
@@ -80,48 +80,98 @@ func NewGenerations(store Store, chunks *streaming.ChunkLog, queue *streaming.Qu
 		owners: newOwners(ownersSize)}
 }
 
-// Send stores a user message with the assistant message that will answer it
-// and queues the generation. The assistant message's id is the stream id.
-// The user's limits are checked first: a refused send stores nothing.
+// Send stores a user message of content in conversation convID with the
+// assistant message that will answer it, and queues the generation: Start
+// of a send without a client message id.
 func (s *Generations) Send(ctx context.Context, userID, convID, content string) (user, assistant *chatstream.Message, err error) {
-	if err := s.limits.AllowSend(ctx, userID); err != nil {
+	st, err := s.Start(ctx, chatstream.Turn{Kind: chatstream.TurnSend, UserID: userID, ConversationID: convID, Content: content})
+	if err != nil {
+		return nil, nil, err
+	}
+	return st.User, st.Assistant, nil
+}
+
+// Start stores the messages of a send, edit or regenerate and queues the
+// generation of the answer, whose message id is the stream id. The user's
+// limits are checked first: a refused turn stores nothing. A repeat of a
+// client message id gets what the first answered, before any limit counts
+// it, and starts nothing.
+func (s *Generations) Start(ctx context.Context, t chatstream.Turn) (*chatstream.Started, error) {
+	if t.ClientMessageID != "" {
+		if st, err := s.repeat(ctx, t); st != nil || err != nil {
+			return st, err
+		}
+	}
+	if err := s.limits.AllowSend(ctx, t.UserID); err != nil {
 		if chatstream.ErrorCode(err) != chatstream.EINTERNAL {
-			return nil, nil, err
+			return nil, err
 		}
 		s.logger.Error("count a send against its limit", "err", err)
-		return nil, nil, chatstream.Errorf(chatstream.EUNAVAILABLE, "The answer could not be started; please retry.")
+		return nil, chatstream.Errorf(chatstream.EUNAVAILABLE, "The answer could not be started; please retry.")
 	}
 	// The job is queued inside the messages' transaction: if Redis fails,
 	// nothing is stored; if the commit fails after, the job finds no
-	// message and ends (see generation.open). The generation is counted
-	// against the user's limit there too: a refusal rolls everything back.
+	// message and ends (see generation.readHistory). The generation is
+	// counted against the user's limit there too: a refusal rolls
+	// everything back.
 	var redisErr error
 	held := ""
-	user, assistant, err = s.store.CreateExchangeThen(ctx, userID, convID, content, func(_, a *chatstream.Message) error {
-		if err := s.limits.AcquireGeneration(ctx, userID, a.ID); err != nil {
+	st, err := s.store.StartTurn(ctx, t, func(_, a *chatstream.Message) error {
+		if err := s.limits.AcquireGeneration(ctx, t.UserID, a.ID); err != nil {
 			if chatstream.ErrorCode(err) != chatstream.ERATELIMIT {
 				redisErr = err
 			}
 			return err
 		}
 		held = a.ID
-		job := chatstream.Job{StreamID: a.ID, ConversationID: convID, UserID: userID, EnqueuedAt: time.Now().UnixMicro()}
+		job := chatstream.Job{StreamID: a.ID, ConversationID: a.ConversationID, UserID: t.UserID, EnqueuedAt: time.Now().UnixMicro()}
 		redisErr = s.enqueue(ctx, job)
 		return redisErr
 	})
 	if err != nil && held != "" {
-		s.limits.ReleaseGeneration(context.WithoutCancel(ctx), userID, held)
+		s.limits.ReleaseGeneration(context.WithoutCancel(ctx), t.UserID, held)
 	}
 	if redisErr != nil {
 		s.logger.Error("enqueue generation", "err", redisErr)
-		return nil, nil, chatstream.Errorf(chatstream.EUNAVAILABLE, "The answer could not be started; please retry.")
+		return nil, chatstream.Errorf(chatstream.EUNAVAILABLE, "The answer could not be started; please retry.")
 	} else if err != nil {
-		return nil, nil, err
+		return nil, err
+	}
+	if st.Repeat {
+		return st, nil // a repeat that raced its first
 	}
 	s.metrics.Enqueued.Inc()
-	s.events.Publish(ctx, user)
-	s.events.Publish(ctx, assistant)
-	return user, assistant, nil
+	if st.User != nil {
+		s.events.Publish(ctx, st.User)
+	}
+	s.events.Publish(ctx, st.Assistant)
+	if t.Kind != chatstream.TurnSend {
+		// The conversation shows another branch now.
+		s.events.PublishConversation(ctx, st.Conversation.ID, protocol.ConversationUpdated, st.Conversation)
+	}
+	return st, nil
+}
+
+// repeat returns what an earlier turn with t's client message id answered,
+// if it was in t's conversation; nil if there was none. The same id in
+// another conversation is a conflict.
+func (s *Generations) repeat(ctx context.Context, t chatstream.Turn) (*chatstream.Started, error) {
+	st, conv, err := s.store.ClientMessage(ctx, t.UserID, t.ClientMessageID)
+	if err != nil || st == nil {
+		return nil, err
+	}
+	want := t.ConversationID
+	if t.Kind != chatstream.TurnSend {
+		m, err := s.store.FindMessage(ctx, t.UserID, t.MessageID)
+		if err != nil {
+			return nil, err
+		}
+		want = m.ConversationID
+	}
+	if conv != want {
+		return nil, chatstream.Errorf(chatstream.ECONFLICT, "That client_message_id was used in another conversation.")
+	}
+	return st, nil
 }
 
 func (s *Generations) enqueue(ctx context.Context, job chatstream.Job) error {

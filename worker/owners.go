@@ -40,3 +40,11 @@ func (o *owners) put(streamID, userID string) {
 	o.next = (o.next + 1) % len(o.ring)
 	o.m[streamID] = userID
 }
+
+// forget drops what is remembered of streamID (its conversation was
+// deleted). Its slot in the ring stays until it comes round.
+func (o *owners) forget(streamID string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	delete(o.m, streamID)
+}

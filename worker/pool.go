@@ -147,6 +147,7 @@ var (
 	errShutdown        = errors.New("node shutting down")
 	errRedis           = errors.New("redis unavailable")
 	errAnswerFull      = errors.New("the answer reached MaxAnswerBytes")
+	errGone            = errors.New("the stream is gone (its conversation deleted, or expired)")
 )
 
 // Pool runs the generation workers of a node, its heartbeat and its reaper.

@@ -140,8 +140,11 @@ func (g *generation) awaitApproval(ctx context.Context, cancel context.CancelCau
 				}
 				return err
 			})
-			if errors.Is(err, streaming.ErrEnded) || errors.Is(err, streaming.ErrGone) {
+			if errors.Is(err, streaming.ErrEnded) {
 				cancel(errFenced) // ended by someone else
+				return "", context.Cause(ctx)
+			} else if errors.Is(err, streaming.ErrGone) {
+				cancel(errGone)
 				return "", context.Cause(ctx)
 			} else if err != nil {
 				return "", err
