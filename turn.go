@@ -39,4 +39,3 @@ type Started struct {
 	// the new answer); nil for a repeat.
 	Conversation *Conversation
 }
-
