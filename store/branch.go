@@ -17,21 +17,24 @@ import (
 
 // branchQuery walks up from message $2 of conversation $1 (from itself, or
 // from its parent when $4 is false) and returns the first $3 messages met,
-// oldest first. The row of NULLs that the outer join gives when the start
-// exists but the walk finds nothing tells "no message" from "no such start".
+// oldest first. The walk carries whole rows, so that reading them is no
+// second join (which the planner would make a hash join over all of
+// messages once the page is large). The row of NULLs that the outer join
+// gives when the start exists but the walk finds nothing tells "no message"
+// from "no such start".
 const branchQuery = `WITH RECURSIVE start AS (
 		SELECT CASE WHEN $4::bool THEN s.id ELSE s.parent_id END AS id
 		FROM messages s WHERE s.id = $2 AND s.conversation_id = $1
 	), branch AS (
-		SELECT b.id, b.parent_id, 1 AS depth FROM messages b JOIN start ON b.id = start.id
+		SELECT b.*, 1 AS depth FROM messages b JOIN start ON b.id = start.id
 		UNION ALL
-		SELECT p.id, p.parent_id, branch.depth + 1 FROM branch JOIN messages p ON p.id = branch.parent_id
+		SELECT p.*, branch.depth + 1 FROM branch JOIN messages p ON p.id = branch.parent_id
 	), page AS (
-		SELECT id, depth FROM branch LIMIT $3
+		SELECT * FROM branch LIMIT $3
 	)
 	SELECT ` + messageColumns + `
-	FROM start LEFT JOIN page ON true LEFT JOIN messages m ON m.id = page.id
-	ORDER BY page.depth DESC`
+	FROM start LEFT JOIN page m ON true
+	ORDER BY m.depth DESC`
 
 // branch runs branchQuery. found is false when from is not a message of
 // convID.
