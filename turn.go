@@ -1,5 +1,7 @@
 package chatstream
 
+import "regexp"
+
 // TurnKind is what starts a generation.
 type TurnKind int
 
@@ -39,3 +41,10 @@ type Started struct {
 	// the new answer); nil for a repeat.
 	Conversation *Conversation
 }
+
+// clientMessageID is what the contract takes as a client_message_id.
+var clientMessageID = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// ValidClientMessageID reports whether id may be a client_message_id: 1 to
+// 64 of A-Z a-z 0-9 _ -.
+func ValidClientMessageID(id string) bool { return clientMessageID.MatchString(id) }

@@ -2,7 +2,6 @@ package server
 
 import (
 	"net/http"
-	"regexp"
 	"strings"
 
 	"github.com/gin-gonic/gin"
@@ -87,14 +86,11 @@ func (s *Server) validateTurn(content, clientMessageID *string) error {
 	if err := s.validateContent(*content); err != nil {
 		return err
 	}
-	if clientMessageID != nil && !clientMessageIDPattern.MatchString(*clientMessageID) {
+	if clientMessageID != nil && !chatstream.ValidClientMessageID(*clientMessageID) {
 		return chatstream.Errorf(chatstream.EINVALID, "Field \"client_message_id\" must be 1 to 64 of A-Z a-z 0-9 _ -.")
 	}
 	return nil
 }
-
-// clientMessageIDPattern is what the contract takes as a client_message_id.
-var clientMessageIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
 func (s *Server) handleCancel(c *gin.Context) {
 	id := c.Param("stream_id")

@@ -79,9 +79,9 @@ func (db *DB) ListConversations(ctx context.Context, userID string, limit int, b
 		rows, err = db.pool.Query(ctx, `SELECT `+conversationColumns+` FROM conversations c
 			WHERE c.user_id = $1 ORDER BY c.created_at DESC, c.id DESC LIMIT $2`, userID, limit+1)
 	} else {
-		c, err := parseCursor(before)
-		if err != nil {
-			return nil, err
+		c, perr := parseCursor(before)
+		if perr != nil {
+			return nil, perr
 		}
 		rows, err = db.pool.Query(ctx, `SELECT `+conversationColumns+` FROM conversations c
 			WHERE c.user_id = $1 AND (c.created_at, c.id) < ($3, $4::uuid)
@@ -178,6 +178,17 @@ func (db *DB) UpdateConversation(ctx context.Context, userID, id string, ch chat
 	return conv, nil
 }
 
+// descendantQuery walks down from message $2 of conversation $1 to the
+// leaf reached by taking the newest child at each step: one index lookup
+// (messages_parent_seq_idx, backwards) a step.
+const descendantQuery = `WITH RECURSIVE down AS (
+		SELECT m.id, 0 AS depth FROM messages m WHERE m.id = $2 AND m.conversation_id = $1
+		UNION ALL
+		SELECT child.id, down.depth + 1 FROM down,
+			LATERAL (SELECT c.id FROM messages c WHERE c.parent_id = down.id ORDER BY c.seq DESC LIMIT 1) child
+	)
+	SELECT id::text FROM down ORDER BY depth DESC LIMIT 1`
+
 // newestDescendant walks down from message msgID of conversation convID,
 // taking the newest child at each step, and returns the leaf it reaches.
 func newestDescendant(ctx context.Context, tx pgx.Tx, convID, msgID string) (string, error) {
@@ -185,13 +196,7 @@ func newestDescendant(ctx context.Context, tx pgx.Tx, convID, msgID string) (str
 		return "", notFound("Message")
 	}
 	var leaf string
-	err := tx.QueryRow(ctx, `WITH RECURSIVE down AS (
-			SELECT m.id, 0 AS depth FROM messages m WHERE m.id = $2 AND m.conversation_id = $1
-			UNION ALL
-			SELECT child.id, down.depth + 1 FROM down,
-				LATERAL (SELECT c.id FROM messages c WHERE c.parent_id = down.id ORDER BY c.seq DESC LIMIT 1) child
-		)
-		SELECT id::text FROM down ORDER BY depth DESC LIMIT 1`, convID, msgID).Scan(&leaf)
+	err := tx.QueryRow(ctx, descendantQuery, convID, msgID).Scan(&leaf)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", notFound("Message")
 	} else if err != nil {

@@ -4,18 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"regexp"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/chatstream/chatstream"
 )
-
-// clientMessageID is what the contract takes as a client_message_id.
-var clientMessageID = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-
-// ValidClientMessageID reports whether id may be a client_message_id.
-func ValidClientMessageID(id string) bool { return clientMessageID.MatchString(id) }
 
 var (
 	errBusy           = chatstream.Errorf(chatstream.ECONFLICT, "An answer is still being generated in this conversation.")
@@ -74,7 +67,7 @@ func (db *DB) CreateExchange(ctx context.Context, userID, convID, content string
 // before in the same conversation writes nothing and returns what that one
 // answered (Repeat); used in another conversation it is a conflict.
 func (db *DB) StartTurn(ctx context.Context, t chatstream.Turn, then func(user, assistant *chatstream.Message) error) (*chatstream.Started, error) {
-	if t.ClientMessageID != "" && !ValidClientMessageID(t.ClientMessageID) {
+	if t.ClientMessageID != "" && !chatstream.ValidClientMessageID(t.ClientMessageID) {
 		return nil, chatstream.Errorf(chatstream.EINVALID, "Field \"client_message_id\" must be 1 to 64 of A-Z a-z 0-9 _ -.")
 	}
 	var started *chatstream.Started
