@@ -212,6 +212,9 @@ func (m *Main) Start(ctx context.Context) (err error) {
 	m.streams = delivery.NewStreams(m.hub, chunkLog, m.db, delivery.StreamsConfig{Logger: m.logger, Metrics: delivery.NewMetrics(m.reg)})
 	m.watch = delivery.NewWatcher(m.hub, keys, m.db, m.logger)
 	gens := worker.NewGenerations(m.db, chunkLog, queue, events, m.limits, wmetrics, m.logger)
+	if _, err = gens.FollowDeletions(ctx, m.hub, keys.Deletions()); err != nil {
+		return fmt.Errorf("subscribe to deletions: %w", err)
+	}
 	if m.cfg.Workers > 0 {
 		wcfg := m.cfg.Worker
 		wcfg.Workers, wcfg.Logger, wcfg.Metrics = m.cfg.Workers, m.logger, wmetrics

@@ -261,6 +261,9 @@ type apiMessage struct {
 	Parts          []chatstream.Part   `json:"parts"`
 	Model          *string             `json:"model"`
 	Usage          *chatstream.Usage   `json:"usage"`
+	ParentID       *string             `json:"parent_id"`
+	SiblingIDs     []string            `json:"sibling_ids"`
+	ClientMsgID    string              `json:"client_message_id"`
 }
 
 type sent struct {
@@ -400,6 +403,9 @@ type frame struct {
 	Usage        *chatstream.Usage      `json:"usage"`
 	FinishReason string                 `json:"finish_reason"`
 	CallID       string                 `json:"call_id"`
+	// Of conversation events.
+	Event        string          `json:"event"`
+	Conversation json.RawMessage `json:"conversation"`
 }
 
 // part is what a chunk frame carries.

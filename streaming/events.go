@@ -3,6 +3,7 @@ package streaming
 import (
 	"context"
 	"log/slog"
+	"strings"
 
 	"github.com/redis/rueidis"
 
@@ -46,8 +47,21 @@ func (e *Events) PublishConversation(ctx context.Context, convID, event string, 
 	}
 }
 
+// PublishDeletion tells every node that streams are gone with their
+// conversation: their ids, one a line.
+func (e *Events) PublishDeletion(ctx context.Context, streams []string) error {
+	if len(streams) == 0 {
+		return nil
+	}
+	return e.publishOn(ctx, e.keys.Deletions(), []byte(strings.Join(streams, "\n")))
+}
+
 func (e *Events) publish(ctx context.Context, convID string, frame []byte) error {
-	channel, msg := e.keys.ConversationChannel(convID), rueidis.BinaryString(frame)
+	return e.publishOn(ctx, e.keys.ConversationChannel(convID), frame)
+}
+
+func (e *Events) publishOn(ctx context.Context, channel string, frame []byte) error {
+	msg := rueidis.BinaryString(frame)
 	cmd := e.client.B().Publish().Channel(channel).Message(msg).Build()
 	if sharded(e.client) {
 		cmd = e.client.B().Spublish().Channel(channel).Message(msg).Build()

@@ -23,6 +23,10 @@ func (k Keys) Channel(s string) string { return k.Prefix + "stream:{" + s + "}" 
 // version hear each other.)
 func (k Keys) ControlChannel(s string) string { return k.Prefix + "stream:{" + s + "}:cancel" }
 
+// Deletions carries the stream ids of each deleted conversation to every
+// node, which forgets what it remembers of them (their owners).
+func (k Keys) Deletions() string { return k.Prefix + "{deletions}" }
+
 // ConversationChannel carries message events of conversation c.
 func (k Keys) ConversationChannel(c string) string { return k.Prefix + "conversation:{" + c + "}" }
 

@@ -69,6 +69,9 @@ func (c *Conversations) Delete(ctx context.Context, userID, id string) error {
 	// The rows are gone: the rest is done even if the caller goes away.
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deleteRetryFor)
 	defer cancel()
+	if err := retry(dctx, "publish deletion", c.logger, func(ctx context.Context) error { return c.events.PublishDeletion(ctx, streams) }); err != nil {
+		c.logger.Error("tell the nodes of a deleted conversation's streams", "conversation_id", id, "err", err)
+	}
 	for _, s := range streams {
 		if c.owners != nil {
 			c.owners.forget(s)

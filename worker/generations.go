@@ -80,6 +80,19 @@ func NewGenerations(store Store, chunks *streaming.ChunkLog, queue *streaming.Qu
 		owners: newOwners(ownersSize)}
 }
 
+// Subscriber is the hub as FollowDeletions uses it.
+type Subscriber interface {
+	Subscribe(ctx context.Context, channel string, handler streaming.Handler) (unsubscribe func(), err error)
+}
+
+// FollowDeletions subscribes to channel (Keys.Deletions), on which every
+// node's Conversations.Delete names the streams of a deleted conversation,
+// so that this node stops remembering their owners: on every node, a
+// deleted stream answers not_found.
+func (s *Generations) FollowDeletions(ctx context.Context, hub Subscriber, channel string) (unsubscribe func(), err error) {
+	return hub.Subscribe(ctx, channel, deletions{s.owners})
+}
+
 // Send stores a user message of content in conversation convID with the
 // assistant message that will answer it, and queues the generation: Start
 // of a send without a client message id.

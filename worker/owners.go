@@ -1,6 +1,9 @@
 package worker
 
-import "sync"
+import (
+	"bytes"
+	"sync"
+)
 
 // ownersSize bounds the streams whose owner a node remembers.
 const ownersSize = 16384
@@ -48,3 +51,23 @@ func (o *owners) forget(streamID string) {
 	defer o.mu.Unlock()
 	delete(o.m, streamID)
 }
+
+// clear forgets everything.
+func (o *owners) clear() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	clear(o.m)
+}
+
+// deletions is the handler of the deletions channel: each message lists
+// the streams of a deleted conversation, which the node forgets. A resync
+// (messages may have been lost) forgets every owner: they are read again.
+type deletions struct{ o *owners }
+
+func (d deletions) OnMessage(_ string, payload []byte) {
+	for id := range bytes.SplitSeq(payload, []byte("\n")) {
+		d.o.forget(string(id))
+	}
+}
+
+func (d deletions) OnResync(string) { d.o.clear() }
