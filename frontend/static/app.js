@@ -1,7 +1,9 @@
 // The chat page: dev sign-in, conversation list, messages rendered as they
-// stream, a composer with Stop, and live updates from other tabs.
+// stream, a composer with Stop, versions (‹ n/m ›), Edit and Regenerate,
+// and live updates from other tabs.
 import { StreamClient } from "./client.js";
 import { addPart, copyParts, partOfChunk, renderParts, usageText } from "./parts.js";
+import { ConversationList } from "./sidebar.js";
 
 const $ = (id) => document.getElementById(id);
 const STATUS_LABEL = { streaming: "streaming", pending: "waiting", complete: "", cancelled: "stopped", failed: "failed" };
@@ -18,7 +20,6 @@ const SUGGESTIONS = [
 const state = {
   token: sessionStorage.getItem("chatstream.token"),
   user: sessionStorage.getItem("chatstream.user"),
-  conversations: [],
   current: null, // open conversation id
   messages: new Map(), // id → message ({id, role, content, parts, status, error, usage})
   order: [], // message ids of the open conversation, oldest first
@@ -26,10 +27,18 @@ const state = {
   loading: null, // events held while a conversation loads
   loadSeq: 0, // counts conversation loads; only the newest draws
   loaded: null, // the conversation fully drawn
+  hasMore: false, // the branch has messages older than the first drawn
+  loadingOlder: false,
+  editing: null, // the user message being edited
+  convEvent: null, // a conversation event held while this tab sends or loads
 };
-// The browser tests' one hook: drop the socket as a network failure would.
-// They read what the page shows, never its state.
-window.chatstream = { dropSocket: () => state.client?.dropForTest() };
+// The browser tests' hooks: drop the socket as a network failure would,
+// now or right after the next frame goes out (its answer is lost). They
+// read what the page shows, never its state.
+window.chatstream = {
+  dropSocket: () => state.client?.dropForTest(),
+  dropAfterNextFrame: () => { if (state.client) state.client.dropAfterNext = true; },
+};
 
 async function api(method, path, body) {
   const res = await fetch(path, {
@@ -95,34 +104,34 @@ async function start() {
     $("conn").textContent = ev.detail === "connected" ? "connected" : ev.detail + "…";
   });
   state.client.addEventListener("unauthorized", signOut);
-  await loadConversations();
+  await list.reset();
   const fromHash = location.hash.slice(1);
-  if (fromHash && state.conversations.some((c) => c.id === fromHash)) await openConversation(fromHash);
-  else if (state.conversations.length > 0) await openConversation(state.conversations[0].id);
+  const first = list.first();
+  if (fromHash) await openConversation(fromHash).catch(() => showEmpty());
+  else if (first) await openConversation(first.id);
   else showEmpty();
   $("input").focus();
 }
 
-async function loadConversations() {
-  const { conversations } = await api("GET", "/v1/conversations");
-  state.conversations = conversations;
-  renderConversations();
-}
+const list = new ConversationList($("conversations"), {
+  api,
+  onOpen: (id) => openConversation(id),
+  onRenamed: (conv) => { if (conv.id === state.current) $("title").textContent = conv.title || "New chat"; },
+  onDeleted: (id) => { if (id === state.current) leaveConversation(); },
+  onError: (e) => flash(e.message),
+});
 
 function renderConversations() {
-  const ul = $("conversations");
-  ul.replaceChildren();
-  for (const c of state.conversations) {
-    const li = document.createElement("li");
-    const b = document.createElement("button");
-    b.type = "button";
-    b.textContent = c.title || "New chat";
-    b.dataset.id = c.id;
-    if (c.id === state.current) b.setAttribute("aria-current", "page");
-    b.addEventListener("click", () => openConversation(c.id));
-    li.append(b);
-    ul.append(li);
-  }
+  list.setCurrent(state.current);
+}
+
+// leaveConversation closes the open conversation (it was deleted).
+function leaveConversation() {
+  if (state.current) state.client.unwatch(state.current);
+  for (const mid of state.order) state.client.unfollow(mid);
+  history.replaceState(null, "", "#");
+  showEmpty();
+  renderConversations();
 }
 
 function showEmpty() {
@@ -130,6 +139,8 @@ function showEmpty() {
   state.loaded = null;
   state.loadSeq++;
   state.order = [];
+  state.hasMore = false;
+  state.editing = null;
   $("title").textContent = "New chat";
   const empty = document.createElement("div");
   empty.className = "empty";
@@ -164,8 +175,11 @@ $("new-chat").addEventListener("click", () => {
 
 $("toggle-sidebar").addEventListener("click", () => document.body.classList.toggle("sidebar-open"));
 
-async function openConversation(id) {
-  if (id === state.current && state.loaded === id) return; // already open
+// openConversation shows conversation id's current branch, its newest
+// messages (older ones load as the user scrolls up). force draws it again
+// when it is open: its branch changed.
+async function openConversation(id, force = false) {
+  if (id === state.current && state.loaded === id && !force) return; // already open
   // Only the newest load draws: an older one still awaiting stops.
   const seq = ++state.loadSeq;
   state.loaded = null;
@@ -182,12 +196,29 @@ async function openConversation(id) {
   // Watch first, so nothing that happens while we load is missed; events
   // that arrive before the conversation is drawn are applied after it.
   state.loading = [];
-  await state.client.watch(id, onMessageEvent);
+  if (state.client.watches.has(id) && force) {
+    // Still watched: events meanwhile are held by state.loading.
+  } else {
+    await state.client.watch(id, onMessageEvent, onConversationEvent);
+  }
   if (seq !== state.loadSeq) return;
-  const conv = await api("GET", "/v1/conversations/" + id);
+  let conv;
+  try {
+    conv = await api("GET", "/v1/conversations/" + id);
+  } catch (e) {
+    if (seq === state.loadSeq) {
+      state.loading = null;
+      leaveConversation();
+      list.remove(id);
+    }
+    throw e;
+  }
   if (seq !== state.loadSeq) return;
   $("title").textContent = conv.title || "New chat";
+  list.update(conv);
   state.order = [];
+  state.editing = null;
+  state.hasMore = conv.has_more;
   $("messages").replaceChildren();
   for (const m of conv.messages) upsert(m);
   for (const m of conv.messages) {
@@ -199,6 +230,83 @@ async function openConversation(id) {
   state.loading = null;
   state.loaded = id;
   for (const m of early) onMessageEvent(m);
+  fillUp();
+  applyConversationEvent();
+}
+
+// onConversationEvent applies a rename, branch switch or deletion, from
+// this tab or another.
+function onConversationEvent(f) {
+  if (f.event === "deleted") {
+    list.remove(f.conversation_id);
+    if (f.conversation_id === state.current) {
+      leaveConversation();
+      flash("This conversation was deleted.");
+    }
+    return;
+  }
+  list.update(f.conversation);
+  if (f.conversation_id !== state.current) return;
+  $("title").textContent = f.conversation.title || "New chat";
+  state.convEvent = f.conversation;
+  applyConversationEvent();
+}
+
+// applyConversationEvent draws the branch a conversation event names, once
+// this tab is not in the middle of a send or load of its own.
+function applyConversationEvent() {
+  const conv = state.convEvent;
+  if (!conv || state.sending || state.loading) return;
+  state.convEvent = null;
+  if (conv.id !== state.current) return;
+  const leaf = conv.current_message_id ?? null;
+  if (leaf !== (state.order.at(-1) ?? null)) openConversation(conv.id, true).catch((e) => flash(e.message));
+}
+
+// --- older messages ------------------------------------------------------
+
+$("messages").addEventListener("scroll", () => {
+  if ($("messages").scrollTop < 200) loadOlder();
+});
+
+// fillUp loads older messages while they do not fill the view.
+async function fillUp() {
+  const box = $("messages");
+  while (state.hasMore && box.scrollHeight <= box.clientHeight) {
+    if (!(await loadOlder())) return;
+  }
+}
+
+// loadOlder puts the page of messages before the first drawn above it,
+// keeping what the user looks at in place.
+async function loadOlder() {
+  if (!state.hasMore || state.loadingOlder || !state.order.length || state.loading) return false;
+  const seq = state.loadSeq;
+  state.loadingOlder = true;
+  try {
+    const page = await api("GET", `/v1/conversations/${state.current}/messages?limit=50&before=${state.order[0]}`);
+    if (seq !== state.loadSeq) return false;
+    const box = $("messages");
+    const height = box.scrollHeight;
+    const first = box.firstChild;
+    const ids = [];
+    for (const m of page.messages) {
+      if (state.order.includes(m.id)) continue;
+      remember(m);
+      box.insertBefore(messageElement(state.messages.get(m.id)), first);
+      ids.push(m.id);
+    }
+    state.order = [...ids, ...state.order];
+    for (const mid of ids) renderMessage(mid, false);
+    state.hasMore = page.has_more;
+    box.scrollTop += box.scrollHeight - height;
+    return true;
+  } catch (e) {
+    flash(e.message);
+    return false;
+  } finally {
+    state.loadingOlder = false;
+  }
 }
 
 // onMessageEvent applies a message event from any tab.
@@ -209,6 +317,10 @@ function onMessageEvent(m) {
     return;
   }
   const known = state.messages.get(m.id);
+  // A new message not below the branch drawn is of another branch (an
+  // edit or regenerate elsewhere): the conversation event that follows
+  // draws it if it becomes the branch shown.
+  if (!state.order.includes(m.id) && (m.parent_id ?? null) !== (state.order.at(-1) ?? null)) return;
   if (known && known.following) {
     // The stream itself brings the text; only the status matters here.
     if (m.status !== "streaming" && m.status !== "pending") known.eventStatus = m.status;
@@ -262,21 +374,43 @@ function onStreamFrame(id, f) {
   scheduleRender(id);
 }
 
-// upsert adds or updates a message of the open conversation.
-function upsert(m) {
+// remember adds or updates a message in the page's model.
+function remember(m) {
   const known = state.messages.get(m.id);
   if (known) {
     Object.assign(known, { status: m.status, error: m.error || null, content: m.content || known.content,
-      parts: m.parts?.length ? copyParts(m.parts) : known.parts, usage: m.usage || known.usage || null });
+      parts: m.parts?.length ? copyParts(m.parts) : known.parts, usage: m.usage || known.usage || null,
+      sibling_ids: m.sibling_ids || known.sibling_ids, parent_id: m.parent_id ?? known.parent_id });
   } else {
     state.messages.set(m.id, { ...m, parts: copyParts(m.parts), error: m.error || null, usage: m.usage || null,
       view: { thinking: new Map(), answering: new Set(), onAnswer: (callId, approved) => answerCall(m.id, callId, approved) } });
   }
+}
+
+// upsert adds or updates a message of the open conversation, drawn at the
+// end of the branch.
+function upsert(m) {
+  remember(m);
   if (!state.order.includes(m.id)) {
     state.order.push(m.id);
     $("messages").append(messageElement(state.messages.get(m.id)));
   }
   renderMessage(m.id);
+}
+
+// cutFrom takes message id and every message after it off the branch
+// drawn: an edit or regenerate replaces them.
+function cutFrom(id) {
+  const i = state.order.indexOf(id);
+  if (i < 0) return;
+  for (const mid of state.order.slice(i)) {
+    state.client.unfollow(mid);
+    const m = state.messages.get(mid);
+    if (m) m.following = false;
+    document.getElementById("m-" + mid)?.remove();
+  }
+  state.order = state.order.slice(0, i);
+  renderAll();
 }
 
 function messageElement(m) {
@@ -305,12 +439,18 @@ function scheduleRender(id) {
   }
 }
 
-function renderMessage(id) {
+function renderAll() {
+  for (const id of state.order) renderMessage(id, false);
+}
+
+function renderMessage(id, follow = true) {
   const m = state.messages.get(id);
   const el = document.getElementById("m-" + id);
   if (!m || !el) return;
   const body = el.querySelector(".body");
-  if (m.role === "user") body.textContent = m.content;
+  if (state.editing === id) {
+    if (!body.querySelector("textarea")) body.replaceChildren(editor(m));
+  } else if (m.role === "user") body.textContent = m.content;
   else body.replaceChildren(renderParts(m, m.view));
   el.dataset.status = m.status;
   const meta = el.querySelector(".meta");
@@ -328,6 +468,7 @@ function renderMessage(id) {
     err.textContent = m.error.message || m.error.code;
     meta.append(err);
   }
+  meta.append(...controls(m));
   if (m.role === "assistant" && m.usage) {
     const usage = document.createElement("span");
     usage.className = "usage";
@@ -335,7 +476,160 @@ function renderMessage(id) {
     meta.append(usage);
   }
   const box = $("messages");
-  if (box.scrollHeight - box.scrollTop - box.clientHeight < 120) box.scrollTop = box.scrollHeight;
+  if (follow && box.scrollHeight - box.scrollTop - box.clientHeight < 120) box.scrollTop = box.scrollHeight;
+}
+
+// --- versions, edit, regenerate ----------------------------------------
+
+function smallButton(text, className, label, onClick) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.className = "small " + className;
+  b.textContent = text;
+  b.setAttribute("aria-label", label);
+  b.title = label;
+  b.addEventListener("click", onClick);
+  return b;
+}
+
+// controls are a message's version switcher (‹ n/m › when it has
+// siblings), Edit on a question, Regenerate on the last answer.
+function controls(m) {
+  const out = [];
+  const sib = m.sibling_ids || [m.id];
+  if (sib.length > 1) {
+    const i = sib.indexOf(m.id);
+    const nav = document.createElement("span");
+    nav.className = "versions";
+    const prev = smallButton("‹", "prev", "Previous version", () => showVersion(sib[i - 1]));
+    prev.disabled = i <= 0 || !!state.busy;
+    const label = document.createElement("span");
+    label.className = "version";
+    label.textContent = `${i + 1}/${sib.length}`;
+    const next = smallButton("›", "next", "Next version", () => showVersion(sib[i + 1]));
+    next.disabled = i >= sib.length - 1 || !!state.busy;
+    nav.append(prev, label, next);
+    out.push(nav);
+  }
+  if (state.busy || state.editing) return out;
+  if (m.role === "user") out.push(smallButton("Edit", "edit", "Edit this message", () => startEdit(m.id)));
+  if (m.role === "assistant" && state.order.at(-1) === m.id && !["streaming", "pending"].includes(m.status)) {
+    out.push(smallButton("↻ Regenerate", "regenerate", "Regenerate this answer", () => regenerate(m.id)));
+  }
+  return out;
+}
+
+// showVersion shows the branch through message id.
+async function showVersion(id) {
+  if (!id || state.busy) return;
+  try {
+    await api("PATCH", "/v1/conversations/" + state.current, { current_message_id: id });
+    await openConversation(state.current, true);
+    document.getElementById("m-" + id)?.scrollIntoView({ block: "nearest" });
+  } catch (e) {
+    flash(e.message);
+  }
+}
+
+function startEdit(id) {
+  state.editing = id;
+  renderAll();
+  document.querySelector(`#m-${id} textarea`)?.focus();
+}
+
+function stopEdit() {
+  state.editing = null;
+  renderAll();
+}
+
+// editor is the inline editor of a question: Enter saves a new version,
+// Escape cancels.
+function editor(m) {
+  const box = document.createElement("div");
+  box.className = "editor";
+  const ta = document.createElement("textarea");
+  ta.value = m.content;
+  ta.rows = Math.min(8, m.content.split("\n").length + 1);
+  ta.maxLength = 32768;
+  ta.setAttribute("aria-label", "Edit message");
+  ta.addEventListener("keydown", (ev) => {
+    if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) {
+      ev.preventDefault();
+      saveEdit(m.id, ta.value);
+    } else if (ev.key === "Escape") {
+      stopEdit();
+    }
+  });
+  const hint = document.createElement("span");
+  hint.className = "muted";
+  hint.textContent = "Enter saves as a new version · Esc cancels";
+  box.append(ta, hint);
+  return box;
+}
+
+async function saveEdit(id, content) {
+  if (!content.trim() || state.busy) return;
+  try {
+    const acc = await startTurn({ type: "edit", message_id: id, content });
+    state.editing = null;
+    cutFrom(id);
+    showTurn(acc);
+  } catch (e) {
+    flash(e.message);
+  }
+}
+
+async function regenerate(id) {
+  if (state.busy) return;
+  try {
+    const acc = await startTurn({ type: "regenerate", message_id: id });
+    cutFrom(id);
+    showTurn(acc);
+  } catch (e) {
+    flash(e.message);
+  }
+}
+
+// startTurn sends a send, edit or regenerate frame and resolves with its
+// accepted answer. A send or edit carries a client_message_id: if the
+// connection drops before the answer, it is sent again with the same id
+// once the socket is back, and the server answers what the first got
+// (nothing is sent twice). A regenerate has no id and is not repeated.
+async function startTurn(frame) {
+  const f = frame.type === "regenerate" ? frame : { ...frame, client_message_id: newClientMessageID() };
+  state.sending = true;
+  try {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await state.client.request(f);
+      } catch (e) {
+        if (e.code || f.type === "regenerate" || attempt >= 5) throw e;
+        await state.client.connected();
+      }
+    }
+  } finally {
+    state.sending = false;
+  }
+}
+
+function newClientMessageID() {
+  return crypto.randomUUID ? crypto.randomUUID() : Date.now().toString(36) + Math.random().toString(36).slice(2);
+}
+
+// showTurn draws the messages an accepted turn wrote and follows its
+// answer from the start (the server subscribed this socket).
+function showTurn(acc) {
+  if (acc.user_message) upsert(acc.user_message);
+  upsert(acc.assistant_message);
+  const m = state.messages.get(acc.stream_id);
+  if (!m.following) {
+    m.following = true;
+    m.content = "";
+    m.parts = [];
+    state.client.adopt(acc.stream_id, (f) => onStreamFrame(acc.stream_id, f));
+  }
+  setBusy(acc.stream_id);
+  applyConversationEvent();
 }
 
 // --- composer ----------------------------------------------------------
@@ -343,9 +637,11 @@ function renderMessage(id) {
 function setBusy(streamId) {
   for (const m of state.messages.values()) m.busy = false;
   if (streamId) state.messages.get(streamId).busy = true;
+  const changed = state.busy !== streamId;
   state.busy = streamId;
   $("stop").hidden = !streamId;
   $("send").hidden = !!streamId;
+  if (changed) renderAll(); // Edit, Regenerate and versions wait for the answer
 }
 
 $("input").addEventListener("keydown", (ev) => {
@@ -367,28 +663,13 @@ $("composer").addEventListener("submit", async (ev) => {
   try {
     if (!state.current) {
       const conv = await api("POST", "/v1/conversations", { title: titleOf(content) });
-      state.conversations.unshift(conv);
+      list.add(conv);
       await openConversation(conv.id);
     }
-    state.sending = true;
-    let acc;
-    try {
-      acc = await state.client.request({ type: "send", conversation_id: state.current, content });
-    } finally {
-      state.sending = false;
-    }
+    const acc = await startTurn({ type: "send", conversation_id: state.current, content });
     $("input").value = "";
     $("input").style.height = "auto";
-    upsert(acc.user_message);
-    upsert(acc.assistant_message);
-    const m = state.messages.get(acc.stream_id);
-    if (!m.following) {
-      m.following = true;
-      m.content = "";
-      m.parts = [];
-      state.client.adopt(acc.stream_id, (f) => onStreamFrame(acc.stream_id, f));
-    }
-    setBusy(acc.stream_id);
+    showTurn(acc);
   } catch (e) {
     flash(e.message);
   }

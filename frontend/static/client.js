@@ -8,13 +8,14 @@ export class StreamClient extends EventTarget {
     super();
     this.urlFn = urlFn; // returns the ws URL with a fresh token
     this.streams = new Map(); // stream id → {last, onFrame}
-    this.watches = new Map(); // conversation id → onEvent
+    this.watches = new Map(); // conversation id → {onMessage, onConversation}
     this.pending = new Map(); // request id → {resolve, reject}
     this.seq = 0;
     this.attempt = 0;
     this.state = "connecting";
     this.closed = false;
     this.ws = null;
+    this.dropAfterNext = false; // test hook: lose the socket right after the next frame
     this.connect();
   }
 
@@ -55,9 +56,27 @@ export class StreamClient extends EventTarget {
   raw(frame) {
     if (this.ws && this.ws.readyState === WebSocket.OPEN) {
       this.ws.send(JSON.stringify(frame));
+      if (this.dropAfterNext) {
+        // The frame goes out before the close: its answer is what is lost.
+        this.dropAfterNext = false;
+        this.dropForTest();
+      }
       return true;
     }
     return false;
+  }
+
+  // connected resolves once the socket is open (at once if it is).
+  connected() {
+    if (this.state === "connected") return Promise.resolve();
+    return new Promise((resolve) => {
+      const on = (ev) => {
+        if (ev.detail !== "connected") return;
+        this.removeEventListener("state", on);
+        resolve();
+      };
+      this.addEventListener("state", on);
+    });
   }
 
   // request sends a frame and resolves with the server's answer to it.
@@ -102,8 +121,13 @@ export class StreamClient extends EventTarget {
         break;
       }
       case "message": {
-        const on = this.watches.get(f.conversation_id);
-        if (on) on(f.message);
+        const w = this.watches.get(f.conversation_id);
+        if (w) w.onMessage(f.message);
+        break;
+      }
+      case "conversation": {
+        const w = this.watches.get(f.conversation_id);
+        if (w) w.onConversation(f);
         break;
       }
       case "error":
@@ -133,10 +157,12 @@ export class StreamClient extends EventTarget {
     if (this.streams.delete(streamId)) this.raw({ type: "unsubscribe", stream_id: streamId });
   }
 
-  // watch delivers the message events of a conversation; it resolves once
-  // the server watches for this socket, so nothing after it is missed.
-  watch(convId, onEvent) {
-    this.watches.set(convId, onEvent);
+  // watch delivers the message events of a conversation to onMessage and
+  // its conversation events (renamed, branch switched, deleted) to
+  // onConversation; it resolves once the server watches for this socket,
+  // so nothing after it is missed.
+  watch(convId, onMessage, onConversation) {
+    this.watches.set(convId, { onMessage, onConversation });
     return this.request({ type: "watch", conversation_id: convId }).catch(() => {
       // Not connected: the watch is made on (re)connect.
     });
