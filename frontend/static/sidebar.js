@@ -128,7 +128,7 @@ export class ConversationList {
     const rename = button("✎", "rename", () => { this.editing = c.id; this.confirming = null; this.render(); });
     rename.setAttribute("aria-label", `Rename “${title}”`);
     rename.title = "Rename";
-    const del = button("🗑", "delete", () => { this.confirming = c.id; this.editing = null; this.render(); });
+    const del = button("×", "delete", () => { this.confirming = c.id; this.editing = null; this.render(); });
     del.setAttribute("aria-label", `Delete “${title}”`);
     del.title = "Delete";
     li.append(open, rename, del);
