@@ -208,12 +208,40 @@ func seed(t *testing.T) uint64 {
 
 // --- HTTP ---------------------------------------------------------------
 
-// call sends a JSON request and decodes a JSON answer into out (if non-nil).
+// call sends a JSON request (in encoded as JSON, if non-nil) and decodes
+// the JSON answer into out (if non-nil).
 func (n *node) call(t testing.TB, method, path, token string, in, out any) int {
 	t.Helper()
-	var body io.Reader
+	var body any
 	if in != nil {
 		b, err := json.Marshal(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body = b
+	}
+	code, b := n.raw(t, method, path, token, body)
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			t.Fatalf("%s %s: decode answer %q: %v", method, path, b, err)
+		}
+	}
+	return code
+}
+
+// raw sends a request (in: nil; a string or bytes sent as they are; or a
+// value to encode as JSON) and returns the status and body.
+func (n *node) raw(t testing.TB, method, path, token string, in any) (int, []byte) {
+	t.Helper()
+	var body io.Reader
+	switch v := in.(type) {
+	case nil:
+	case string:
+		body = strings.NewReader(v)
+	case []byte:
+		body = bytes.NewReader(v)
+	default:
+		b, err := json.Marshal(v)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -231,12 +259,11 @@ func (n *node) call(t testing.TB, method, path, token string, in, out any) int {
 		t.Fatal(err)
 	}
 	defer res.Body.Close()
-	if out != nil {
-		if err := json.NewDecoder(res.Body).Decode(out); err != nil {
-			t.Fatalf("%s %s: decode answer: %v", method, path, err)
-		}
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return res.StatusCode
+	return res.StatusCode, b
 }
 
 // devToken gets an access token for user from a node with AuthDev.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -20,41 +19,6 @@ import (
 // regenerate, switching branches, renames, pages, idempotent sends,
 // deletion — and every bad id answered as the contract says, changing
 // nothing.
-
-// raw sends a JSON request (in: nil, a string sent as it is, or a value to
-// encode) and returns the status and body.
-func (n *node) raw(t testing.TB, method, path, token string, in any) (int, []byte) {
-	t.Helper()
-	var body io.Reader
-	switch v := in.(type) {
-	case nil:
-	case string:
-		body = strings.NewReader(v)
-	default:
-		b, err := json.Marshal(v)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequest(method, n.url+path, body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	b, err := io.ReadAll(res.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return res.StatusCode, b
-}
 
 // turnAnswer is the 202 of a send, edit or regenerate, kept raw too.
 type turnAnswer struct {

@@ -98,6 +98,28 @@ func TestDB_FinishWithParts(t *testing.T) {
 	})
 }
 
+// migratedTo opens a store on a fresh database migrated up to version
+// only, and a plain connection to it to fill it the way that version did.
+func migratedTo(t *testing.T, version int64) (*store.DB, *pgx.Conn) {
+	t.Helper()
+	ctx := context.Background()
+	url := testenv.NewDatabase(t)
+	db, err := store.Open(ctx, url, store.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	if err := db.MigrateTo(ctx, version); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return db, conn
+}
+
 func mustFind(t *testing.T, db *store.DB, id string) *chatstream.Message {
 	t.Helper()
 	m, err := db.FindMessage(context.Background(), "alice", id)
@@ -111,21 +133,8 @@ func mustFind(t *testing.T, db *store.DB, id string) *chatstream.Message {
 // reads as its content in one text part, with its usage and no model.
 func TestDB_PartsMigrationOnV1Rows(t *testing.T) {
 	ctx := context.Background()
-	url := testenv.NewDatabase(t)
-	db, err := store.Open(ctx, url, store.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(db.Close)
-	if err := db.MigrateTo(ctx, 2); err != nil {
-		t.Fatal(err)
-	}
+	db, conn := migratedTo(t, 2)
 	// Rows as the v1 release wrote them.
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
 	const conv, user, asst, empty = "00000000-0000-4000-8000-000000000001", "00000000-0000-4000-8000-000000000002",
 		"00000000-0000-4000-8000-000000000003", "00000000-0000-4000-8000-000000000004"
 	for _, q := range []string{

@@ -6,8 +6,6 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/chatstream/chatstream"
 	"github.com/chatstream/chatstream/internal/testenv"
 	"github.com/chatstream/chatstream/store"
@@ -423,20 +421,7 @@ func TestDB_IdempotencyRace(t *testing.T) {
 // becomes one branch, in seq order, showing its last message.
 func TestDB_TreeMigrationOnV1Rows(t *testing.T) {
 	ctx := context.Background()
-	url := testenv.NewDatabase(t)
-	db, err := store.Open(ctx, url, store.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(db.Close)
-	if err := db.MigrateTo(ctx, 3); err != nil {
-		t.Fatal(err)
-	}
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	db, conn := migratedTo(t, 3)
 	uuid := func(conv, i int) string { return fmt.Sprintf("00000000-0000-4000-8000-%06d%06d", conv, i) }
 	// Two conversations written interleaved (seq is global), and an empty one.
 	for i := range 6 {
