@@ -43,6 +43,7 @@ bench: services
 	@eval "$$($(SERVICES) env)"; \
 	set -e; \
 	$(GO) test -run '^$$' -bench . -benchmem ./protocol ./streaming ./delivery ./llm; \
+	$(GO) test -run '^$$' -bench Branch -benchtime 200x ./store; \
 	$(GO) test -run '^$$' -bench CancelAcrossNodes -benchtime 30x ./integration; \
 	scripts/bench.sh quick
 

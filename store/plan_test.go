@@ -11,21 +11,21 @@ import (
 	"github.com/chatstream/chatstream/internal/testenv"
 )
 
-// The reads of a branch stay index walks on a conversation of 10,000
-// messages: no sequential scan of messages, and the walk visits only the
-// messages asked for, not the conversation. PLAN_FILE=path writes the
-// plans (docs/ARCHITECTURE.md shows them).
-func TestPlans_LongConversation(t *testing.T) {
+// longConversation opens a store with one conversation of alice's whose
+// branch is 10,000 messages long, beside 10,000 messages of 200 other
+// conversations, and returns its id and the ids of its last, middle and
+// first messages.
+func longConversation(tb testing.TB) (db *DB, conv, leaf, mid, root string) {
 	ctx := context.Background()
-	db, err := Open(ctx, testenv.NewDatabase(t), Config{})
+	db, err := Open(ctx, testenv.NewDatabase(tb), Config{})
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	t.Cleanup(db.Close)
+	tb.Cleanup(db.Close)
 	if err := db.Migrate(ctx); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	const conv = "00000000-0000-4000-8000-000000000001"
+	conv = "00000000-0000-4000-8000-000000000001"
 	for _, q := range []string{
 		`INSERT INTO conversations (id, user_id, title) VALUES ('` + conv + `', 'alice', 'long')`,
 		// Other users' conversations, so that messages is not only this one.
@@ -41,13 +41,51 @@ func TestPlans_LongConversation(t *testing.T) {
 		`ANALYZE`,
 	} {
 		if _, err := db.pool.Exec(ctx, q); err != nil {
-			t.Fatal(err)
+			tb.Fatal(err)
 		}
 	}
-	var leaf, mid, root string
 	if err := db.pool.QueryRow(ctx, `SELECT md5('m10000')::uuid::text, md5('m5000')::uuid::text, md5('m1')::uuid::text`).Scan(&leaf, &mid, &root); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
+	return db, conv, leaf, mid, root
+}
+
+// The reads of a long conversation, through the store's API: the newest
+// page (GET /v1/conversations/:id), a page from its middle, the prompt
+// history of a new answer.
+func BenchmarkBranch(b *testing.B) {
+	ctx := context.Background()
+	db, conv, leaf, mid, _ := longConversation(b)
+	b.Run("Newest100", func(b *testing.B) {
+		for b.Loop() {
+			if _, p, err := db.BranchPage(ctx, "alice", conv, "", 100); err != nil || len(p.Messages) != 100 {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("Page50Before", func(b *testing.B) {
+		for b.Loop() {
+			if _, p, err := db.BranchPage(ctx, "alice", conv, mid, 50); err != nil || len(p.Messages) != 50 {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("History200", func(b *testing.B) {
+		for b.Loop() {
+			if h, err := db.History(ctx, conv, leaf, 200); err != nil || len(h) != 200 {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// The reads of a branch stay index walks on a conversation of 10,000
+// messages: no sequential scan of messages, and the walk visits only the
+// messages asked for, not the conversation. PLAN_FILE=path writes the
+// plans (docs/ARCHITECTURE.md shows them).
+func TestPlans_LongConversation(t *testing.T) {
+	ctx := context.Background()
+	db, conv, leaf, mid, root := longConversation(t)
 
 	var out strings.Builder
 	for _, c := range []struct {
