@@ -72,6 +72,8 @@ type Config struct {
 	KeyPrefix string
 	// WS tunes the WebSocket endpoint (queue size, timeouts, limits).
 	WS server.WSConfig
+	// SSE tunes the Server-Sent Events routes.
+	SSE server.SSEConfig
 	// Limits are the per-user limits, shared by every node through Redis.
 	// Its PresenceTTL defaults to HeartbeatTTL.
 	Limits limits.Config
@@ -239,6 +241,7 @@ func (m *Main) Start(ctx context.Context) (err error) {
 		Logger:          m.logger,
 		Registry:        m.reg,
 		WS:              m.cfg.WS,
+		SSE:             m.cfg.SSE,
 	}, server.Deps{
 		Store:         m.db,
 		Generations:   gens,

@@ -24,8 +24,8 @@ const (
 func (s *Server) authenticate(c *gin.Context) { s.authenticateFrom(c, false) }
 
 // authenticateUpgrade is authenticate for the routes a browser opens
-// without setting headers (the WebSocket upgrade): the token may also come
-// as the access_token query parameter. Other routes refuse it there, so
+// without setting headers (the WebSocket upgrade, an EventSource's SSE):
+// the token may also come as the access_token query parameter. Other routes refuse it there, so
 // that tokens do not spread into URLs that get logged and shared.
 func (s *Server) authenticateUpgrade(c *gin.Context) { s.authenticateFrom(c, true) }
 
@@ -34,7 +34,7 @@ func (s *Server) authenticateFrom(c *gin.Context, query bool) {
 	if raw == "" {
 		msg := "An access token is required."
 		if !query && c.Request.URL.Query().Has("access_token") {
-			msg = "Send the access token in the Authorization header; ?access_token= is only taken on the WebSocket upgrade."
+			msg = "Send the access token in the Authorization header; ?access_token= is only taken on the WebSocket upgrade and the SSE routes."
 		}
 		writeError(c, chatstream.Errorf(chatstream.EUNAUTHORIZED, "%s", msg))
 		return

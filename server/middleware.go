@@ -107,6 +107,8 @@ type httpMetrics struct {
 	panics      prometheus.Counter
 	// connsRefused counts connections closed at once for MaxConnsPerAddr.
 	connsRefused prometheus.Counter
+	sseOpen      prometheus.Gauge
+	sseSlow      prometheus.Counter
 }
 
 func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
@@ -136,7 +138,15 @@ func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
 			Name: "chatstream_connections_refused_total",
 			Help: "Connections closed at once because their client address had MAX_CONNS_PER_ADDR open.",
 		}),
+		sseSlow: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chatstream_sse_slow_readers_total",
+			Help: "SSE readers disconnected because their queue filled (they resume by Last-Event-ID).",
+		}),
+		sseOpen: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "chatstream_sse_open",
+			Help: "Open Server-Sent Events responses (streams and conversations).",
+		}),
 	}
-	reg.MustRegister(m.requests, m.duration, m.socketsOpen, m.wsErrors, m.panics, m.connsRefused)
+	reg.MustRegister(m.requests, m.duration, m.socketsOpen, m.wsErrors, m.panics, m.connsRefused, m.sseOpen, m.sseSlow)
 	return m
 }

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -128,6 +129,8 @@ type Config struct {
 	Registry *prometheus.Registry
 	// WS tunes the WebSocket endpoint.
 	WS WSConfig
+	// SSE tunes the Server-Sent Events routes.
+	SSE SSEConfig
 }
 
 // WSConfig tunes the WebSocket endpoint. Zero values take the defaults.
@@ -162,6 +165,7 @@ func (c *Config) setDefaults() {
 		c.Registry = NewRegistry()
 	}
 	c.WS.setDefaults()
+	c.SSE.setDefaults(c.WS)
 }
 
 // Defaults of Config.
@@ -211,6 +215,7 @@ type Server struct {
 	http    *http.Server
 	hosts   []string       // AllowedHosts, lower case; nil: any
 	trusted []netip.Prefix // TrustedProxies
+	closing chan struct{}  // closed when Shutdown starts: SSE responses end
 }
 
 // New returns a server over its dependencies.
@@ -220,7 +225,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		return nil, errors.New("server: AuthSecret is required")
 	}
 	s := &Server{cfg: cfg, store: deps.Store, gens: deps.Generations, convs: deps.Conversations, limits: deps.Limits, checks: deps.Checks, logger: cfg.Logger,
-		streams: deps.Streams, watcher: deps.Watcher}
+		streams: deps.Streams, watcher: deps.Watcher, closing: make(chan struct{})}
 	if s.limits == nil {
 		s.limits = noLimits{}
 	}
@@ -249,6 +254,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	// Shutdown neither closes nor waits for hijacked connections.
 	s.http.RegisterOnShutdown(s.sockets.closeAll)
+	// Nor does it end long responses: SSE readers resume elsewhere.
+	var closeOnce sync.Once
+	s.http.RegisterOnShutdown(func() { closeOnce.Do(func() { close(s.closing) }) })
 	return s, nil
 }
 
@@ -320,6 +328,8 @@ func (s *Server) routes(page fs.FS) error {
 	authed.POST("/streams/:stream_id/approvals", s.handleApprove)
 	if s.streams != nil && s.watcher != nil {
 		v1.GET("/ws", s.authenticateUpgrade, s.handleWS)
+		v1.GET("/streams/:stream_id/events", s.authenticateUpgrade, s.handleStreamEvents)
+		v1.GET("/conversations/:id/events", s.authenticateUpgrade, s.handleConversationEvents)
 	}
 	s.engine = e
 	return nil
