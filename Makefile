@@ -10,7 +10,7 @@ SERVICES := scripts/services.sh
 # What `make run` serves with; override on the command line or in the env.
 HTTP_ADDR ?= 127.0.0.1:8080
 
-.PHONY: run test build services browser stop vet bench bench-full fuzz screenshots clean
+.PHONY: run test build services browser node-deps stop vet bench bench-full fuzz screenshots clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/chatstream
@@ -21,6 +21,9 @@ services:
 browser:
 	@scripts/chromium.sh >/dev/null
 
+node-deps:
+	@scripts/node-deps.sh
+
 ## run: start Redis + Postgres and serve chatstream with the offline demo model.
 run: services build
 	@eval "$$($(SERVICES) env)"; \
@@ -28,8 +31,8 @@ run: services build
 	echo "chatstream: serving on http://$(HTTP_ADDR)/  (Ctrl-C stops; 'make stop' stops Redis and Postgres)"; \
 	exec ./$(BIN) serve
 
-## test: start Redis + Postgres (and install Chromium), vet, and run every test with the race detector.
-test: services browser
+## test: start Redis + Postgres (and install Chromium and the npm packages the tests drive), vet, and run every test with the race detector.
+test: services browser node-deps
 	@eval "$$($(SERVICES) env)"; \
 	set -e; \
 	$(GO) vet ./...; \

@@ -250,6 +250,7 @@ func (m *Main) Start(ctx context.Context) (err error) {
 		Checks:        map[string]server.Pinger{"postgres": m.db, "redis": streaming.Pinger{Client: m.redis}},
 		Streams:       streamsAdapter{m.streams},
 		Watcher:       m.watch,
+		Chats:         m.db,
 		Page:          frontend.Files(),
 	})
 	if err != nil {

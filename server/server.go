@@ -87,6 +87,9 @@ type Deps struct {
 	// Streams and Watcher serve the WebSocket; without them /v1/ws is not routed.
 	Streams Streams
 	Watcher Watcher
+	// Chats map the AI SDK's chat ids onto conversations; without them (or
+	// Streams) the AI SDK routes are not routed.
+	Chats Chats
 	// Page is the web page's files (index.html and its assets); nil for none.
 	Page fs.FS
 }
@@ -206,6 +209,7 @@ type Server struct {
 	limits  Limits
 	streams Streams
 	watcher Watcher
+	chats   Chats
 	sockets sockets
 	page    fs.FS
 	checks  map[string]Pinger
@@ -225,7 +229,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		return nil, errors.New("server: AuthSecret is required")
 	}
 	s := &Server{cfg: cfg, store: deps.Store, gens: deps.Generations, convs: deps.Conversations, limits: deps.Limits, checks: deps.Checks, logger: cfg.Logger,
-		streams: deps.Streams, watcher: deps.Watcher, closing: make(chan struct{})}
+		streams: deps.Streams, watcher: deps.Watcher, chats: deps.Chats, closing: make(chan struct{})}
 	if s.limits == nil {
 		s.limits = noLimits{}
 	}
@@ -330,6 +334,10 @@ func (s *Server) routes(page fs.FS) error {
 		v1.GET("/ws", s.authenticateUpgrade, s.handleWS)
 		v1.GET("/streams/:stream_id/events", s.authenticateUpgrade, s.handleStreamEvents)
 		v1.GET("/conversations/:id/events", s.authenticateUpgrade, s.handleConversationEvents)
+	}
+	if s.streams != nil && s.chats != nil {
+		authed.POST("/ai-sdk/chat", s.handleAIChat)
+		authed.GET("/ai-sdk/chat/:id/stream", s.handleAIChatStream)
 	}
 	s.engine = e
 	return nil

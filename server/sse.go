@@ -132,13 +132,19 @@ func (s *Server) handleStreamEvents(c *gin.Context) {
 		writeError(c, err)
 		return
 	}
-	s.serveEvents(c, user, true, func(ctx context.Context, q *sseQueue) (func(), error) {
+	s.serveEvents(c, user, sseEvents{stream: true}, s.followInto(id, last))
+}
+
+// followInto starts a follow of stream id from after index last into an
+// SSE queue.
+func (s *Server) followInto(id string, last int64) func(context.Context, *sseQueue) (func(), error) {
+	return func(ctx context.Context, q *sseQueue) (func(), error) {
 		fl, err := s.streams.Follow(ctx, id, last, q)
 		if err != nil {
 			return nil, err
 		}
 		return fl.Close, nil
-	})
+	}
 }
 
 func (s *Server) handleConversationEvents(c *gin.Context) {
@@ -148,16 +154,48 @@ func (s *Server) handleConversationEvents(c *gin.Context) {
 		writeError(c, err)
 		return
 	}
-	s.serveEvents(c, user, false, func(ctx context.Context, q *sseQueue) (func(), error) {
+	s.serveEvents(c, user, sseEvents{}, func(ctx context.Context, q *sseQueue) (func(), error) {
 		return s.watcher.Watch(ctx, id, q)
 	})
 }
 
-// serveEvents answers with the event stream of what start has follow:
-// counted as one of the user's sockets, ended by the stream's done (if
-// stream), the conversation's deletion, a full queue, the token's expiry,
-// the client going away, or the server shutting down.
-func (s *Server) serveEvents(c *gin.Context, user string, stream bool, start func(context.Context, *sseQueue) (stop func(), err error)) {
+// eventEncoder writes the frames a follow delivers as an event stream.
+type eventEncoder interface {
+	// headers are the response's headers.
+	headers() map[string]string
+	// head is what the response starts with.
+	head(out []byte) []byte
+	// encode appends frame f and reports whether it is the last.
+	encode(out, f []byte) ([]byte, bool)
+	// ping is the comment that keeps an idle response open.
+	ping() []byte
+}
+
+// sseEvents encodes our frames as they are, an event each (see the
+// contract's "SSE"); a stream's events end with its done, a
+// conversation's with its deletion.
+type sseEvents struct{ stream bool }
+
+var sseHeaders = map[string]string{
+	"Content-Type":      "text/event-stream",
+	"Cache-Control":     "no-cache",
+	"X-Accel-Buffering": "no", // nginx: do not buffer the response
+}
+
+func (sseEvents) headers() map[string]string { return sseHeaders }
+func (sseEvents) head(out []byte) []byte     { return append(out, ": ok\n\n"...) }
+func (sseEvents) ping() []byte               { return []byte(": ping\n\n") }
+
+func (e sseEvents) encode(out, f []byte) ([]byte, bool) {
+	out, typ := appendEvent(out, f)
+	return out, endsEvents(e.stream, typ, f)
+}
+
+// serveEvents answers with the event stream, as enc writes it, of what
+// start has follow: counted as one of the user's sockets, ended by the
+// last frame (as enc says), a full queue, the token's expiry, the client
+// going away, or the server shutting down.
+func (s *Server) serveEvents(c *gin.Context, user string, enc eventEncoder, start func(context.Context, *sseQueue) (stop func(), err error)) {
 	release, err := s.limits.AcquireSocket(c, user)
 	if err != nil {
 		writeError(c, err)
@@ -177,10 +215,9 @@ func (s *Server) serveEvents(c *gin.Context, user string, stream bool, start fun
 	defer s.metrics.sseOpen.Dec()
 
 	w := c.Writer
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the response
+	for k, v := range enc.headers() {
+		w.Header().Set(k, v)
+	}
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
 	// write writes and flushes b. A write the reader does not take within
@@ -197,7 +234,7 @@ func (s *Server) serveEvents(c *gin.Context, user string, stream bool, start fun
 		}
 		return err == nil
 	}
-	if !write([]byte(": ok\n\n")) {
+	if !write(enc.head(nil)) {
 		return
 	}
 	ping := time.NewTicker(s.cfg.SSE.PingInterval)
@@ -216,7 +253,7 @@ func (s *Server) serveEvents(c *gin.Context, user string, stream bool, start fun
 		select {
 		case <-q.wake:
 		case <-ping.C:
-			if !write([]byte(": ping\n\n")) {
+			if !write(enc.ping()) {
 				return
 			}
 			continue
@@ -232,10 +269,7 @@ func (s *Server) serveEvents(c *gin.Context, user string, stream bool, start fun
 		out = out[:0]
 		end := false
 		for _, f := range frames {
-			var typ string
-			out, typ = appendEvent(out, f)
-			if endsEvents(stream, typ, f) {
-				end = true
+			if out, end = enc.encode(out, f); end {
 				break
 			}
 		}
