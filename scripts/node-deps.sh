@@ -15,7 +15,7 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
 		exit 1
 	fi
 fi
-for dir in integration/aisdk; do
+for dir in integration/aisdk clients/js; do
 	stamp=$dir/node_modules/.chatstream-lock
 	if [[ -f $stamp ]] && cmp -s "$dir/package-lock.json" "$stamp"; then
 		continue

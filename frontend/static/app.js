@@ -1,7 +1,7 @@
 // The chat page: dev sign-in, conversation list, messages rendered as they
 // stream, a composer with Stop, versions (‹ n/m ›), Edit and Regenerate,
 // and live updates from other tabs.
-import { StreamClient } from "./client.js";
+import { StreamSocket } from "./client/socket.js";
 import { addPart, copyParts, partOfChunk, renderParts, usageText } from "./parts.js";
 import { ConversationList } from "./sidebar.js";
 
@@ -98,7 +98,7 @@ async function start() {
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
     return `${proto}//${location.host}/v1/ws?access_token=${encodeURIComponent(state.token)}`;
   };
-  state.client = new StreamClient(wsURL);
+  state.client = new StreamSocket(wsURL);
   state.client.addEventListener("state", (ev) => {
     $("conn").dataset.state = ev.detail;
     $("conn").textContent = ev.detail === "connected" ? "connected" : ev.detail + "…";
