@@ -315,6 +315,7 @@ func (s *Server) routes(page fs.FS) error {
 	e.GET("/metrics", gin.WrapH(promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{})))
 
 	v1 := e.Group("/v1")
+	v1.GET("/openapi.json", s.handleOpenAPI)
 	if s.cfg.AuthDev {
 		v1.POST("/auth/dev-token", s.handleDevToken)
 	}
