@@ -82,13 +82,7 @@ func AppendPartChunk(dst []byte, streamID string, index int64, part chatstream.P
 	if part.Type == chatstream.PartText {
 		return AppendChunk(dst, streamID, index, part.Text, ts)
 	}
-	dst = append(dst, `{"type":"chunk","stream_id":"`...)
-	dst = append(dst, streamID...)
-	dst = append(dst, `","index":`...)
-	dst = strconv.AppendInt(dst, index, 10)
-	dst = append(dst, `,"kind":"`...)
-	dst = append(dst, part.Type...)
-	dst = append(dst, `","content":"",`...)
+	dst = appendChunkHead(dst, streamID, index, part.Type)
 	switch part.Type {
 	case chatstream.PartReasoning:
 		dst = append(dst, `"reasoning":`...)
@@ -103,6 +97,24 @@ func AppendPartChunk(dst []byte, streamID string, index int64, part chatstream.P
 		b, _ := json.Marshal(ToolResult{CallID: part.CallID, Name: part.Name, Output: part.Output, IsError: part.IsError})
 		dst = append(append(dst, `"tool_result":`...), b...)
 	}
+	return appendChunkTail(dst, ts)
+}
+
+// appendChunkHead appends the start of a chunk frame of a kind other than
+// text, up to its kind's field.
+func appendChunkHead(dst []byte, streamID string, index int64, kind chatstream.PartType) []byte {
+	dst = append(dst, `{"type":"chunk","stream_id":"`...)
+	dst = append(dst, streamID...)
+	dst = append(dst, `","index":`...)
+	dst = strconv.AppendInt(dst, index, 10)
+	dst = append(dst, `,"kind":"`...)
+	dst = append(dst, kind...)
+	return append(dst, `","content":"",`...)
+}
+
+// appendChunkTail appends the end of a chunk frame of a kind other than
+// text: its time.
+func appendChunkTail(dst []byte, ts int64) []byte {
 	dst = append(dst, `,"ts":`...)
 	dst = strconv.AppendInt(dst, ts, 10)
 	return append(dst, '}')

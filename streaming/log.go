@@ -86,6 +86,9 @@ type Meta struct {
 	Usage        *chatstream.Usage
 	// Attempts counts the claims, to bound how often a job is run again.
 	Attempts int64
+	// T0 is the time of the stream's first chunk, in Unix microseconds:
+	// its entries hold their times less T0.
+	T0 int64
 }
 
 // LastIndex is the index of the last chunk, -1 if none.
@@ -113,6 +116,7 @@ func parseMeta(h map[string]string) Meta {
 	m.Epoch, _ = strconv.ParseInt(h["epoch"], 10, 64)
 	m.N, _ = strconv.ParseInt(h["n"], 10, 64)
 	m.Attempts, _ = strconv.ParseInt(h["attempts"], 10, 64)
+	m.T0, _ = strconv.ParseInt(h["t0"], 10, 64)
 	if u := h["usage"]; u != "" {
 		var usage chatstream.Usage
 		if json.Unmarshal([]byte(u), &usage) == nil {
@@ -207,15 +211,19 @@ func (l *ChunkLog) Claim(ctx context.Context, streamID, owner string) (Meta, err
 // reach Redis is recognised and not applied twice. The open stream's TTL
 // (a day past STREAM_TTL) is set on the first chunk and refreshed every
 // 256th: a PEXPIRE pair on every append was a quarter of the script's cost.
+// The log stores the chunk as a compact entry (protocol/entry.go: its
+// kind, its time less the stream's t0, its payload), built here from
+// ARGV 7-9 — t0 is the first such chunk's time — while the whole frame is
+// what is published; with no kind the frame itself is stored.
 // A tool call that waits for the user's approval is marked waiting in the
-// same script (ARGV 7 and 8: the meta field and its value), so that an
+// same script (ARGV 10 and 11: the meta field and its value), so that an
 // approval is taken from the moment the call's chunk can be seen.
 // KEYS: meta, chunks. ARGV: epoch, index, frame, channel, ttl ms, publish
-// command[, field, value]. Returns {0, cancel} appended, {1, cancel} already
-// appended, {-1} gone, {-2} fenced, {-3} ended, {-4, n} the index does not
-// follow.
+// command, entry kind, ts, payload[, field, value]. Returns {0, cancel}
+// appended, {1, cancel} already appended, {-1} gone, {-2} fenced, {-3}
+// ended, {-4, n} the index does not follow.
 var appendScript = rueidis.NewLuaScript(`
-local m = redis.call('HMGET', KEYS[1], 'epoch', 'n', 'status', 'cancel')
+local m = redis.call('HMGET', KEYS[1], 'epoch', 'n', 'status', 'cancel', 't0')
 if not m[1] then return {-1} end
 if m[1] ~= ARGV[1] then return {-2} end
 if m[3] ~= 'streaming' then return {-3} end
@@ -224,9 +232,20 @@ local want = tonumber(ARGV[2])
 local cancel = m[4] == '1' and 1 or 0
 if want < n then return {1, cancel} end
 if want > n then return {-4, n} end
-redis.call('RPUSH', KEYS[2], ARGV[3])
-redis.call('HSET', KEYS[1], 'n', n + 1)
-if ARGV[7] then redis.call('HSETNX', KEYS[1], ARGV[7], ARGV[8]) end
+if ARGV[7] ~= '' then
+  local t0 = m[5]
+  if not t0 then
+    t0 = ARGV[8]
+    redis.call('HSET', KEYS[1], 'n', n + 1, 't0', t0)
+  else
+    redis.call('HSET', KEYS[1], 'n', n + 1)
+  end
+  redis.call('RPUSH', KEYS[2], ARGV[7] .. string.format('%d', tonumber(ARGV[8]) - tonumber(t0)) .. ':' .. ARGV[9])
+else
+  redis.call('RPUSH', KEYS[2], ARGV[3])
+  redis.call('HSET', KEYS[1], 'n', n + 1)
+end
+if ARGV[10] then redis.call('HSETNX', KEYS[1], ARGV[10], ARGV[11]) end
 if n % 256 == 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[5])
   redis.call('PEXPIRE', KEYS[2], ARGV[5])
@@ -235,10 +254,11 @@ redis.call(ARGV[6], ARGV[4], ARGV[3])
 return {0, cancel}
 `)
 
-// Append appends the chunk frame at index to the stream and publishes it. It
-// reports whether a cancel was requested meanwhile.
+// Append appends the chunk frame at index to the stream and publishes it,
+// storing the frame itself. It reports whether a cancel was requested
+// meanwhile. Writers of parts use AppendPart, which stores an entry.
 func (l *ChunkLog) Append(ctx context.Context, streamID string, epoch, index int64, frame []byte) (cancel bool, err error) {
-	return l.append(ctx, streamID, epoch, index, frame, "", time.Time{})
+	return l.append(ctx, streamID, epoch, index, frame, nil, 0, "", time.Time{})
 }
 
 // AppendAwaiting appends the chunk frame at index, a tool call's, and marks
@@ -246,13 +266,30 @@ func (l *ChunkLog) Append(ctx context.Context, streamID string, epoch, index int
 // Append.
 func (l *ChunkLog) AppendAwaiting(ctx context.Context, streamID string, epoch, index int64, frame []byte,
 	callID string, since time.Time) (cancel bool, err error) {
-	return l.append(ctx, streamID, epoch, index, frame, callID, since)
+	return l.append(ctx, streamID, epoch, index, frame, nil, 0, callID, since)
+}
+
+// AppendPart appends the chunk at index — part, at time ts, published as
+// frame (protocol.AppendPartChunk of them) — storing its compact entry; a
+// tool call that requires approval is marked waiting since ts. It reports
+// whether a cancel was requested meanwhile.
+func (l *ChunkLog) AppendPart(ctx context.Context, streamID string, epoch, index int64, frame []byte, part chatstream.Part, ts time.Time) (cancel bool, err error) {
+	awaiting := ""
+	if part.Type == chatstream.PartToolCall && part.RequiresApproval {
+		awaiting = part.CallID
+	}
+	return l.append(ctx, streamID, epoch, index, frame, &part, ts.UnixMicro(), awaiting, ts)
 }
 
 func (l *ChunkLog) append(ctx context.Context, streamID string, epoch, index int64, frame []byte,
-	awaiting string, since time.Time) (cancel bool, err error) {
+	part *chatstream.Part, ts int64, awaiting string, since time.Time) (cancel bool, err error) {
+	kind, payload := "", ""
+	if part != nil {
+		k, p := protocol.EntryOf(*part)
+		kind, payload = string(k), rueidis.BinaryString(p)
+	}
 	args := []string{strconv.FormatInt(epoch, 10), strconv.FormatInt(index, 10), rueidis.BinaryString(frame),
-		l.keys.Channel(streamID), l.openTTLArg, l.publish}
+		l.keys.Channel(streamID), l.openTTLArg, l.publish, kind, strconv.FormatInt(ts, 10), payload}
 	if awaiting != "" {
 		args = append(args, waitField(awaiting), strconv.FormatInt(since.UnixMilli(), 10))
 	}
@@ -453,12 +490,16 @@ func (l *ChunkLog) Read(ctx context.Context, streamID string, from int64) (Histo
 		return History{}, fmt.Errorf("read chunks of %s: %w", streamID, err)
 	}
 	hist := History{Meta: parseMeta(h), From: from, Frames: make([][]byte, 0, len(msgs))}
-	for _, m := range msgs {
+	for i, m := range msgs {
 		s, err := m.ToString()
 		if err != nil {
 			return History{}, fmt.Errorf("read chunks of %s: %w", streamID, err)
 		}
-		hist.Frames = append(hist.Frames, []byte(s))
+		f, err := protocol.FrameOfEntry(nil, streamID, from+int64(i), []byte(s), hist.Meta.T0)
+		if err != nil {
+			return History{}, fmt.Errorf("read chunk %d of %s: %w", from+int64(i), streamID, err)
+		}
+		hist.Frames = append(hist.Frames, f)
 	}
 	return hist, nil
 }

@@ -24,11 +24,9 @@ func (g *generation) append(ctx context.Context, cancel context.CancelCauseFunc,
 	ts := time.Now()
 	g.frame = protocol.AppendPartChunk(g.frame[:0], g.job.StreamID, g.n, part, ts.UnixMicro())
 	write := func(ctx context.Context) (bool, error) {
-		if part.Type == chatstream.PartToolCall && part.RequiresApproval {
-			// The call waits for approval from the moment it can be seen.
-			return p.chunks.AppendAwaiting(ctx, g.job.StreamID, g.epoch, g.n, g.frame, part.CallID, ts)
-		}
-		return p.chunks.Append(ctx, g.job.StreamID, g.epoch, g.n, g.frame)
+		// The log stores the part's compact entry; a call that requires
+		// approval waits for it from the moment it can be seen.
+		return p.chunks.AppendPart(ctx, g.job.StreamID, g.epoch, g.n, g.frame, part, ts)
 	}
 	// The first try has no deadline of its own (no timer per chunk); only
 	// a Redis error starts the bounded retries.

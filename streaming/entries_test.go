@@ -1,0 +1,120 @@
+package streaming_test
+
+import (
+	"bytes"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chatstream/chatstream"
+	"github.com/chatstream/chatstream/protocol"
+)
+
+// demoAnswer is an answer as the demo model writes it: a word a chunk.
+func demoAnswer(chunks int) []chatstream.Part {
+	words := strings.Fields("Good question! When people ask about streaming, the answer usually comes down to three things: clarity, feedback and simplicity. Here is a small sketch that shows the idea.")
+	parts := make([]chatstream.Part, chunks)
+	for i := range parts {
+		parts[i] = chatstream.Part{Type: chatstream.PartText, Text: " " + words[i%len(words)]}
+	}
+	return parts
+}
+
+// The log stores compact entries and reads back the very frames that were
+// published, whatever their kind; entries and whole frames (as older logs
+// hold) mix in one log.
+func TestLog_EntriesReadAsPublished(t *testing.T) {
+	l := newLog(t)
+	ctx := ctxT(t)
+	const id = "00000000-0000-4000-8000-0000000000e1"
+	m := created(t, l, id)
+	parts := []chatstream.Part{
+		{Type: chatstream.PartReasoning, Text: "let me think: about \"it\""},
+		{Type: chatstream.PartText, Text: "line one\nline two ünï 😀"},
+		{Type: chatstream.PartToolCall, CallID: "c1", Name: "save_note", Arguments: `{"text":"x"}`, RequiresApproval: true},
+		{Type: chatstream.PartToolApproval, CallID: "c1", Approved: true, Reason: "user"},
+		{Type: chatstream.PartToolResult, CallID: "c1", Name: "save_note", Output: "saved \xff"},
+		{Type: chatstream.PartText, Text: ""},
+	}
+	var published [][]byte
+	start := time.Now()
+	for i, p := range parts {
+		ts := start.Add(time.Duration(i) * time.Millisecond)
+		frame := protocol.AppendPartChunk(nil, id, int64(i), p, ts.UnixMicro())
+		published = append(published, frame)
+		if _, err := l.AppendPart(ctx, id, m.Epoch, int64(i), frame, p, ts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A whole frame appended the old way sits among them.
+	old := chunkFrame(id, int64(len(parts)), " old")
+	published = append(published, old)
+	if _, err := l.Append(ctx, id, m.Epoch, int64(len(parts)), old); err != nil {
+		t.Fatal(err)
+	}
+	hist, err := l.Read(ctx, id, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hist.Frames) != len(published) {
+		t.Fatalf("read %d frames, want %d", len(hist.Frames), len(published))
+	}
+	for i := range published {
+		if !bytes.Equal(hist.Frames[i], published[i]) {
+			t.Fatalf("frame %d read as\n%s\npublished\n%s", i, hist.Frames[i], published[i])
+		}
+	}
+	if from3, err := l.Read(ctx, id, 3); err != nil || !bytes.Equal(from3.Frames[0], published[3]) {
+		t.Fatalf("read from 3: %v", err)
+	}
+	// The call that requires approval waits (AppendPart marks it).
+	if got := l.redis(t, "HGET", l.keys.Meta(id), "wait:c1"); got == "null" {
+		t.Fatalf("the tool call is not marked waiting: %s", l.redis(t, "HGETALL", l.keys.Meta(id)))
+	}
+	// What the log holds is the entries, not the frames.
+	stored := l.redis(t, "LINDEX", l.keys.Chunks(id), "1")
+	if !strings.HasPrefix(stored, `"t`) || strings.Contains(stored, "stream_id") {
+		t.Fatalf("stored %s", stored)
+	}
+}
+
+// Bytes of Redis per chunk of a demo answer: the target is at most 40 while
+// streaming (MEMORY USAGE of the chunks key; whole frames took ~126).
+func TestLog_BytesPerChunk(t *testing.T) {
+	l := newLog(t)
+	ctx := ctxT(t)
+	for _, c := range []struct {
+		name    string
+		compact bool
+	}{{"Entries", true}, {"Frames", false}} {
+		id := "00000000-0000-4000-8000-0000000000f" + strconv.FormatBool(c.compact)[:1]
+		m := created(t, l, id)
+		const chunks = 200
+		start := time.Now()
+		text := 0
+		for i, p := range demoAnswer(chunks) {
+			ts := start.Add(time.Duration(i) * 25 * time.Millisecond) // 40 tokens a second
+			frame := protocol.AppendPartChunk(nil, id, int64(i), p, ts.UnixMicro())
+			text += len(p.Text)
+			var err error
+			if c.compact {
+				_, err = l.AppendPart(ctx, id, m.Epoch, int64(i), frame, p, ts)
+			} else {
+				_, err = l.Append(ctx, id, m.Epoch, int64(i), frame)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		n, err := strconv.Atoi(l.redis(t, "MEMORY", "USAGE", l.keys.Chunks(id), "SAMPLES", "0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		perChunk := float64(n) / chunks
+		t.Logf("%s: %d bytes for %d chunks of %d text bytes: %.1f bytes a chunk (text %.1f)", c.name, n, chunks, text, perChunk, float64(text)/chunks)
+		if c.compact && perChunk > 40 {
+			t.Fatalf("%.1f bytes a chunk, want at most 40", perChunk)
+		}
+	}
+}
