@@ -40,6 +40,12 @@ func (st *stream) readLoop(ctx context.Context) {
 			if err == nil {
 				continue
 			}
+		} else if err == nil && hist.From+int64(len(hist.Frames)) < hist.Meta.N && hist.Meta.Status.Final() && hist.Meta.Parts != nil {
+			// Compacted: the parts kept in the meta stand in for the chunks.
+			s.cfg.Metrics.HistoryCompacted.Inc()
+			st.snapshotThenDone(b.followers, protocol.SnapshotFrame(st.id, hist.Meta.Parts, hist.Meta.LastIndex()),
+				hist.Meta.DoneFrame(st.id), hist.Meta.LastIndex())
+			continue
 		} else if err == nil && hist.From+int64(len(hist.Frames)) < hist.Meta.N {
 			// The meta counts chunks the list no longer holds.
 			err = st.fromRecord(ctx, b.followers)
@@ -286,24 +292,28 @@ func (st *stream) fromRecord(ctx context.Context, batch []*Follower) error {
 		// Its worker, or a reaper, will end it; then Postgres can answer.
 		return errStillOpen
 	}
-	snap := protocol.SnapshotFrame(st.id, m.PartsOrText(), m.LastIndex)
-	done := protocol.MessageDone(m)
+	st.snapshotThenDone(batch, protocol.SnapshotFrame(st.id, m.PartsOrText(), m.LastIndex), protocol.MessageDone(m), m.LastIndex)
+	return nil
+}
+
+// snapshotThenDone ends the follows of an ended stream whose chunks are
+// gone: a snapshot up to last (unless a follower holds it all), then done.
+func (st *stream) snapshotThenDone(batch []*Follower, snap, done []byte, last int64) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	for _, f := range batch {
 		if f.ended {
 			continue
 		}
-		if f.next != m.LastIndex+1 {
+		if f.next != last+1 {
 			st.sendLocked(f, snap)
 		}
 		if !f.ended {
-			f.next = m.LastIndex + 1
+			f.next = last + 1
 			st.sendLocked(f, done)
 			st.endLocked(f)
 		}
 	}
-	return nil
 }
 
 // retryLater puts batch back in line after a pause, or ends the follows

@@ -9,6 +9,7 @@ import (
 
 	"github.com/chatstream/chatstream"
 	"github.com/chatstream/chatstream/protocol"
+	"github.com/chatstream/chatstream/streaming"
 )
 
 // demoAnswer is an answer as the demo model writes it: a word a chunk.
@@ -116,5 +117,70 @@ func TestLog_BytesPerChunk(t *testing.T) {
 		if c.compact && perChunk > 40 {
 			t.Fatalf("%.1f bytes a chunk, want at most 40", perChunk)
 		}
+	}
+}
+
+// An ended stream with compaction keeps its chunks for the grace period,
+// then only its meta with the compacted parts: about what its text costs.
+func TestLog_CompactAfterTheEnd(t *testing.T) {
+	l := newLog(t)
+	l.CompactAfter(300 * time.Millisecond)
+	ctx := ctxT(t)
+	const id = "00000000-0000-4000-8000-0000000000c1"
+	m := created(t, l, id)
+	parts := demoAnswer(200)
+	var b chatstream.PartsBuilder
+	start := time.Now()
+	text := 0
+	for i, p := range parts {
+		frame := protocol.AppendPartChunk(nil, id, int64(i), p, start.UnixMicro())
+		if _, err := l.AppendPart(ctx, id, m.Epoch, int64(i), frame, p, start); err != nil {
+			t.Fatal(err)
+		}
+		text += len(p.Text)
+		b.Add(p)
+	}
+	all := b.Parts()
+	if err := l.Finish(ctx, id, m.Epoch, int64(len(parts)), streaming.End{Status: chatstream.StatusComplete, FinishReason: "stop", Parts: all}); err != nil {
+		t.Fatal(err)
+	}
+	// Right after the end the chunks are there, and the parts beside them.
+	hist, err := l.Read(ctx, id, 0)
+	if err != nil || len(hist.Frames) != 200 || len(hist.Meta.Parts) != 1 || hist.Meta.Parts[0].Text != chatstream.TextOf(all) {
+		t.Fatalf("after the end: %d frames, parts %v, %v", len(hist.Frames), hist.Meta.Parts, err)
+	}
+	// After the grace period only the meta is left.
+	deadline := time.Now().Add(10 * time.Second)
+	for l.redis(t, "EXISTS", l.keys.Chunks(id)) != "0" {
+		if time.Now().After(deadline) {
+			t.Fatal("the chunks are still there 10 s after the end")
+		}
+		time.Sleep(20 * time.Millisecond) // the chunks' TTL runs out; bounded above
+	}
+	hist, err = l.Read(ctx, id, 0)
+	if err != nil || len(hist.Frames) != 0 || hist.Meta.N != 200 || hist.Meta.Parts[0].Text != chatstream.TextOf(all) {
+		t.Fatalf("compacted: %d frames, N %d, parts %v, %v", len(hist.Frames), hist.Meta.N, hist.Meta.Parts, err)
+	}
+	n, _ := strconv.Atoi(l.redis(t, "MEMORY", "USAGE", l.keys.Meta(id), "SAMPLES", "0"))
+	t.Logf("compacted: the meta takes %d bytes for an answer of %d text bytes (%.2f×)", n, text, float64(n)/float64(text))
+	if n > 2*text {
+		t.Fatalf("the compacted stream takes %d bytes, more than twice its %d bytes of text", n, text)
+	}
+	// Without compaction the chunks stay for the TTL.
+	plain := newLog(t)
+	const id2 = "00000000-0000-4000-8000-0000000000c2"
+	m2 := created(t, plain, id2)
+	frame := protocol.AppendPartChunk(nil, id2, 0, parts[0], start.UnixMicro())
+	if _, err := plain.AppendPart(ctx, id2, m2.Epoch, 0, frame, parts[0], start); err != nil {
+		t.Fatal(err)
+	}
+	if err := plain.Finish(ctx, id2, m2.Epoch, 1, streaming.End{Status: chatstream.StatusComplete, Parts: parts[:1]}); err != nil {
+		t.Fatal(err)
+	}
+	if pttl, _ := strconv.Atoi(plain.redis(t, "PTTL", plain.keys.Chunks(id2))); pttl < int(testTTL.Milliseconds())-5000 {
+		t.Fatalf("chunks PTTL %d without compaction, want about %d", pttl, testTTL.Milliseconds())
+	}
+	if got := plain.redis(t, "HGET", plain.keys.Meta(id2), "parts"); got != "null" {
+		t.Fatalf("parts kept without compaction: %s", got)
 	}
 }

@@ -37,6 +37,18 @@ type ChunkLog struct {
 	// openTTLArg is openTTL in milliseconds as the append script takes it,
 	// formatted once rather than per chunk.
 	openTTLArg string
+	// compactAfter is how long an ended stream's chunks stay (see
+	// CompactAfter); 0 keeps them for the TTL.
+	compactAfter time.Duration
+}
+
+// CompactAfter makes the log compact ended streams: d after the end their
+// chunks go, and the parts kept in the meta stand in for them (a resume is
+// answered with a snapshot of them). Resumes right after the end, the
+// common case, still get chunks. It returns l.
+func (l *ChunkLog) CompactAfter(d time.Duration) *ChunkLog {
+	l.compactAfter = d
+	return l
 }
 
 // NewChunkLog returns the chunk log; ttl is how long a stream's keys live after it
@@ -89,6 +101,9 @@ type Meta struct {
 	// T0 is the time of the stream's first chunk, in Unix microseconds:
 	// its entries hold their times less T0.
 	T0 int64
+	// Parts is the compacted value of an ended stream (see CompactAfter):
+	// its parts, all N chunks joined; nil if it has none.
+	Parts []chatstream.Part
 }
 
 // LastIndex is the index of the last chunk, -1 if none.
@@ -117,6 +132,12 @@ func parseMeta(h map[string]string) Meta {
 	m.N, _ = strconv.ParseInt(h["n"], 10, 64)
 	m.Attempts, _ = strconv.ParseInt(h["attempts"], 10, 64)
 	m.T0, _ = strconv.ParseInt(h["t0"], 10, 64)
+	if p := h["parts"]; p != "" {
+		var parts []chatstream.Part
+		if json.Unmarshal([]byte(p), &parts) == nil {
+			m.Parts = parts
+		}
+	}
 	if u := h["usage"]; u != "" {
 		var usage chatstream.Usage
 		if json.Unmarshal([]byte(u), &usage) == nil {
@@ -333,8 +354,11 @@ func (l *ChunkLog) MarkFinal(ctx context.Context, streamID string, epoch int64, 
 }
 
 // finishScript ends the stream: status, done frame published, keys set to
-// expire. KEYS: meta, chunks. ARGV: epoch, status, error json, done frame,
-// channel, ttl ms, publish command, finish reason, usage json.
+// expire; with parts (ARGV 10), the stream's compacted value, kept in the
+// meta, and the chunks set to expire after ARGV 11 ms instead.
+// KEYS: meta, chunks. ARGV: epoch, status, error json, done frame,
+// channel, ttl ms, publish command, finish reason, usage json, parts json,
+// chunks ttl ms.
 var finishScript = rueidis.NewLuaScript(`
 local m = redis.call('HMGET', KEYS[1], 'epoch', 'status')
 if not m[1] then return -1 end
@@ -342,7 +366,12 @@ if m[1] ~= ARGV[1] then return -2 end
 if m[2] ~= 'streaming' then return -3 end
 redis.call('HSET', KEYS[1], 'status', ARGV[2], 'final', ARGV[2], 'error', ARGV[3], 'reason', ARGV[8], 'usage', ARGV[9])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
-redis.call('PEXPIRE', KEYS[2], ARGV[6])
+if ARGV[10] ~= '' then
+  redis.call('HSET', KEYS[1], 'parts', ARGV[10])
+  redis.call('PEXPIRE', KEYS[2], ARGV[11])
+else
+  redis.call('PEXPIRE', KEYS[2], ARGV[6])
+end
 redis.call(ARGV[7], ARGV[5], ARGV[4])
 return 0
 `)
@@ -355,6 +384,9 @@ type End struct {
 	FinishReason string
 	// Usage is the generation's token usage, nil if the model told none.
 	Usage *chatstream.Usage
+	// Parts are the answer's parts, its n chunks joined: with CompactAfter
+	// they are kept as the stream's compacted value. Nil: not compacted.
+	Parts []chatstream.Part
 }
 
 // Finish ends the stream after n chunks: it publishes the done frame and
@@ -367,10 +399,15 @@ func (l *ChunkLog) Finish(ctx context.Context, streamID string, epoch int64, n i
 		b, _ := json.Marshal(end.Usage)
 		usage = string(b)
 	}
+	parts, chunksTTL := "", l.ttl
+	if l.compactAfter > 0 && end.Parts != nil {
+		b, _ := json.Marshal(end.Parts)
+		parts, chunksTTL = string(b), min(l.compactAfter, l.ttl)
+	}
 	v, err := finishScript.Exec(ctx, l.client,
 		[]string{l.keys.Meta(streamID), l.keys.Chunks(streamID)},
 		[]string{strconv.FormatInt(epoch, 10), string(end.Status), failureJSON(end.Failure), rueidis.BinaryString(done),
-			l.keys.Channel(streamID), ms(l.ttl), l.publish, end.FinishReason, usage}).AsInt64()
+			l.keys.Channel(streamID), ms(l.ttl), l.publish, end.FinishReason, usage, parts, ms(chunksTTL)}).AsInt64()
 	if err != nil {
 		return fmt.Errorf("finish stream %s: %w", streamID, err)
 	}

@@ -85,8 +85,12 @@ func (f *finisher) finish(ctx context.Context, job chatstream.Job, epoch int64, 
 	// Postgres is the record: if the message was ended before (a duplicate
 	// finish), the done frame tells what it says.
 	err = retry(ctx, "finish stream", f.logger, func(ctx context.Context) error {
-		return f.chunks.Finish(ctx, streamID, epoch, n, streaming.End{Status: stored.Status, Failure: stored.Error,
-			FinishReason: stored.FinishReason, Usage: stored.Usage})
+		end := streaming.End{Status: stored.Status, Failure: stored.Error, FinishReason: stored.FinishReason, Usage: stored.Usage}
+		if stored.LastIndex == n-1 && stored.ConversationID != "" {
+			// The record is these n chunks: it may stand in for them.
+			end.Parts = stored.PartsOrText()
+		}
+		return f.chunks.Finish(ctx, streamID, epoch, n, end)
 	})
 	if err != nil && !errors.Is(err, streaming.ErrFenced) && !errors.Is(err, streaming.ErrEnded) && !errors.Is(err, streaming.ErrGone) {
 		return err

@@ -130,6 +130,11 @@ func loadConfig(e env) (app.Config, error) {
 	if c.StreamTTL, err = e.duration("STREAM_TTL", app.DefaultStreamTTL, time.Second); err != nil {
 		return c, err
 	}
+	if c.StreamCompactAfter, err = e.duration("STREAM_COMPACT_AFTER", app.DefaultStreamCompactAfter, 0); err != nil {
+		return c, err
+	} else if c.StreamCompactAfter == 0 {
+		c.StreamCompactAfter = -1 // 0 turns compaction off
+	}
 	if c.MaxContentBytes, err = e.integer("MAX_CONTENT_BYTES", server.DefaultMaxContentBytes, 1, server.MaxContentLimit); err != nil {
 		return c, err
 	}
