@@ -184,3 +184,24 @@ func TestLog_CompactAfterTheEnd(t *testing.T) {
 		t.Fatalf("parts kept without compaction: %s", got)
 	}
 }
+
+// BenchmarkLog_AppendPart is BenchmarkLog_Append as the worker appends:
+// the frame published, the entry stored.
+func BenchmarkLog_AppendPart(b *testing.B) {
+	l := newLog(b)
+	ctx := ctxT(b)
+	const id = "bench-part"
+	m := created(b, l, id)
+	var frame []byte
+	var i int64
+	part := chatstream.Part{Type: chatstream.PartText, Text: " token"}
+	b.ReportAllocs()
+	for b.Loop() {
+		now := time.Now()
+		frame = protocol.AppendPartChunk(frame[:0], id, i, part, now.UnixMicro())
+		if _, err := l.AppendPart(ctx, id, m.Epoch, i, frame, part, now); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
