@@ -22,13 +22,15 @@ const (
 
 // smallBuffers is the ResponseWriter handed to websocket.Accept: the same as
 // Gin's, except that Hijack returns the connection with the smaller buffers
-// above. It embeds gin.ResponseWriter so that Accept still finds
-// WriteHeaderNow and flushes the 101 response before hijacking.
+// above, writing through a corkWriter (kept in cork for the session). It
+// embeds gin.ResponseWriter so that Accept still finds WriteHeaderNow and
+// flushes the 101 response before hijacking.
 type smallBuffers struct {
 	gin.ResponseWriter
+	cork *corkWriter
 }
 
-func (w smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+func (w *smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	conn, brw, err := w.ResponseWriter.Hijack()
 	if err != nil {
 		return nil, nil, err
@@ -44,5 +46,6 @@ func (w smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if r.Buffered() == 0 {
 		r = bufio.NewReaderSize(conn, socketReadBuffer)
 	}
-	return conn, bufio.NewReadWriter(r, bufio.NewWriterSize(conn, socketWriteBuffer)), nil
+	w.cork = &corkWriter{conn: conn}
+	return conn, bufio.NewReadWriter(r, bufio.NewWriterSize(w.cork, socketWriteBuffer)), nil
 }

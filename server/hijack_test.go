@@ -27,7 +27,7 @@ func hijacked(t *testing.T, send string) (brw *bufio.ReadWriter, server, client 
 	r.GET("/", func(c *gin.Context) {
 		c.Writer.WriteHeader(http.StatusSwitchingProtocols)
 		c.Writer.WriteHeaderNow()
-		conn, brw, err := smallBuffers{c.Writer}.Hijack()
+		conn, brw, err := (&smallBuffers{ResponseWriter: c.Writer}).Hijack()
 		got <- result{brw, conn, err}
 	})
 	srv := httptest.NewServer(r)

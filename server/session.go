@@ -19,8 +19,10 @@ import (
 // session is one WebSocket. Its goroutine reads; one writer goroutine owns
 // all writes; Send only queues.
 type session struct {
-	srv    *Server
-	conn   *websocket.Conn
+	srv  *Server
+	conn *websocket.Conn
+	// cork collects a batch's frames into one write (nil: writes pass).
+	cork   *corkWriter
 	user   string
 	logger *slog.Logger
 	// opened is when the socket opened; expires when its access token
@@ -154,23 +156,8 @@ func (ss *session) writeLoop() {
 	defer linger.Stop()
 	for {
 		if batch = ss.out.take(batch); len(batch) > 0 {
-			for i, frame := range batch {
-				if ss.ctx.Err() != nil {
-					return
-				}
-				// No deadline of its own: the sockets' watchdog ends a
-				// write that takes longer than WriteTimeout.
-				ss.writeStart.Store(time.Now().UnixNano())
-				err := ss.conn.Write(context.Background(), websocket.MessageText, frame)
-				ss.writeStart.Store(0)
-				ss.framesOut.Add(1)
-				batch[i] = nil
-				if err != nil {
-					// A write that failed or timed out has closed the
-					// connection already; the stop records why.
-					ss.stop(err)
-					return
-				}
+			if !ss.writeBatch(batch) {
+				return
 			}
 			if cap(batch) > 64 {
 				batch = nil
@@ -188,6 +175,46 @@ func (ss *session) writeLoop() {
 			return
 		}
 	}
+}
+
+// writeBatch writes the frames of batch in order, clearing them; false
+// means the session ends (the cause is recorded). A batch of several goes
+// out corked, in one write (see corkWriter); the cork is off again on
+// every return, so that what follows (a close frame) is written at once.
+func (ss *session) writeBatch(batch [][]byte) (ok bool) {
+	if ss.cork != nil && len(batch) > 1 {
+		ss.cork.cork()
+		defer func() {
+			// The batch's frames go out in one write, watched as one
+			// frame's would be.
+			ss.writeStart.Store(time.Now().UnixNano())
+			err := ss.cork.uncork()
+			ss.writeStart.Store(0)
+			if err != nil && ok {
+				ss.stop(err)
+				ok = false
+			}
+		}()
+	}
+	for i, frame := range batch {
+		if ss.ctx.Err() != nil {
+			return false
+		}
+		// No deadline of its own: the sockets' watchdog ends a write that
+		// takes longer than WriteTimeout.
+		ss.writeStart.Store(time.Now().UnixNano())
+		err := ss.conn.Write(context.Background(), websocket.MessageText, frame)
+		ss.writeStart.Store(0)
+		ss.framesOut.Add(1)
+		batch[i] = nil
+		if err != nil {
+			// A write that failed or timed out has closed the connection
+			// already; the stop records why.
+			ss.stop(err)
+			return false
+		}
+	}
+	return true
 }
 
 // ping pings the socket once from a goroutine of its own, unless the

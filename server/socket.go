@@ -203,7 +203,8 @@ func (s *Server) handleWS(c *gin.Context) {
 		writeError(c, err)
 		return
 	}
-	conn, err := websocket.Accept(smallBuffers{c.Writer}, c.Request, &websocket.AcceptOptions{
+	sb := &smallBuffers{ResponseWriter: c.Writer}
+	conn, err := websocket.Accept(sb, c.Request, &websocket.AcceptOptions{
 		OriginPatterns: s.cfg.WS.OriginPatterns,
 	})
 	if err != nil {
@@ -221,6 +222,7 @@ func (s *Server) handleWS(c *gin.Context) {
 	sess := &session{
 		srv:     s,
 		conn:    conn,
+		cork:    sb.cork,
 		user:    c.GetString(ctxUser),
 		opened:  time.Now(),
 		expires: unixNanoOrZero(expires),
