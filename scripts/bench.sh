@@ -8,6 +8,9 @@
 #   scripts/bench.sh full     the issue's full-size scenarios (minutes)
 #   scripts/bench.sh full idle storm   only those scenarios
 #   BENCH_SOAK=5m scripts/bench.sh quick soak   a soak of another length
+#   scripts/bench.sh rows     issue 15's four fan-out rows, server + Redis
+#                             pinned to core 0, the load generator to core 1,
+#                             with each core's busy share
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-quick}
@@ -41,6 +44,7 @@ start_server() { # name; SERVER_ENV adds variables for this server
 	env $limits_off ${SERVER_ENV:-} GOGC=${BENCH_GOGC:-100} REDIS_KEY_PREFIX="bench-$1-$$:" WORKERS=${BENCH_WORKERS:-2500} HTTP_ADDR=127.0.0.1:$port LOG_LEVEL=warn \
 		./bin/chatstream serve >"$out/$1.server.log" 2>&1 &
 	server=$!
+	if [[ -n ${PIN_SERVER:-} ]]; then taskset -pc "$PIN_SERVER" "$server" >/dev/null; fi
 	for _ in $(seq 100); do curl -sf "$url/readyz" >/dev/null && return 0; sleep 0.1; done
 	echo "bench: server did not become ready"; cat "$out/$1.server.log"; return 1
 }
@@ -52,16 +56,57 @@ lg() { # name, then loadgen flags
 	start_server "$name"
 	echo "== $name: chatstream loadgen $*"
 	local rc=0
-	./bin/chatstream loadgen -url "$url" -server-pid "$server" -svg "$out/$name.svg" ${BENCH_LOADGEN_FLAGS:-} "$@" \
+	local before
+	before=$(cpu_ticks)
+	${PIN_LOADGEN:+taskset -c "$PIN_LOADGEN"} ./bin/chatstream loadgen -url "$url" -server-pid "$server" -svg "$out/$name.svg" ${BENCH_LOADGEN_FLAGS:-} "$@" \
 		>"$out/$name.txt" 2>"$out/$name.progress" || rc=$?
+	per_core "$before" "$(cpu_ticks)" >>"$out/$name.txt"
 	cat "$out/$name.txt"
 	[[ $rc -eq 0 ]] || tail -3 "$out/$name.progress"
 	stop_server
 	return $rc
 }
 
+# cpu_ticks prints each core's busy and total ticks (from /proc/stat).
+cpu_ticks() {
+	awk '/^cpu[0-9]/ { busy = $2 + $3 + $4 + $7 + $8; total = busy + $5 + $6; printf "%s:%d:%d ", $1, busy, total }' /proc/stat
+}
+# per_core prints how busy each core was between two cpu_ticks.
+per_core() {
+	local line="per-core busy                            "
+	local a b
+	for a in $1; do
+		for b in $2; do
+			if [[ ${a%%:*} == "${b%%:*}" ]]; then
+				IFS=: read -r name b1 t1 <<<"$a"
+				IFS=: read -r _ b2 t2 <<<"$b"
+				line+="$name $(((b2 - b1) * 100 / (t2 - t1 > 0 ? t2 - t1 : 1)))%  "
+			fi
+		done
+	done
+	echo "$line"
+}
+
 status=0
-if [[ $mode == full ]]; then
+if [[ $mode == rows ]]; then
+	# Server and Redis share core 0, the load generator has core 1: the
+	# deliveries per CPU-second of server + Redis are what is compared.
+	if [[ $(nproc) -ge 2 ]] && command -v taskset >/dev/null; then
+		export PIN_SERVER=0 PIN_LOADGEN=1
+		redis_pid=$(scripts/services.sh redis-pid 2>/dev/null || true)
+		if [[ -n $redis_pid ]]; then
+			redis_mask=$(taskset -p "$redis_pid" | awk '{print $NF}')
+			taskset -pc 0 "$redis_pid" >/dev/null
+			trap 'stop_server; taskset -p "$redis_mask" "$redis_pid" >/dev/null' EXIT
+		fi
+		echo "bench: server and Redis (pid ${redis_pid:-?}) on core 0, loadgen on core 1"
+	fi
+	d=${BENCH_ROW_DURATION:-40s}
+	lg row1 -scenario fanout -streams 20 -followers 50 -tokens 400 -rate 30 -duration "$d" || status=1
+	lg row2 -scenario fanout -streams 100 -followers 10 -tokens 400 -rate 30 -duration "$d" || status=1
+	lg row3 -scenario fanout -streams 10 -followers 500 -tokens 400 -rate 20 -duration "$d" || status=1
+	lg row4 -scenario fanout -streams 20 -followers 50 -tokens 400 -rate 10 -duration "$d" || status=1
+elif [[ $mode == full ]]; then
 	lg steady -scenario steady -streams 1000 -followers 2 -tokens 200 -rate 30 -ramp 5s -duration 120s || status=1
 	lg tools -scenario tools -streams 1000 -followers 2 -tokens 200 -think 40 -rate 30 -ramp 5s -duration 120s || status=1
 	lg fanout -scenario fanout -streams 20 -followers 500 -tokens 200 -rate 30 -spread -duration 120s || status=1

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # services.sh — private Redis and Postgres instances for local runs and tests.
 #
-# Usage: scripts/services.sh up|down|status|env
+# Usage: scripts/services.sh up|down|status|env|redis-pid
 #
 #   up      install redis-server/postgresql with apt-get if missing, start both
 #           (reusing whatever already answers on the ports), create the database
 #   down    stop the instances this script started (idempotent)
 #   status  report whether each service answers; exit 0 only if both do
 #   env     print `export REDIS_URL=… DATABASE_URL=…` lines for eval
+#   redis-pid  print the pid of the redis-server it started (for pinning)
 #
 # Environment:
 #   DATA_DIR    state directory (default: <repo>/.data)
@@ -470,6 +471,7 @@ main() {
 	down) cmd_down ;;
 	status) cmd_status ;;
 	env) cmd_env ;;
+	redis-pid) redis_pid ;;
 	*) usage ;;
 	esac
 }
