@@ -46,9 +46,9 @@ type Config struct {
 	AuthDev         bool
 	MaxContentBytes int
 	StreamTTL       time.Duration
-	// StreamCompactAfter is how long an ended stream keeps its chunks before
+	// ChunksCompactAfter is how long an ended stream keeps its chunks before
 	// its compacted parts stand in for them; negative keeps them for StreamTTL.
-	StreamCompactAfter time.Duration
+	ChunksCompactAfter time.Duration
 	// ShutdownGrace bounds the graceful part of Shutdown. Default
 	// DefaultShutdownGrace.
 	ShutdownGrace time.Duration
@@ -95,9 +95,9 @@ const (
 	DefaultRedisURL    = "redis://127.0.0.1:6379/0"
 	DefaultDatabaseURL = "postgres://localhost:5432/chatstream?sslmode=disable"
 	DefaultStreamTTL   = time.Hour
-	// DefaultStreamCompactAfter keeps an ended stream's chunks for the
+	// DefaultChunksCompactAfter keeps an ended stream's chunks for the
 	// resumes that come right after the end.
-	DefaultStreamCompactAfter = 5 * time.Minute
+	DefaultChunksCompactAfter = time.Minute
 	DefaultShutdownGrace      = 10 * time.Second
 	DefaultOpenAIModel        = "gpt-4o-mini"
 )
@@ -109,8 +109,8 @@ func (c *Config) setDefaults() {
 	if c.StreamTTL <= 0 {
 		c.StreamTTL = DefaultStreamTTL
 	}
-	if c.StreamCompactAfter == 0 {
-		c.StreamCompactAfter = DefaultStreamCompactAfter
+	if c.ChunksCompactAfter == 0 {
+		c.ChunksCompactAfter = DefaultChunksCompactAfter
 	}
 	if c.ShutdownGrace <= 0 {
 		c.ShutdownGrace = DefaultShutdownGrace
@@ -208,8 +208,8 @@ func (m *Main) Start(ctx context.Context) (err error) {
 	wmetrics := worker.NewMetrics(m.reg)
 	keys := streaming.Keys{Prefix: m.cfg.KeyPrefix}
 	chunkLog := streaming.NewChunkLog(m.redis, keys, m.cfg.StreamTTL)
-	if m.cfg.StreamCompactAfter > 0 {
-		chunkLog.CompactAfter(m.cfg.StreamCompactAfter)
+	if m.cfg.ChunksCompactAfter > 0 {
+		chunkLog.CompactAfter(m.cfg.ChunksCompactAfter)
 	}
 	queue := streaming.NewQueue(m.redis, keys, m.cfg.NodeID, streaming.QueueConfig{HeartbeatTTL: m.cfg.HeartbeatTTL})
 	events := streaming.NewEvents(m.redis, keys, m.logger)

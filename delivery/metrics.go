@@ -25,7 +25,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		HistoryCompacted: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "chatstream_history_compacted_total",
-			Help: "Catch-ups of ended streams answered with a snapshot of their compacted parts (their chunks gone after STREAM_COMPACT_AFTER).",
+			Help: "Catch-ups of ended streams answered with a snapshot of their compacted parts (their chunks gone after CHUNKS_COMPACT_AFTER).",
 		}),
 		Panics: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "chatstream_delivery_panics_total",

@@ -11,12 +11,12 @@ import (
 	"github.com/chatstream/chatstream/internal/streamtest"
 )
 
-// After STREAM_COMPACT_AFTER an ended stream's chunks are gone and its
+// After CHUNKS_COMPACT_AFTER an ended stream's chunks are gone and its
 // compacted parts answer every resume: a snapshot (equal text and parts)
 // then done, over a socket and over SSE, from every position.
 func TestCompaction_ResumeGetsSnapshotAndDone(t *testing.T) {
 	c := newDemoCluster(t, 0)
-	n := c.start(t, app.Config{Workers: 1, StreamCompactAfter: 300 * time.Millisecond})
+	n := c.start(t, app.Config{Workers: 1, ChunksCompactAfter: 300 * time.Millisecond})
 	tok := n.devToken(t, "alice")
 	conv := n.conversation(t, tok)
 	s := n.send(t, tok, conv, "/demo think=6 tool=calculator\nWhat is 6 * 7?")

@@ -130,10 +130,10 @@ func loadConfig(e env) (app.Config, error) {
 	if c.StreamTTL, err = e.duration("STREAM_TTL", app.DefaultStreamTTL, time.Second); err != nil {
 		return c, err
 	}
-	if c.StreamCompactAfter, err = e.duration("STREAM_COMPACT_AFTER", app.DefaultStreamCompactAfter, 0); err != nil {
+	if c.ChunksCompactAfter, err = e.duration("CHUNKS_COMPACT_AFTER", app.DefaultChunksCompactAfter, 0); err != nil {
 		return c, err
-	} else if c.StreamCompactAfter == 0 {
-		c.StreamCompactAfter = -1 // 0 turns compaction off
+	} else if c.ChunksCompactAfter == 0 {
+		c.ChunksCompactAfter = -1 // 0 turns compaction off
 	}
 	if c.MaxContentBytes, err = e.integer("MAX_CONTENT_BYTES", server.DefaultMaxContentBytes, 1, server.MaxContentLimit); err != nil {
 		return c, err

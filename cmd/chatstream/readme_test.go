@@ -26,7 +26,7 @@ var configValue = map[string]func(app.Config) any{
 	"OPENAI_MODEL":                    func(c app.Config) any { return c.OpenAIModel },
 	"AUTH_DEV":                        func(c app.Config) any { return c.AuthDev },
 	"STREAM_TTL":                      func(c app.Config) any { return c.StreamTTL },
-	"STREAM_COMPACT_AFTER":            func(c app.Config) any { return c.StreamCompactAfter },
+	"CHUNKS_COMPACT_AFTER":            func(c app.Config) any { return c.ChunksCompactAfter },
 	"WORKERS":                         func(c app.Config) any { return c.Workers },
 	"MAX_CONTENT_BYTES":               func(c app.Config) any { return c.MaxContentBytes },
 	"MAX_ANSWER_BYTES":                func(c app.Config) any { return c.Worker.MaxAnswerBytes },
