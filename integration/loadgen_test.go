@@ -35,6 +35,16 @@ func TestLoadgen_Scenarios(t *testing.T) {
 			t.Fatalf("svg: %v", err)
 		}
 	})
+	t.Run("FanOutOverSSE", func(t *testing.T) {
+		rep, err := loadgen.Run(ctx, loadgen.Config{BaseURL: n.url, Scenario: loadgen.FanOut,
+			Streams: 3, Followers: 5, Tokens: 25, Rate: 500, Duration: 60 * time.Second, SSE: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Lost != 0 || rep.Duplicated != 0 || rep.SocketErrors != 0 || rep.Done != 15 || rep.Chunks != 15*25 {
+			t.Fatalf("lost %d, duplicated %d, socket errors %d (%v), done %d, chunks %d", rep.Lost, rep.Duplicated, rep.SocketErrors, rep.ErrorSample, rep.Done, rep.Chunks)
+		}
+	})
 	t.Run("Tools", func(t *testing.T) {
 		rep, err := loadgen.Run(ctx, loadgen.Config{BaseURL: n.url, Scenario: loadgen.Tools,
 			Streams: 4, Followers: 2, Tokens: 20, Think: 5, Rate: 500, Duration: 60 * time.Second})

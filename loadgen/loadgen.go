@@ -66,6 +66,9 @@ type Config struct {
 	DialConcurrency int
 	// Spread spreads client source addresses over 127.0.0.0/8.
 	Spread bool
+	// SSE makes the followers other than the sender read over Server-Sent
+	// Events instead of WebSockets (steady, fanout, tools).
+	SSE bool
 	// Users is the number of distinct users the generations belong to.
 	Users int
 	// Probe measures the server and Redis processes; nil measures nothing.

@@ -170,6 +170,14 @@ func (r *run) streams(ctx context.Context) error {
 			}
 			var fwg sync.WaitGroup
 			for range cfg.Followers - 1 {
+				if cfg.SSE {
+					fwg.Go(func() {
+						if err := r.followSSE(ctx, user, id); err != nil {
+							fail(err)
+						}
+					})
+					continue
+				}
 				fwg.Go(func() {
 					var s *socket
 					var err error

@@ -29,6 +29,7 @@ func loadgenCmd(ctx context.Context, args []string, e env, stdout, stderr io.Wri
 	fs.DurationVar(&cfg.Ramp, "ramp", 0, "spread the start of generations over this time")
 	fs.IntVar(&cfg.DialConcurrency, "dial-concurrency", 0, "sockets opened at once (default 128)")
 	fs.BoolVar(&cfg.Spread, "spread", false, "spread client addresses over 127.0.0.0/8 (many sockets)")
+	fs.BoolVar(&cfg.SSE, "sse", false, "followers (all but each stream's sender) read over Server-Sent Events instead of WebSockets")
 	fs.IntVar(&cfg.Users, "users", 0, "distinct users (default 50)")
 	pid := fs.Int("server-pid", 0, "pid of the server to measure (default: find a local 'chatstream serve')")
 	redisURL := fs.String("redis-url", e.str("REDIS_URL", ""), "Redis to measure (INFO), if local")
