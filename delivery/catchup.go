@@ -40,15 +40,12 @@ func (st *stream) readLoop(ctx context.Context) {
 			if err == nil {
 				continue
 			}
-		} else if err == nil && hist.From+int64(len(hist.Frames)) < hist.Meta.N && hist.Meta.Status.Final() && hist.Meta.Parts != nil {
-			// Compacted: the parts kept in the meta stand in for the chunks.
-			s.cfg.Metrics.HistoryCompacted.Inc()
-			st.snapshotThenDone(b.followers, protocol.SnapshotFrame(st.id, hist.Meta.Parts, hist.Meta.LastIndex()),
-				hist.Meta.DoneFrame(st.id), hist.Meta.LastIndex())
-			continue
 		} else if err == nil && hist.From+int64(len(hist.Frames)) < hist.Meta.N {
-			// The meta counts chunks the list no longer holds.
-			err = st.fromRecord(ctx, b.followers)
+			// The meta counts chunks the list no longer holds: an ended
+			// stream's compacted parts stand in for them, else Postgres's.
+			if err = st.fromCompacted(ctx, b.followers, hist.Meta); errors.Is(err, errNotCompacted) {
+				err = st.fromRecord(ctx, b.followers)
+			}
 			if err == nil {
 				continue
 			}
@@ -293,6 +290,30 @@ func (st *stream) fromRecord(ctx context.Context, batch []*Follower) error {
 		return errStillOpen
 	}
 	st.snapshotThenDone(batch, protocol.SnapshotFrame(st.id, m.PartsOrText(), m.LastIndex), protocol.MessageDone(m), m.LastIndex)
+	return nil
+}
+
+// errNotCompacted says a stream has no compacted value to answer from.
+var errNotCompacted = errors.New("no compacted parts")
+
+// fromCompacted answers batch from the compacted parts of ended stream
+// st (the chunks are gone): a snapshot, then done.
+func (st *stream) fromCompacted(ctx context.Context, batch []*Follower, meta streaming.Meta) error {
+	if !meta.Status.Final() {
+		return errNotCompacted
+	}
+	s := st.owner
+	rctx, cancel := context.WithTimeout(ctx, s.cfg.ReadTimeout)
+	defer cancel()
+	parts, err := s.chunks.Compacted(rctx, st.id)
+	if err != nil {
+		return err
+	}
+	if parts == nil {
+		return errNotCompacted
+	}
+	s.cfg.Metrics.HistoryCompacted.Inc()
+	st.snapshotThenDone(batch, protocol.SnapshotFrame(st.id, parts, meta.LastIndex()), meta.DoneFrame(st.id), meta.LastIndex())
 	return nil
 }
 

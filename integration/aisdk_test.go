@@ -224,13 +224,7 @@ func TestAISDK_BadRequests(t *testing.T) {
 // sseRequestPost posts a JSON body and returns the response unread.
 func (n *node) sseRequestPost(t testing.TB, path, token string, body any) *http.Response {
 	t.Helper()
-	b, _ := json.Marshal(body)
-	req, err := http.NewRequest("POST", n.url+path, bytes.NewReader(b))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	res, err := http.DefaultClient.Do(req)
+	res, err := http.DefaultClient.Do(n.newRequest(t, "POST", path, token, body))
 	if err != nil {
 		t.Fatal(err)
 	}

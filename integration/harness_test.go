@@ -229,9 +229,10 @@ func (n *node) call(t testing.TB, method, path, token string, in, out any) int {
 	return code
 }
 
-// raw sends a request (in: nil; a string or bytes sent as they are; or a
-// value to encode as JSON) and returns the status and body.
-func (n *node) raw(t testing.TB, method, path, token string, in any) (int, []byte) {
+// newRequest makes a request of the node (in: nil; a string or bytes sent
+// as they are; or a value to encode as JSON) with token, if any, as its
+// bearer.
+func (n *node) newRequest(t testing.TB, method, path, token string, in any) *http.Request {
 	t.Helper()
 	var body io.Reader
 	switch v := in.(type) {
@@ -254,7 +255,14 @@ func (n *node) raw(t testing.TB, method, path, token string, in any) (int, []byt
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	res, err := http.DefaultClient.Do(req)
+	return req
+}
+
+// raw sends a request (in as newRequest takes it) and returns the status
+// and body.
+func (n *node) raw(t testing.TB, method, path, token string, in any) (int, []byte) {
+	t.Helper()
+	res, err := http.DefaultClient.Do(n.newRequest(t, method, path, token, in))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -63,13 +63,7 @@ func (n *node) sse(t testing.TB, path, token, lastEventID string, client *http.C
 
 func (n *node) sseRequest(t testing.TB, path, token, lastEventID string, client *http.Client) *http.Response {
 	t.Helper()
-	req, err := http.NewRequest("GET", n.url+path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
+	req := n.newRequest(t, "GET", path, token, nil)
 	if lastEventID != "" {
 		req.Header.Set("Last-Event-ID", lastEventID)
 	}

@@ -484,7 +484,7 @@ func TestTree_DeleteAcrossNodes(t *testing.T) {
 	streamtest.Eventually(t, 10*time.Second, func() bool { return a.metric(t, "chatstream_generations_active") == 0 },
 		"the generation of a deleted conversation still runs")
 	for _, id := range []string{ended.StreamID, running.StreamID} {
-		n, err := c.redis.Do(streamtest.Ctx(t), c.redis.B().Exists().Key(c.keys.Chunks(id), c.keys.Meta(id)).Build()).AsInt64()
+		n, err := c.redis.Do(streamtest.Ctx(t), c.redis.B().Exists().Key(c.keys.Chunks(id), c.keys.Meta(id), c.keys.Parts(id)).Build()).AsInt64()
 		if err != nil || n != 0 {
 			t.Fatalf("stream %s: %d keys left, %v", id, n, err)
 		}

@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"strconv"
@@ -31,22 +32,24 @@ const (
 	EntryResult   = 'o'
 )
 
-// EntryOf returns the kind and payload of part's entry.
-func EntryOf(part chatstream.Part) (kind byte, payload []byte) {
+// EntryOf returns the kind and payload of part's entry. A text or
+// reasoning part's payload is its text itself: nothing is copied for the
+// chunks that matter.
+func EntryOf(part chatstream.Part) (kind byte, payload string) {
 	switch part.Type {
 	case chatstream.PartReasoning:
-		return EntryReason, []byte(part.Text)
+		return EntryReason, part.Text
 	case chatstream.PartToolCall:
 		b, _ := json.Marshal(ToolCall{CallID: part.CallID, Name: part.Name, Arguments: part.Arguments, RequiresApproval: part.RequiresApproval})
-		return EntryCall, b
+		return EntryCall, string(b)
 	case chatstream.PartToolApproval:
 		b, _ := json.Marshal(ToolApproval{CallID: part.CallID, Approved: part.Approved, Reason: part.Reason})
-		return EntryApproval, b
+		return EntryApproval, string(b)
 	case chatstream.PartToolResult:
 		b, _ := json.Marshal(ToolResult{CallID: part.CallID, Name: part.Name, Output: part.Output, IsError: part.IsError})
-		return EntryResult, b
+		return EntryResult, string(b)
 	}
-	return EntryText, []byte(part.Text)
+	return EntryText, part.Text
 }
 
 // AppendEntry appends the entry of part at time ts (Unix microseconds) of
@@ -70,14 +73,8 @@ func FrameOfEntry(dst []byte, streamID string, index int64, entry []byte, t0 int
 	if len(entry) < 3 {
 		return dst, errBadEntry
 	}
-	colon := -1
-	for i := 1; i < len(entry) && i < 24; i++ {
-		if entry[i] == ':' {
-			colon = i
-			break
-		}
-	}
-	if colon < 0 {
+	colon := bytes.IndexByte(entry, ':')
+	if colon < 2 {
 		return dst, errBadEntry
 	}
 	dt, err := strconv.ParseInt(string(entry[1:colon]), 10, 64)

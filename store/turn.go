@@ -27,9 +27,16 @@ type answerOf struct {
 // ClientMessage returns what the turn that userID sent with client message
 // id answered, and its conversation; nil if there is none.
 func (db *DB) ClientMessage(ctx context.Context, userID, id string) (*chatstream.Started, string, error) {
+	return clientMessage(ctx, db.pool, userID, id)
+}
+
+// clientMessage is ClientMessage through q (the pool, or a transaction).
+func clientMessage(ctx context.Context, q interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}, userID, id string) (*chatstream.Started, string, error) {
 	var conv string
 	var raw []byte
-	err := db.pool.QueryRow(ctx, `SELECT conversation_id::text, answer FROM client_messages WHERE user_id = $1 AND client_message_id = $2`,
+	err := q.QueryRow(ctx, `SELECT conversation_id::text, answer FROM client_messages WHERE user_id = $1 AND client_message_id = $2`,
 		userID, id).Scan(&conv, &raw)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, "", nil
@@ -80,22 +87,15 @@ func (db *DB) StartTurn(ctx context.Context, t chatstream.Turn, then func(user, 
 		if t.ClientMessageID != "" {
 			// After the conversation's lock: a repeat racing its first
 			// sees it committed.
-			var conv string
-			var raw []byte
-			err := tx.QueryRow(ctx, `SELECT conversation_id::text, answer FROM client_messages WHERE user_id = $1 AND client_message_id = $2`,
-				t.UserID, t.ClientMessageID).Scan(&conv, &raw)
+			first, conv, err := clientMessage(ctx, tx, t.UserID, t.ClientMessageID)
 			switch {
-			case err == nil && conv != convID:
+			case err != nil:
+				return err
+			case first != nil && conv != convID:
 				return errClientIDInUse
-			case err == nil:
-				var a answerOf
-				if err := json.Unmarshal(raw, &a); err != nil {
-					return queryError(err, "client message %s", t.ClientMessageID)
-				}
-				started = &chatstream.Started{User: a.User, Assistant: a.Assistant, Repeat: true}
+			case first != nil:
+				started = first
 				return nil
-			case !errors.Is(err, pgx.ErrNoRows):
-				return queryError(err, "client message %s", t.ClientMessageID)
 			}
 		}
 		insert := `INSERT INTO messages (id, conversation_id, role, content, status, parent_id, client_message_id)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/chatstream/chatstream"
+	"github.com/chatstream/chatstream/protocol"
 	"github.com/chatstream/chatstream/streaming"
 )
 
@@ -22,11 +23,13 @@ func TestLog_Approval(t *testing.T) {
 		t.Fatalf("answer before the call = %v, want ErrNotWaiting", err)
 	}
 	since := time.UnixMilli(time.Now().UnixMilli())
-	if _, err := l.AppendAwaiting(ctx, id, m.Epoch, 0, chunkFrame(id, 0, ""), "c1", since); err != nil {
+	call := chatstream.Part{Type: chatstream.PartToolCall, CallID: "c1", Name: "save_note", Arguments: "{}", RequiresApproval: true}
+	callFrame := protocol.AppendPartChunk(nil, id, 0, call, since.UnixMicro())
+	if _, err := l.AppendPart(ctx, id, m.Epoch, 0, callFrame, call, since); err != nil {
 		t.Fatal(err)
 	}
 	// A retried append changes nothing, the time the wait started included.
-	if _, err := l.AppendAwaiting(ctx, id, m.Epoch, 0, chunkFrame(id, 0, ""), "c1", since.Add(time.Hour)); err != nil {
+	if _, err := l.AppendPart(ctx, id, m.Epoch, 0, callFrame, call, since.Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	a, err := l.Approval(ctx, id, "c1")

@@ -144,12 +144,16 @@ func TestLog_CompactAfterTheEnd(t *testing.T) {
 	if err := l.Finish(ctx, id, m.Epoch, int64(len(parts)), streaming.End{Status: chatstream.StatusComplete, FinishReason: "stop", Parts: all}); err != nil {
 		t.Fatal(err)
 	}
-	// Right after the end the chunks are there, and the parts beside them.
+	// Right after the end the chunks are there, and the parts beside them
+	// (in a key of their own: a read of the chunks does not carry them).
 	hist, err := l.Read(ctx, id, 0)
-	if err != nil || len(hist.Frames) != 200 || len(hist.Meta.Parts) != 1 || hist.Meta.Parts[0].Text != chatstream.TextOf(all) {
-		t.Fatalf("after the end: %d frames, parts %v, %v", len(hist.Frames), hist.Meta.Parts, err)
+	if err != nil || len(hist.Frames) != 200 {
+		t.Fatalf("after the end: %d frames, %v", len(hist.Frames), err)
 	}
-	// After the grace period only the meta is left.
+	if got, err := l.Compacted(ctx, id); err != nil || len(got) != 1 || got[0].Text != chatstream.TextOf(all) {
+		t.Fatalf("compacted parts after the end: %v, %v", got, err)
+	}
+	// After the grace period only the meta and the parts are left.
 	deadline := time.Now().Add(10 * time.Second)
 	for l.redis(t, "EXISTS", l.keys.Chunks(id)) != "0" {
 		if time.Now().After(deadline) {
@@ -158,11 +162,16 @@ func TestLog_CompactAfterTheEnd(t *testing.T) {
 		time.Sleep(20 * time.Millisecond) // the chunks' TTL runs out; bounded above
 	}
 	hist, err = l.Read(ctx, id, 0)
-	if err != nil || len(hist.Frames) != 0 || hist.Meta.N != 200 || hist.Meta.Parts[0].Text != chatstream.TextOf(all) {
-		t.Fatalf("compacted: %d frames, N %d, parts %v, %v", len(hist.Frames), hist.Meta.N, hist.Meta.Parts, err)
+	if err != nil || len(hist.Frames) != 0 || hist.Meta.N != 200 {
+		t.Fatalf("compacted: %d frames, N %d, %v", len(hist.Frames), hist.Meta.N, err)
 	}
-	n, _ := strconv.Atoi(l.redis(t, "MEMORY", "USAGE", l.keys.Meta(id), "SAMPLES", "0"))
-	t.Logf("compacted: the meta takes %d bytes for an answer of %d text bytes (%.2f×)", n, text, float64(n)/float64(text))
+	if got, err := l.Compacted(ctx, id); err != nil || got[0].Text != chatstream.TextOf(all) {
+		t.Fatalf("compacted parts: %v, %v", got, err)
+	}
+	meta, _ := strconv.Atoi(l.redis(t, "MEMORY", "USAGE", l.keys.Meta(id), "SAMPLES", "0"))
+	kept, _ := strconv.Atoi(l.redis(t, "MEMORY", "USAGE", l.keys.Parts(id), "SAMPLES", "0"))
+	n := meta + kept
+	t.Logf("compacted: meta %d + parts %d = %d bytes for an answer of %d text bytes (%.2f×)", meta, kept, n, text, float64(n)/float64(text))
 	if n > 2*text {
 		t.Fatalf("the compacted stream takes %d bytes, more than twice its %d bytes of text", n, text)
 	}
@@ -180,8 +189,11 @@ func TestLog_CompactAfterTheEnd(t *testing.T) {
 	if pttl, _ := strconv.Atoi(plain.redis(t, "PTTL", plain.keys.Chunks(id2))); pttl < int(testTTL.Milliseconds())-5000 {
 		t.Fatalf("chunks PTTL %d without compaction, want about %d", pttl, testTTL.Milliseconds())
 	}
-	if got := plain.redis(t, "HGET", plain.keys.Meta(id2), "parts"); got != "null" {
-		t.Fatalf("parts kept without compaction: %s", got)
+	if got := plain.redis(t, "EXISTS", plain.keys.Parts(id2)); got != "0" {
+		t.Fatalf("parts kept without compaction: EXISTS %s", got)
+	}
+	if got, err := plain.Compacted(ctx, id2); got != nil || err != nil {
+		t.Fatalf("compacted parts without compaction: %v, %v", got, err)
 	}
 }
 

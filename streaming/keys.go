@@ -14,6 +14,10 @@ func (k Keys) Chunks(s string) string { return k.Prefix + "stream:{" + s + "}:ch
 // Meta is the hash of stream s: status, owner, epoch, chunk count, ….
 func (k Keys) Meta(s string) string { return k.Prefix + "stream:{" + s + "}:meta" }
 
+// Parts is the compacted value of ended stream s: its parts, which stand
+// in for its chunks once they are gone (see ChunkLog.CompactAfter).
+func (k Keys) Parts(s string) string { return k.Prefix + "stream:{" + s + "}:parts" }
+
 // Channel is the pub/sub channel of stream s: chunk and done frames.
 func (k Keys) Channel(s string) string { return k.Prefix + "stream:{" + s + "}" }
 

@@ -101,9 +101,6 @@ type Meta struct {
 	// T0 is the time of the stream's first chunk, in Unix microseconds:
 	// its entries hold their times less T0.
 	T0 int64
-	// Parts is the compacted value of an ended stream (see CompactAfter):
-	// its parts, all N chunks joined; nil if it has none.
-	Parts []chatstream.Part
 }
 
 // LastIndex is the index of the last chunk, -1 if none.
@@ -132,12 +129,6 @@ func parseMeta(h map[string]string) Meta {
 	m.N, _ = strconv.ParseInt(h["n"], 10, 64)
 	m.Attempts, _ = strconv.ParseInt(h["attempts"], 10, 64)
 	m.T0, _ = strconv.ParseInt(h["t0"], 10, 64)
-	if p := h["parts"]; p != "" {
-		var parts []chatstream.Part
-		if json.Unmarshal([]byte(p), &parts) == nil {
-			m.Parts = parts
-		}
-	}
 	if u := h["usage"]; u != "" {
 		var usage chatstream.Usage
 		if json.Unmarshal([]byte(u), &usage) == nil {
@@ -276,18 +267,11 @@ return {0, cancel}
 `)
 
 // Append appends the chunk frame at index to the stream and publishes it,
-// storing the frame itself. It reports whether a cancel was requested
-// meanwhile. Writers of parts use AppendPart, which stores an entry.
+// storing the frame itself, as logs did before entries (tests use it to
+// write such logs). It reports whether a cancel was requested meanwhile.
+// Writers of parts use AppendPart, which stores an entry.
 func (l *ChunkLog) Append(ctx context.Context, streamID string, epoch, index int64, frame []byte) (cancel bool, err error) {
 	return l.append(ctx, streamID, epoch, index, frame, nil, 0, "", time.Time{})
-}
-
-// AppendAwaiting appends the chunk frame at index, a tool call's, and marks
-// the call callID as waiting for the user's approval since since; see
-// Append.
-func (l *ChunkLog) AppendAwaiting(ctx context.Context, streamID string, epoch, index int64, frame []byte,
-	callID string, since time.Time) (cancel bool, err error) {
-	return l.append(ctx, streamID, epoch, index, frame, nil, 0, callID, since)
 }
 
 // AppendPart appends the chunk at index — part, at time ts, published as
@@ -307,7 +291,7 @@ func (l *ChunkLog) append(ctx context.Context, streamID string, epoch, index int
 	kind, payload := "", ""
 	if part != nil {
 		k, p := protocol.EntryOf(*part)
-		kind, payload = string(k), rueidis.BinaryString(p)
+		kind, payload = string(k), p
 	}
 	args := []string{strconv.FormatInt(epoch, 10), strconv.FormatInt(index, 10), rueidis.BinaryString(frame),
 		l.keys.Channel(streamID), l.openTTLArg, l.publish, kind, strconv.FormatInt(ts, 10), payload}
@@ -354,11 +338,11 @@ func (l *ChunkLog) MarkFinal(ctx context.Context, streamID string, epoch int64, 
 }
 
 // finishScript ends the stream: status, done frame published, keys set to
-// expire; with parts (ARGV 10), the stream's compacted value, kept in the
-// meta, and the chunks set to expire after ARGV 11 ms instead.
-// KEYS: meta, chunks. ARGV: epoch, status, error json, done frame,
-// channel, ttl ms, publish command, finish reason, usage json, parts json,
-// chunks ttl ms.
+// expire; with parts (ARGV 10), the stream's compacted value, kept in a key
+// of its own for the TTL, and the chunks set to expire after ARGV 11 ms
+// instead. KEYS: meta, chunks, parts. ARGV: epoch, status, error json, done
+// frame, channel, ttl ms, publish command, finish reason, usage json, parts
+// json, chunks ttl ms.
 var finishScript = rueidis.NewLuaScript(`
 local m = redis.call('HMGET', KEYS[1], 'epoch', 'status')
 if not m[1] then return -1 end
@@ -367,7 +351,7 @@ if m[2] ~= 'streaming' then return -3 end
 redis.call('HSET', KEYS[1], 'status', ARGV[2], 'final', ARGV[2], 'error', ARGV[3], 'reason', ARGV[8], 'usage', ARGV[9])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 if ARGV[10] ~= '' then
-  redis.call('HSET', KEYS[1], 'parts', ARGV[10])
+  redis.call('SET', KEYS[3], ARGV[10], 'PX', ARGV[6])
   redis.call('PEXPIRE', KEYS[2], ARGV[11])
 else
   redis.call('PEXPIRE', KEYS[2], ARGV[6])
@@ -405,7 +389,7 @@ func (l *ChunkLog) Finish(ctx context.Context, streamID string, epoch int64, n i
 		parts, chunksTTL = string(b), min(l.compactAfter, l.ttl)
 	}
 	v, err := finishScript.Exec(ctx, l.client,
-		[]string{l.keys.Meta(streamID), l.keys.Chunks(streamID)},
+		[]string{l.keys.Meta(streamID), l.keys.Chunks(streamID), l.keys.Parts(streamID)},
 		[]string{strconv.FormatInt(epoch, 10), string(end.Status), failureJSON(end.Failure), rueidis.BinaryString(done),
 			l.keys.Channel(streamID), ms(l.ttl), l.publish, end.FinishReason, usage, parts, ms(chunksTTL)}).AsInt64()
 	if err != nil {
@@ -541,6 +525,23 @@ func (l *ChunkLog) Read(ctx context.Context, streamID string, from int64) (Histo
 	return hist, nil
 }
 
+// Compacted returns the compacted value of an ended stream whose chunks
+// are gone: its parts, all of its chunks joined; nil if it has none. Only
+// a catch-up that finds the chunks gone reads it.
+func (l *ChunkLog) Compacted(ctx context.Context, streamID string) ([]chatstream.Part, error) {
+	b, err := l.client.Do(ctx, l.client.B().Get().Key(l.keys.Parts(streamID)).Build()).AsBytes()
+	if rueidis.IsRedisNil(err) {
+		return nil, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("read the compacted parts of %s: %w", streamID, err)
+	}
+	var parts []chatstream.Part
+	if err := json.Unmarshal(b, &parts); err != nil {
+		return nil, fmt.Errorf("read the compacted parts of %s: %w", streamID, err)
+	}
+	return parts, nil
+}
+
 // Parts rebuilds the parts of the stream from its chunks, as stored; it is
 // how a reaper recovers the answer of a writer that died. It returns the
 // parts and the number of chunks.
@@ -588,12 +589,12 @@ func (l *ChunkLog) Running(ctx context.Context, streamID string) (bool, error) {
 
 // deleteScript removes a stream whose conversation was deleted: its keys
 // go, its worker hears a cancel, and the nodes that follow it get the
-// frame that ends their followers. KEYS: meta, chunks. ARGV: control
+// frame that ends their followers. KEYS: meta, chunks, parts. ARGV: control
 // channel, stream channel, the ending frame, publish command. Returns 1 if
 // the stream was there.
 var deleteScript = rueidis.NewLuaScript(`
 local existed = redis.call('EXISTS', KEYS[1])
-redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 if existed == 1 then
   redis.call(ARGV[4], ARGV[1], 'cancel')
   redis.call(ARGV[4], ARGV[2], ARGV[3])
@@ -607,7 +608,7 @@ return existed
 // not_found error frame, and drops its copy of the log.
 func (l *ChunkLog) Delete(ctx context.Context, streamID string) error {
 	frame := protocol.ErrorFrame(streamID, protocol.ErrStreamNotFound.Code, protocol.ErrStreamNotFound.Message)
-	err := deleteScript.Exec(ctx, l.client, []string{l.keys.Meta(streamID), l.keys.Chunks(streamID)},
+	err := deleteScript.Exec(ctx, l.client, []string{l.keys.Meta(streamID), l.keys.Chunks(streamID), l.keys.Parts(streamID)},
 		[]string{l.keys.ControlChannel(streamID), l.keys.Channel(streamID), rueidis.BinaryString(frame), l.publish}).Error()
 	if err != nil {
 		return fmt.Errorf("delete stream %s: %w", streamID, err)

@@ -28,7 +28,7 @@ func TestGenerations_SendWithRedisDown(t *testing.T) {
 	log := streaming.NewChunkLog(client, e.keys, time.Minute)
 	queue := streaming.NewQueue(client, e.keys, "down", streaming.QueueConfig{})
 	svc := worker.NewGenerations(e.db, log, queue, streaming.NewEvents(client, e.keys, nil), nil, nil, nil)
-	_, _, err = svc.Send(streamtest.Ctx(t), "alice", conv, "hello")
+	_, err = svc.Start(streamtest.Ctx(t), chatstream.Turn{Kind: chatstream.TurnSend, UserID: "alice", ConversationID: conv, Content: "hello"})
 	if code := chatstream.ErrorCode(err); code != chatstream.EUNAVAILABLE {
 		t.Fatalf("send with Redis down: %v (code %s), want unavailable", err, code)
 	}

@@ -93,17 +93,6 @@ func (s *Generations) FollowDeletions(ctx context.Context, hub Subscriber, chann
 	return hub.Subscribe(ctx, channel, deletions{s.owners})
 }
 
-// Send stores a user message of content in conversation convID with the
-// assistant message that will answer it, and queues the generation: Start
-// of a send without a client message id.
-func (s *Generations) Send(ctx context.Context, userID, convID, content string) (user, assistant *chatstream.Message, err error) {
-	st, err := s.Start(ctx, chatstream.Turn{Kind: chatstream.TurnSend, UserID: userID, ConversationID: convID, Content: content})
-	if err != nil {
-		return nil, nil, err
-	}
-	return st.User, st.Assistant, nil
-}
-
 // Start stores the messages of a send, edit or regenerate and queues the
 // generation of the answer, whose message id is the stream id. The user's
 // limits are checked first: a refused turn stores nothing. A repeat of a

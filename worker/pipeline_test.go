@@ -145,11 +145,11 @@ func (e *env) conversation(t *testing.T) string {
 // send posts content and returns the assistant message (the stream).
 func (n *node) send(t *testing.T, conv, content string) *chatstream.Message {
 	t.Helper()
-	_, asst, err := n.svc.Send(streamtest.Ctx(t), "alice", conv, content)
+	st, err := n.svc.Start(streamtest.Ctx(t), chatstream.Turn{Kind: chatstream.TurnSend, UserID: "alice", ConversationID: conv, Content: content})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return asst
+	return st.Assistant
 }
 
 // final waits until message id has a final status and returns it.
@@ -232,12 +232,9 @@ func (e *env) plantDeadAnswer(t *testing.T, dead *node, content string, parts []
 		t.Fatal(err)
 	}
 	for i, p := range parts {
-		frame := protocol.AppendPartChunk(nil, id, int64(i), p, time.Now().UnixMicro())
-		if p.Type == chatstream.PartToolCall && p.RequiresApproval {
-			_, err = dead.log.AppendAwaiting(ctx, id, m.Epoch, int64(i), frame, p.CallID, time.Now())
-		} else {
-			_, err = dead.log.Append(ctx, id, m.Epoch, int64(i), frame)
-		}
+		now := time.Now()
+		frame := protocol.AppendPartChunk(nil, id, int64(i), p, now.UnixMicro())
+		_, err = dead.log.AppendPart(ctx, id, m.Epoch, int64(i), frame, p, now)
 		if err != nil {
 			t.Fatal(err)
 		}

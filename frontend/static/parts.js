@@ -3,33 +3,10 @@
 // stored message, and drawn the same way from either.
 import { renderMarkdown } from "./markdown.js";
 
-// partOfChunk is what a chunk frame carries, as a part. A chunk without a
-// kind is text (and so is a kind this page does not know: its content is
-// "").
-export function partOfChunk(f) {
-  switch (f.kind) {
-    case "reasoning":
-      return { type: "reasoning", text: f.reasoning || "" };
-    case "tool_call":
-      return { type: "tool_call", ...f.tool_call };
-    case "tool_approval":
-      return { type: "tool_approval", ...f.tool_approval };
-    case "tool_result":
-      return { type: "tool_result", ...f.tool_result };
-  }
-  return { type: "text", text: f.content || "" };
-}
-
-// addPart adds a part to parts: consecutive text (or reasoning) deltas
-// form one part, as the server builds them.
-export function addPart(parts, p) {
-  const last = parts[parts.length - 1];
-  if (last && (p.type === "text" || p.type === "reasoning") && last.type === p.type) {
-    last.text += p.text;
-    return;
-  }
-  parts.push({ ...p });
-}
+// partOfChunk (what a chunk frame carries, as a part) and addPart
+// (consecutive text, or reasoning, deltas form one part, as the server
+// builds them) are the client package's.
+export { partOf as partOfChunk, addPart } from "./client/parts.js";
 
 // copyParts is a deep enough copy of stored parts to extend.
 export function copyParts(parts) {
