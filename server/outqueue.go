@@ -7,7 +7,7 @@ import (
 
 // outQueue is a socket's bounded outbound queue. Unlike a buffered channel
 // it holds memory only for the frames queued, and its writer goroutine runs
-// only while frames come (it lingers writerLinger after the last): an idle
+// only while frames come (it lingers one to two writerLinger periods after the last): an idle
 // socket costs neither.
 type outQueue struct {
 	mu      sync.Mutex
@@ -48,15 +48,20 @@ func (q *outQueue) push(frame []byte) pushResult {
 	}
 	q.frames = append(q.frames, frame)
 	if q.writing {
-		select {
-		case q.wake <- struct{}{}:
-		default:
-		}
+		q.nudge()
 		return pushed
 	}
 	q.writing = true
 	q.writers.Add(1) // under q.mu, so never after the session's Wait
 	return pushedStart
+}
+
+// nudge wakes the writer, if it waits; it never blocks.
+func (q *outQueue) nudge() {
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
 }
 
 // take returns every queued frame, reusing buf's storage.

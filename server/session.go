@@ -138,7 +138,7 @@ func (ss *session) readLoop() {
 	}
 }
 
-// writeLoop writes the queued frames; when none has come for writerLinger
+// writeLoop writes the queued frames; when none has come for a writerLinger period
 // it ends (the next Send starts another), and when the socket stops it ends
 // at once (the closing is closeOnStop's, and the close frame goes before
 // anything still queued).
@@ -152,28 +152,37 @@ func (ss *session) writeLoop() {
 		}
 	}()
 	var batch [][]byte
-	linger := time.NewTimer(writerLinger)
+	// The writer waits on the queue's wake channel alone (the cheapest
+	// wait there is: no select over several channels, no timer reset per
+	// frame); the session's end and the linger timer nudge it too. The timer
+	// is re-armed once a period, not per frame: the writer ends after one to
+	// two writerLinger periods without a frame.
+	var lingered atomic.Bool
+	linger := time.AfterFunc(writerLinger, func() { lingered.Store(true); ss.out.nudge() })
 	defer linger.Stop()
+	written, seen := 0, 0
 	for {
 		if batch = ss.out.take(batch); len(batch) > 0 {
 			if !ss.writeBatch(batch) {
 				return
 			}
+			written++
 			if cap(batch) > 64 {
 				batch = nil
 			}
 			continue
 		}
-		linger.Reset(writerLinger)
-		select {
-		case <-ss.out.wake:
-		case <-linger.C:
-			if ss.out.retire() {
-				return
-			}
-		case <-ss.ctx.Done():
+		if ss.ctx.Err() != nil {
 			return
 		}
+		if lingered.Swap(false) {
+			if written == seen && ss.out.retire() {
+				return
+			}
+			seen = written
+			linger.Reset(writerLinger)
+		}
+		<-ss.out.wake
 	}
 }
 

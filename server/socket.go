@@ -240,6 +240,7 @@ func (s *Server) handleWS(c *gin.Context) {
 	// with the status that says why. AfterFunc holds no goroutine meanwhile.
 	context.AfterFunc(ctx, func() {
 		defer close(sess.closed)
+		sess.out.nudge() // a waiting writer ends
 		sess.close(context.Cause(ctx))
 	})
 	s.sockets.mu.Lock()
