@@ -21,14 +21,21 @@ type DemoConfig struct {
 	// TokensPerSec is the pace of the deltas: 0 means DefaultDemoRate,
 	// negative means as fast as the reader takes them.
 	TokensPerSec float64
-	// Tokens, if positive, is the exact number of deltas of every answer,
-	// the text repeating as needed; 0 gives the answer's natural length.
+	// Tokens, if positive, is the exact number of deltas of every answer:
+	// fewer cut the answer, more continue it with further paragraphs, none
+	// repeated; 0 gives the answer's natural length.
 	Tokens int
 }
 
 // Demo is a built-in offline model: it streams a plausible Markdown answer,
-// word by word, that depends only on the last user message. It is the
-// default when no API key is configured and drives load tests, so a stream
+// word by word, that depends only on the last user message. The answer
+// quotes the question and is canned for its topic, chosen by the keywords
+// of the question (streaming, Redis, Go, resuming, WebSockets, Postgres,
+// testing; a general answer for none). Past its natural length it goes on
+// with further paragraphs of the topic, then of the other topics, then
+// numbered notes without end, none repeated. It is the default when no API
+// key is configured and drives load tests, so a stream builds its text once
+// when it starts (past 8192 words, a stretch of that many at a time) and
 // costs one timer and no allocation per delta. It is safe for concurrent use.
 //
 // A last user message whose first line is
@@ -65,10 +72,12 @@ func NewDemo(cfg DemoConfig) *Demo {
 func (d *Demo) Name() string { return "demo" }
 
 // Answer returns the full text a stream for req yields at its natural
-// length: the joined deltas when neither Tokens nor MaxTokens cut or repeat it.
+// length: the joined deltas when neither Tokens nor MaxTokens cut or extend it.
 func (d *Demo) Answer(req Request) string {
 	q, _ := d.params(lastUser(req.Messages))
-	return demoAnswer(q)[len(demoSep):]
+	t := newDemoText(q)
+	text, _ := t.segment(true, "", 0, 0)
+	return text
 }
 
 // Stream starts a demo generation. It fails only if ctx is done.
@@ -77,26 +86,33 @@ func (d *Demo) Stream(ctx context.Context, req Request) (Stream, error) {
 		return nil, err
 	}
 	q, p := d.params(lastUser(req.Messages))
-	text := demoAnswer(q)
+	s := &demoStream{ctx: ctx, gen: newDemoText(q), finish: "stop"}
+	prefix := ""
 	if last := req.Messages[len(req.Messages)-1]; last.Role == "tool" {
 		// The answer after a tool call: its result, then the answer.
-		text = demoSep + "The tool answered: **" + demoSafe(last.Content) + "**." + text
+		prefix = "The tool answered: **" + demoSafe(last.Content) + "**." + demoSep
 	}
 	n := p.tokens
 	if n == 0 {
-		n = countWords(text)
+		// The natural length: the text is the natural answer.
+		s.text, s.next = s.gen.segment(true, prefix, 0, 0)
+		n = countWords(s.text)
 	}
-	s := &demoStream{ctx: ctx, text: text, pos: len(demoSep), left: n, finish: "stop"}
+	s.left = n
 	if req.MaxTokens > 0 && req.MaxTokens < n {
 		s.left, s.finish = req.MaxTokens, "length"
 	}
 	if p.think > 0 && req.Messages[len(req.Messages)-1].Role != "tool" {
-		s.reasoning, s.thinkLeft = demoReasoning(q), p.think
+		s.reasoning, s.thinkLeft = demoReasoning(&s.gen), p.think
 	}
 	if p.tool != "" && req.Messages[len(req.Messages)-1].Role != "tool" && offered(req.Tools, p.tool) {
 		// This round calls the tool; the answer comes in the next.
 		s.call = &ToolCall{ID: fmt.Sprintf("call_%08x", fnv1a(q+p.tool)), Name: p.tool, Arguments: demoArguments(p.tool, q)}
 		s.left, s.finish = 0, "tool_calls"
+	}
+	if p.tokens > 0 && s.left > 0 {
+		// As many words as the deltas need, or a first stretch of them.
+		s.text, s.next = s.gen.segment(true, prefix, 0, min(s.left, demoSegmentWords))
 	}
 	for _, m := range req.Messages {
 		s.prompt += 4 + countWords(m.Content)*4/3
@@ -168,10 +184,12 @@ const maxThink = 10000
 // words (or a tool call), one delta each.
 type demoStream struct {
 	ctx       context.Context
-	text      string // demoSep + answer; the separator is sent when the answer repeats
-	pos       int    // start of the next delta in text
-	left      int    // answer deltas still to send
-	reasoning string // the reasoning text, repeated as needed
+	gen       demoText // composes the answer
+	text      string   // the answer's text built so far, or its latest stretch
+	next      int      // the continuation paragraph after text
+	pos       int      // start of the next delta in text
+	left      int      // answer deltas still to send
+	reasoning string   // the reasoning text, repeated as needed
 	rpos      int
 	thinkLeft int       // reasoning deltas still to send
 	call      *ToolCall // the tool call to send once the reasoning is out
@@ -220,7 +238,9 @@ func (s *demoStream) Recv() (Delta, error) {
 		return Delta{Reasoning: delta}, nil
 	case s.left > 0:
 		if s.pos >= len(s.text) {
-			s.pos = 0 // repeat, starting with the separator
+			// Past the text built so far: build the next stretch.
+			s.text, s.next = s.gen.segment(false, "", s.next, min(s.left, demoSegmentWords))
+			s.pos = 0
 		}
 		end := nextWord(s.text, s.pos)
 		delta := s.text[s.pos:end]

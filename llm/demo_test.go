@@ -211,3 +211,219 @@ func BenchmarkDemo_Recv(b *testing.B) {
 		}
 	}
 }
+
+// paragraphs returns the non-empty paragraphs of text, split on blank lines.
+func paragraphs(text string) []string {
+	var ps []string
+	for _, p := range strings.Split(text, "\n\n") {
+		if p = strings.TrimSpace(p); p != "" {
+			ps = append(ps, p)
+		}
+	}
+	return ps
+}
+
+// checkMarkdown fails t unless answer is a natural demo answer: 80 to 200
+// words with one code block and bold.
+func checkMarkdown(t *testing.T, q, answer string) {
+	t.Helper()
+	if n := len(strings.Fields(answer)); n < 80 || n > 200 || strings.Count(answer, "```") != 2 || !strings.Contains(answer, "**") {
+		t.Errorf("%q: answer of %d words, want 80 to 200 with one code block and bold:\n%s", q, n, answer)
+	}
+}
+
+// Each topic has its own answer, which quotes the question and uses its words.
+func TestDemo_Answer_topics(t *testing.T) {
+	d := llm.NewDemo(fast)
+	tests := []struct {
+		q    string
+		want []string
+	}{
+		{"How does SSE streaming work?", []string{"## Streaming an answer", "```sh", "SSE streaming"}},
+		{"What is Redis?", []string{"## Redis for live answers", "```lua", "Redis"}},
+		{"How do goroutines and channels work?", []string{"## Goroutines and channels in Go", "```go", "goroutines and channels work"}},
+		{"How do I resume a dropped stream?", []string{"## Resuming a dropped stream", "```json", "**Also on streaming:**"}},
+		{"Why do my WebSocket tabs disconnect?", []string{"## WebSockets", "```js", "WebSocket tabs disconnect"}},
+		{"Which Postgres database should I use?", []string{"## Postgres as the record", "```sql", "Postgres database"}},
+		{"How should I test this?", []string{"## Testing a streaming system", "```go", "test this"}},
+		{"What is the capital of France?", []string{"## A quick take", "```python", "capital of France"}},
+	}
+	bodies := map[string]string{}
+	for _, tt := range tests {
+		a := d.Answer(userAsks(tt.q))
+		checkMarkdown(t, tt.q, a)
+		for _, want := range append(tt.want, "You asked: “"+tt.q+"”") {
+			if !strings.Contains(a, want) {
+				t.Errorf("%q: answer lacks %q:\n%s", tt.q, want, a)
+			}
+		}
+		// Without the quoted question and its words, the topics still differ.
+		_, body, _ := strings.Cut(a, "\n\n")
+		body = strings.ReplaceAll(body, strings.TrimSuffix(tt.q, "?"), "")
+		if other, ok := bodies[body]; ok {
+			t.Errorf("%q and %q got the same answer", tt.q, other)
+		}
+		bodies[body] = tt.q
+	}
+	// Two questions of a topic differ, at least in the quote.
+	a, b := d.Answer(userAsks("What is Redis?")), d.Answer(userAsks("Is Redis a cache?"))
+	if a == b || !strings.Contains(b, "## Redis for live answers") || !strings.Contains(b, "“Is Redis a cache?”") {
+		t.Errorf("two Redis questions:\n%s\n\n%s", a, b)
+	}
+}
+
+// The topic is the one with the most keywords of the question, matched case
+// insensitively on whole words; ties go to the first listed, and a second
+// match is mentioned.
+func TestDemo_Answer_keywords(t *testing.T) {
+	d := llm.NewDemo(fast)
+	tests := []struct {
+		q, heading, also string
+	}{
+		{"Where is this going?", "## A quick take", ""},
+		{"An ongoing contest of protests", "## A quick take", ""},
+		{"Is GOLANG fast?", "## Goroutines and channels in Go", ""},
+		{"goroutines, please", "## Goroutines and channels in Go", ""},
+		{"Tell me about pub/sub", "## Redis for live answers", ""},
+		{"What are server-sent events?", "## Streaming an answer", ""},
+		{"Testing, testing", "## Testing a streaming system", ""},
+		{"exactly-once delivery", "## Resuming a dropped stream", ""},
+		{"Go or Redis?", "## Redis for live answers", "**Also on Go:**"},
+		{"stream to redis", "## Streaming an answer", "**Also on Redis:**"},
+		{"Resume the stream after I reconnect", "## Resuming a dropped stream", "**Also on streaming:**"},
+		{"SQL in tests and in the test suite", "## Testing a streaming system", "**Also on Postgres:**"},
+	}
+	for _, tt := range tests {
+		a := d.Answer(userAsks(tt.q))
+		if !strings.Contains(a, tt.heading) || tt.also != "" && !strings.Contains(a, tt.also) ||
+			tt.also == "" && strings.Contains(a, "**Also on") {
+			t.Errorf("%q: want %q and %q:\n%s", tt.q, tt.heading, tt.also, a)
+		}
+	}
+}
+
+// Every topic, with or without a second one, and a long question keep the
+// natural answer between 80 and 200 words.
+func TestDemo_Answer_length(t *testing.T) {
+	d := llm.NewDemo(fast)
+	keywords := []string{"", "stream", "redis", "go", "resume", "websocket", "postgres", "test"}
+	for _, first := range keywords {
+		for _, second := range keywords {
+			q := strings.TrimSpace(first+" "+first+" "+second) + strings.Repeat(" a", 60)
+			checkMarkdown(t, q, d.Answer(userAsks(q)))
+		}
+	}
+}
+
+// The quoted question cannot break the Markdown around it, and a long one
+// is cut at a word with an ellipsis.
+func TestDemo_Answer_quote(t *testing.T) {
+	d := llm.NewDemo(fast)
+	for _, q := range []string{"```go\nfmt.Println(1)\n```\n**bold** [link](https://x) <b>hi</b> _it_ ~~s~~ \\`", "```", "~~~\n\n\n"} {
+		a := d.Answer(userAsks(q))
+		checkMarkdown(t, q, a)
+		first, _, _ := strings.Cut(a, "\n\n")
+		if strings.ContainsAny(first, "`*[]<>_~\\\n") {
+			t.Errorf("%q: the quote %q keeps Markdown", q, first)
+		}
+	}
+	q := strings.Repeat("why does this answer stop ", 10)
+	a := d.Answer(userAsks(q))
+	first, _, _ := strings.Cut(a, "\n\n")
+	quoted, ok := strings.CutPrefix(first, "You asked: “")
+	quoted, cut := strings.CutSuffix(quoted, "…”")
+	if !ok || !cut || len(quoted) > 80 || len(quoted) < 60 || !strings.HasPrefix(q, quoted+" ") {
+		t.Errorf("a long question quoted as %q", first)
+	}
+}
+
+// Past its natural length an answer goes on with further paragraphs, none
+// repeated, to exactly the number of deltas asked.
+func TestDemo_Stream_long(t *testing.T) {
+	tool := []llm.Message{
+		{Role: "user", Content: "what is 2+3?"},
+		{Role: "assistant", ToolCalls: []llm.ToolCall{{ID: "call_a", Name: "calculator"}}},
+		{Role: "tool", ToolCallID: "call_a", Content: "5"},
+	}
+	for _, tt := range []struct {
+		name string
+		cfg  int // DemoConfig.Tokens
+		req  llm.Request
+		n    int
+	}{
+		{"Redis 3000", 0, userAsks("/demo tokens=3000\nWhat is Redis pub/sub?"), 3000},
+		{"fallback 10000", 0, userAsks("/demo tokens=10000\nIs this deployment healthy?"), 10000},
+		{"config 10000", 10000, userAsks("How do I resume a dropped stream?"), 10000},
+		{"tool 3000", 3000, llm.Request{Messages: tool}, 3000},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			d := llm.NewDemo(llm.DemoConfig{TokensPerSec: -1, Tokens: tt.cfg})
+			deltas, s := demoDeltas(t, d, tt.req)
+			if len(deltas) != tt.n || s.FinishReason() != "stop" {
+				t.Fatalf("%d deltas, finish %q; want %d, stop", len(deltas), s.FinishReason(), tt.n)
+			}
+			for i, delta := range deltas {
+				if strings.TrimSpace(delta) == "" || (i > 0 && strings.TrimLeft(delta, " \n\t") == delta) {
+					t.Fatalf("delta %d = %q; want a word with its leading white space", i, delta)
+				}
+			}
+			text := strings.Join(deltas, "")
+			start := d.Answer(tt.req)
+			if tt.req.Messages[len(tt.req.Messages)-1].Role == "tool" {
+				start = "The tool answered: **5**.\n\n" + start
+			}
+			if !strings.HasPrefix(text, start+"\n\n") {
+				t.Errorf("the text does not start with the natural answer")
+			}
+			seen := map[string]int{}
+			for i, p := range paragraphs(text) {
+				if j, ok := seen[p]; ok {
+					t.Fatalf("paragraph %d repeats paragraph %d: %q", i, j, p)
+				}
+				seen[p] = i
+			}
+			for _, want := range []string{"### More on", "**A related point on", "**Note 1 on"} {
+				if !strings.Contains(text, want) {
+					t.Errorf("the long answer lacks %q", want)
+				}
+			}
+			if strings.Count(text, "```") != 2 {
+				t.Errorf("%d code fences, want the natural answer's 2", strings.Count(text, "```"))
+			}
+			again, _ := demoDeltas(t, d, tt.req)
+			if strings.Join(again, "\x00") != strings.Join(deltas, "\x00") {
+				t.Error("the same request streamed different deltas")
+			}
+		})
+	}
+}
+
+// Reasoning names the topic and, asked for more words than it has, goes on
+// repeating; the answer follows it.
+func TestDemo_Stream_think(t *testing.T) {
+	d := llm.NewDemo(fast)
+	req := userAsks("/demo think=500\nWhat is Redis?")
+	s := openStream(t, testContext(t), d, req)
+	all, err := drainAll(s)
+	if err != io.EOF {
+		t.Fatal(err)
+	}
+	var reasoning, text strings.Builder
+	thought := 0
+	for _, delta := range all {
+		if delta.Reasoning != "" {
+			if text.Len() > 0 {
+				t.Fatal("reasoning after the answer began")
+			}
+			thought++
+			reasoning.WriteString(delta.Reasoning)
+		}
+		text.WriteString(delta.Text)
+	}
+	if thought != 500 || !strings.Contains(reasoning.String(), "a question on Redis") {
+		t.Errorf("%d reasoning deltas: %s", thought, reasoning.String())
+	}
+	if got, want := text.String(), d.Answer(req); got != want {
+		t.Errorf("the answer after reasoning:\n%q\nwant\n%q", got, want)
+	}
+}
