@@ -96,17 +96,8 @@ func (s *Server) bindChat(ctx context.Context, user, chatID, firstMessage string
 	if err := s.limits.AllowConversation(ctx, user); err != nil {
 		return "", err
 	}
-	conv, _, err = s.chats.BindChat(ctx, user, chatID, titleOf(firstMessage))
+	conv, _, err = s.chats.BindChat(ctx, user, chatID, chatstream.TitleOf(firstMessage))
 	return conv, err
-}
-
-// titleOf is a new chat's title: the start of its first message.
-func titleOf(text string) string {
-	r := []rune(text)
-	if len(r) > 60 {
-		r = r[:60]
-	}
-	return string(r)
 }
 
 // chatAnswer returns the answer a regenerate of chat chatID replaces:
