@@ -44,6 +44,9 @@ type Config struct {
 	RedisFlushDelay time.Duration
 	AuthSecret      []byte
 	AuthDev         bool
+	// DevTokenTTL is the lifetime of dev tokens; 0 is the server's default
+	// (a day). Tests of token renewal shorten it.
+	DevTokenTTL     time.Duration
 	MaxContentBytes int
 	StreamTTL       time.Duration
 	// ChunksCompactAfter is how long an ended stream keeps its chunks before
@@ -245,6 +248,7 @@ func (m *Main) Start(ctx context.Context) (err error) {
 	m.srv, err = server.New(server.Config{
 		AuthSecret:      secret,
 		AuthDev:         m.cfg.AuthDev,
+		DevTokenTTL:     m.cfg.DevTokenTTL,
 		MaxContentBytes: m.cfg.MaxContentBytes,
 		AllowedHosts:    m.cfg.AllowedHosts,
 		TrustedProxies:  m.cfg.TrustedProxies,

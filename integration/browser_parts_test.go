@@ -70,9 +70,7 @@ func TestBrowser_ApprovalInTwoTabs(t *testing.T) {
 	waitStatus(t, tabA, first, "complete")
 	conv := convID(t, tabA)
 	tabB := newTab(t, tabA)
-	signIn(t, tabB, n, "alice")
-	run(t, tabB, "open conversation", chromedp.Click(chromedp.CSS(fmt.Sprintf(`#conversations button[data-id=%q]`, conv))),
-		chromedp.WaitVisible(chromedp.CSS("#m-"+first)))
+	openSignedIn(t, tabB, n, conv, first)
 	waiting := func(id string) chromedp.Action[chromedp.Void] {
 		return poll(fmt.Sprintf(`document.querySelector('#m-%s .tool[data-state="waiting"] .tool-actions button.approve') !== null`, id))
 	}
@@ -80,7 +78,7 @@ func TestBrowser_ApprovalInTwoTabs(t *testing.T) {
 	t.Run("approve in tab A", func(t *testing.T) {
 		id := sendFromPage(t, tabA, "/demo tool=save_note\nRemember to buy milk")
 		run(t, tabA, "card waits in tab A", waiting(id))
-		run(t, tabB, "card waits in tab B", waiting(id))
+		runOrShow(t, tabB, "card waits in tab B", waiting(id))
 		// A reload mid-approval shows the pending card from the log.
 		run(t, tabB, "reload tab B", chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS(`#conn[data-state="connected"]`)), waiting(id))
 		if state := eval[string](t, tabB, fmt.Sprintf(`document.getElementById("m-%s").dataset.status`, id)); state != "streaming" {

@@ -110,8 +110,7 @@ func TestBrowser_RenameAndDeleteAcrossTabs(t *testing.T) {
 	waitStatus(t, tabA, first, "complete")
 	conv := convID(t, tabA)
 	tabB := newTab(t, tabA)
-	signIn(t, tabB, n, "alice")
-	run(t, tabB, "open in tab B", chromedp.WaitVisible(chromedp.CSS("#m-"+first)))
+	openSignedIn(t, tabB, n, conv, first)
 	entry := fmt.Sprintf(`#conversations li[data-id=%q]`, conv)
 
 	run(t, tabA, "rename", chromedp.Click(chromedp.CSS(entry+" button.rename")),

@@ -45,7 +45,7 @@ func openAPIServer(t *testing.T) *Server {
 }
 
 // openAPIPageRoutes are the web page's routes, which are not API.
-var openAPIPageRoutes = []string{"GET /", "HEAD /", "GET /assets/{file}"}
+var openAPIPageRoutes = []string{"GET /", "HEAD /", "GET /assets/{file}", "GET /favicon.ico"}
 
 // openAPIMethods are the keys of a path item that are operations.
 var openAPIMethods = []string{"get", "put", "post", "delete", "options", "head", "patch", "trace"}

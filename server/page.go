@@ -16,6 +16,17 @@ func (s *Server) routePage(e *gin.Engine, files fs.FS) {
 	assets := http.FileServer(http.FS(files))
 	e.GET("/", s.servePage)
 	e.HEAD("/", s.servePage)
+	// Browsers ask for /favicon.ico whatever the page links: the page's icon
+	// answers it (an SVG; every current browser takes one there).
+	e.GET("/favicon.ico", func(c *gin.Context) {
+		b, err := fs.ReadFile(files, "favicon.svg")
+		if err != nil {
+			writeError(c, err)
+			return
+		}
+		c.Header("Cache-Control", "public, max-age=86400")
+		c.Data(http.StatusOK, "image/svg+xml", b)
+	})
 	e.GET("/assets/*file", func(c *gin.Context) {
 		c.Header("X-Content-Type-Options", "nosniff")
 		c.Header("Cache-Control", "no-cache")

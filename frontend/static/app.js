@@ -3,7 +3,9 @@
 // and live updates from other tabs.
 import { StreamSocket } from "./client/socket.js";
 import { addPart, copyParts, partOfChunk, renderParts, usageText } from "./parts.js";
+import { Session } from "./session.js";
 import { ConversationList } from "./sidebar.js";
+import { fitToViewport } from "./viewport.js";
 
 const $ = (id) => document.getElementById(id);
 const STATUS_LABEL = { streaming: "streaming", pending: "waiting", complete: "", cancelled: "stopped", failed: "failed" };
@@ -16,10 +18,11 @@ const SUGGESTIONS = [
   ["Ask before acting", "/demo tool=save_note\nRemember to buy milk"],
 ];
 
+// session is the sign-in every tab of the browser shares.
+const session = new Session();
+
 // state is the page's model.
 const state = {
-  token: sessionStorage.getItem("chatstream.token"),
-  user: sessionStorage.getItem("chatstream.user"),
   current: null, // open conversation id
   messages: new Map(), // id → message ({id, role, content, parts, status, error, usage})
   order: [], // message ids of the open conversation, oldest first
@@ -43,7 +46,7 @@ window.chatstream = {
 async function api(method, path, body) {
   const res = await fetch(path, {
     method,
-    headers: { "Content-Type": "application/json", ...(state.token ? { Authorization: "Bearer " + state.token } : {}) },
+    headers: { "Content-Type": "application/json", ...(session.token ? { Authorization: "Bearer " + session.token } : {}) },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   if (res.status === 401) {
@@ -67,43 +70,64 @@ $("signin-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const name = $("signin-name").value.trim();
   try {
-    const { token } = await api("POST", "/v1/auth/dev-token", { user: name });
-    state.token = token;
-    state.user = name;
-    sessionStorage.setItem("chatstream.token", token);
-    sessionStorage.setItem("chatstream.user", name);
+    await session.signIn(name);
+    $("signin-error").textContent = "";
     start();
   } catch (e) {
     $("signin-error").textContent = e.message;
   }
 });
 
+// signOut signs out of every tab.
 function signOut() {
-  sessionStorage.removeItem("chatstream.token");
-  sessionStorage.removeItem("chatstream.user");
-  state.token = null;
-  if (state.client) state.client.close();
-  state.client = null;
+  session.signOut();
+  stopApp();
   showSignIn();
 }
 $("signout").addEventListener("click", signOut);
+
+// stopApp closes this tab's socket; the open conversation stays in the
+// address and the draft in the composer, for after the next sign-in.
+function stopApp() {
+  if (state.client) state.client.close();
+  state.client = null;
+}
+
+// Another tab signed out, or the token expired and could not be renewed.
+session.addEventListener("signedout", (ev) => {
+  stopApp();
+  showSignIn();
+  if (/** @type {CustomEvent} */ (ev).detail === "expired") $("signin-error").textContent = "Your sign-in expired: please sign in again.";
+});
+// Another tab signed in (or in as someone else): this tab follows.
+session.addEventListener("signedin", () => {
+  stopApp();
+  start().catch((e) => flash(e.message));
+});
 
 // --- app ---------------------------------------------------------------
 
 async function start() {
   $("signin").hidden = true;
   $("app").hidden = false;
-  $("who").textContent = state.user || "";
+  $("who").textContent = session.user || "";
+  session.schedule();
+  state.current = null;
+  state.loaded = null;
+  // Every connect takes the newest token: a renewed one replaces the old
+  // before the server ends the socket at the old one's exp.
   const wsURL = () => {
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
-    return `${proto}//${location.host}/v1/ws?access_token=${encodeURIComponent(state.token)}`;
+    return `${proto}//${location.host}/v1/ws?access_token=${encodeURIComponent(session.token)}`;
   };
   state.client = new StreamSocket(wsURL);
   state.client.addEventListener("state", (ev) => {
     $("conn").dataset.state = ev.detail;
     $("conn").textContent = ev.detail === "connected" ? "connected" : ev.detail + "…";
   });
-  state.client.addEventListener("unauthorized", signOut);
+  // The server ends a socket at its token's exp: with a renewed token the
+  // socket just connects again.
+  state.client.addEventListener("unauthorized", () => { if (!session.valid()) signOut(); });
   await list.reset();
   const fromHash = location.hash.slice(1);
   const first = list.first();
@@ -653,8 +677,9 @@ $("input").addEventListener("keydown", (ev) => {
 $("input").addEventListener("input", () => {
   const t = $("input");
   t.style.height = "auto";
-  t.style.height = Math.min(t.scrollHeight, 240) + "px";
+  t.style.height = Math.min(t.scrollHeight, 240) + "px"; // the CSS max-height may cap it lower
 });
+fitToViewport($("app"), $("messages"));
 
 $("composer").addEventListener("submit", async (ev) => {
   ev.preventDefault();
@@ -684,11 +709,29 @@ $("stop").addEventListener("click", async () => {
   }
 });
 
-// titleOf is a new conversation's title: the start of its first message,
-// past the demo model's settings line.
+// titleOf is a new conversation's title: the first sentence of its first
+// message, without the demo model's "/demo key=value …" settings, cut at a
+// word to 60 characters. The same rules as chatstream.TitleOf (title.go),
+// which titles the AI SDK's chats.
 function titleOf(content) {
-  const text = content.startsWith("/demo") && content.includes("\n") ? content.slice(content.indexOf("\n") + 1) : content;
-  return (text.trim() || content.trim()).slice(0, 60);
+  let text = content.trim();
+  const demo = /^\/demo(\s|$)/.exec(text);
+  if (demo) {
+    const rest = text.slice(5);
+    const nl = rest.indexOf("\n");
+    const words = (nl < 0 ? rest : rest.slice(0, nl)).split(/\s+/).filter(Boolean);
+    while (words.length && words[0].includes("=")) words.shift();
+    text = (words.join(" ") + "\n" + (nl < 0 ? "" : rest.slice(nl + 1))).trim();
+  }
+  text = text.split("\n")[0];
+  const end = /[.!?] /.exec(text);
+  if (end) text = text.slice(0, end.index + 1);
+  text = text.split(/\s+/).filter(Boolean).join(" ");
+  const chars = [...text];
+  if (chars.length <= 60) return text;
+  const cut = chars.slice(0, 59).join("");
+  const space = cut.lastIndexOf(" ");
+  return (space > 30 ? cut.slice(0, space).replace(/[ ,;:]+$/, "") : cut) + "…";
 }
 
 // answerCall answers a tool call that waits for approval; every tab sees
@@ -717,5 +760,5 @@ function flash(text) {
   setTimeout(() => el.remove(), 4000);
 }
 
-if (state.token) start().catch((e) => { flash(e.message); });
+if (session.valid()) start().catch((e) => { flash(e.message); });
 else showSignIn();
