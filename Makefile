@@ -10,7 +10,7 @@ SERVICES := scripts/services.sh
 # What `make run` serves with; override on the command line or in the env.
 HTTP_ADDR ?= 127.0.0.1:8080
 
-.PHONY: run test build services browser node-deps stop vet bench bench-full fuzz screenshots clean
+.PHONY: run test build services browser node-deps stop vet bench bench-full bench-rows fuzz screenshots clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/chatstream
@@ -53,6 +53,11 @@ bench: services
 ## bench-full: the full-size load scenarios of BENCHMARKS.md (several minutes).
 bench-full: services
 	@scripts/bench.sh full
+
+## bench-rows: issue 15's four fan-out rows, chatstream then the peer (Centrifugo, bench/peer), pinned, in one run.
+bench-rows: services
+	@scripts/bench.sh rows
+	@bench/peer/run.sh
 
 ## fuzz: every fuzz target for FUZZTIME each (default 5m); BENCHMARKS.md has the counts.
 fuzz:

@@ -41,10 +41,12 @@ trap stop_server EXIT
 # (0 turns each off), as they would be for a trusted load balancer's tests.
 limits_off="MAX_ACTIVE_GENERATIONS_PER_USER=0 SEND_RATE_PER_USER=0 MAX_SOCKETS_PER_USER=0 CONVERSATION_RATE_PER_USER=0 MAX_CONNS_PER_ADDR=0"
 start_server() { # name; SERVER_ENV adds variables for this server
+	# Pinned from the start (taskset -c), so that every thread is and the Go
+	# runtime sizes GOMAXPROCS to the core it has: `taskset -p` on a running
+	# process moves only its main thread.
 	env $limits_off ${SERVER_ENV:-} GOGC=${BENCH_GOGC:-100} REDIS_KEY_PREFIX="bench-$1-$$:" WORKERS=${BENCH_WORKERS:-2500} HTTP_ADDR=127.0.0.1:$port LOG_LEVEL=warn \
-		./bin/chatstream serve >"$out/$1.server.log" 2>&1 &
+		${PIN_SERVER:+taskset -c "$PIN_SERVER"} ./bin/chatstream serve >"$out/$1.server.log" 2>&1 &
 	server=$!
-	if [[ -n ${PIN_SERVER:-} ]]; then taskset -pc "$PIN_SERVER" "$server" >/dev/null; fi
 	for _ in $(seq 100); do curl -sf "$url/readyz" >/dev/null && return 0; sleep 0.1; done
 	echo "bench: server did not become ready"; cat "$out/$1.server.log"; return 1
 }
@@ -74,7 +76,7 @@ cpu_ticks() {
 # per_core prints how busy each core was between two cpu_ticks.
 per_core() {
 	local line="per-core busy                            "
-	local a b
+	local a b name b1 t1 b2 t2
 	for a in $1; do
 		for b in $2; do
 			if [[ ${a%%:*} == "${b%%:*}" ]]; then
@@ -96,12 +98,14 @@ if [[ $mode == rows ]]; then
 		redis_pid=$(scripts/services.sh redis-pid 2>/dev/null || true)
 		if [[ -n $redis_pid ]]; then
 			redis_mask=$(taskset -p "$redis_pid" | awk '{print $NF}')
-			taskset -pc 0 "$redis_pid" >/dev/null
-			trap 'stop_server; taskset -p "$redis_mask" "$redis_pid" >/dev/null' EXIT
+			taskset -a -pc 0 "$redis_pid" >/dev/null # -a: every thread of Redis
+			trap 'stop_server; taskset -a -p "$redis_mask" "$redis_pid" >/dev/null' EXIT
 		fi
 		echo "bench: server and Redis (pid ${redis_pid:-?}) on core 0, loadgen on core 1"
 	fi
-	d=${BENCH_ROW_DURATION:-40s}
+	# A row ends when its streams do (400 tokens: 13 s at 30/s, 40 s at
+	# 10/s); the duration only bounds it.
+	d=${BENCH_ROW_DURATION:-90s}
 	lg row1 -scenario fanout -streams 20 -followers 50 -tokens 400 -rate 30 -duration "$d" || status=1
 	lg row2 -scenario fanout -streams 100 -followers 10 -tokens 400 -rate 30 -duration "$d" || status=1
 	lg row3 -scenario fanout -streams 10 -followers 500 -tokens 400 -rate 20 -duration "$d" || status=1
