@@ -61,6 +61,9 @@ type Config struct {
 	NodeID string
 	// Workers is the number of generation workers; 0 makes an API-only node.
 	Workers int
+	// WorkerOnly makes a node without the API (ROLES=worker): its HTTP
+	// server answers /healthz, /readyz and /metrics alone.
+	WorkerOnly bool
 	// Worker tunes the generations (its Workers field is ignored).
 	Worker worker.Config
 	// Provider is the model; nil selects OpenAI when OpenAIAPIKey is set,
@@ -258,6 +261,7 @@ func (m *Main) Start(ctx context.Context) (err error) {
 		Registry:        m.reg,
 		WS:              m.cfg.WS,
 		SSE:             m.cfg.SSE,
+		OpsOnly:         m.cfg.WorkerOnly,
 	}, server.Deps{
 		Store:         m.db,
 		Generations:   gens,

@@ -134,6 +134,9 @@ type Config struct {
 	WS WSConfig
 	// SSE tunes the Server-Sent Events routes.
 	SSE SSEConfig
+	// OpsOnly serves /healthz, /readyz and /metrics alone: no API, no
+	// sockets, no page (a worker-only node, ROLES=worker).
+	OpsOnly bool
 }
 
 // WSConfig tunes the WebSocket endpoint. Zero values take the defaults.
@@ -303,7 +306,7 @@ func (s *Server) routes(page fs.FS) error {
 		}
 		writeError(c, chatstream.Errorf(chatstream.ENOTFOUND, "No such endpoint."))
 	})
-	if page != nil {
+	if page != nil && !s.cfg.OpsOnly {
 		s.routePage(e, page)
 	}
 	e.NoMethod(func(c *gin.Context) {
@@ -313,6 +316,10 @@ func (s *Server) routes(page fs.FS) error {
 	e.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
 	e.GET("/readyz", s.handleReady)
 	e.GET("/metrics", gin.WrapH(promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{})))
+	if s.cfg.OpsOnly {
+		s.engine = e
+		return nil
+	}
 
 	v1 := e.Group("/v1")
 	v1.GET("/openapi.json", s.handleOpenAPI)

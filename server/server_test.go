@@ -162,6 +162,22 @@ func TestServer_Health(t *testing.T) {
 	}
 }
 
+// A worker-only node (OpsOnly) answers health, readiness and metrics, and
+// nothing else: no API, no socket, no page.
+func TestServer_OpsOnly(t *testing.T) {
+	ts := newServer(t, func(c *server.Config, _ *server.Store, _ map[string]server.Pinger) { c.OpsOnly = true })
+	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
+		if r := ts.do(t, "GET", path, "", ""); r.status != 200 {
+			t.Errorf("%s = %d", path, r.status)
+		}
+	}
+	tok := userToken(t, "alice")
+	for _, req := range [][2]string{{"GET", "/v1/conversations"}, {"POST", "/v1/conversations"}, {"GET", "/v1/ws"},
+		{"POST", "/v1/auth/dev-token"}, {"GET", "/v1/openapi.json"}, {"GET", "/"}, {"GET", "/assets/app.js"}} {
+		ts.do(t, req[0], req[1], tok, "{}").wantError(t, 404, "not_found")
+	}
+}
+
 func TestServer_ReadyFailing(t *testing.T) {
 	ts := newServer(t, func(_ *server.Config, _ *server.Store, checks map[string]server.Pinger) {
 		checks["redis"] = pingFunc(func(context.Context) error { return errors.New("connection refused") })

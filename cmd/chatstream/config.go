@@ -144,6 +144,17 @@ func loadConfig(e env) (app.Config, error) {
 	if c.Workers, err = e.integer("WORKERS", worker.DefaultWorkers, 0, 100000); err != nil {
 		return c, err
 	}
+	api, work, err := roles(e.str("ROLES", "api,worker"))
+	if err != nil {
+		return c, err
+	}
+	switch {
+	case !work:
+		c.Workers = 0 // an API-only node, as WORKERS=0 makes one
+	case !api && c.Workers == 0:
+		return c, &configError{"WORKERS", "must be at least 1 when ROLES=worker (the node would do nothing)"}
+	}
+	c.WorkerOnly = !api
 	c.NodeID = e.str("NODE_ID", "")
 	c.KeyPrefix = e.str("REDIS_KEY_PREFIX", "")
 	if v := e.str("WS_ORIGINS", ""); v != "" {
@@ -275,3 +286,18 @@ func (e env) float(name string, def, min, max float64) (float64, error) {
 }
 
 func osEnv() env { return env{lookup: os.LookupEnv} }
+
+// roles parses ROLES: a comma-separated list of api and worker.
+func roles(v string) (api, worker bool, err error) {
+	for _, r := range strings.Split(v, ",") {
+		switch strings.TrimSpace(r) {
+		case "api":
+			api = true
+		case "worker":
+			worker = true
+		default:
+			return false, false, &configError{"ROLES", fmt.Sprintf("unknown role %q; the roles are api and worker (e.g. ROLES=api,worker)", strings.TrimSpace(r))}
+		}
+	}
+	return api, worker, nil
+}

@@ -73,6 +73,9 @@ func TestLoadConfig_Errors(t *testing.T) {
 		{"BadToolRounds", map[string]string{"AUTH_SECRET": secret, "MAX_TOOL_ROUNDS": "0"}, "MAX_TOOL_ROUNDS"},
 		{"BadApprovalTimeout", map[string]string{"AUTH_SECRET": secret, "TOOL_APPROVAL_TIMEOUT": "10ms"}, "TOOL_APPROVAL_TIMEOUT"},
 		{"MessageTooLargeForAFrame", map[string]string{"AUTH_SECRET": secret, "MAX_CONTENT_BYTES": "200000"}, "MAX_CONTENT_BYTES"},
+		{"UnknownRole", map[string]string{"AUTH_SECRET": secret, "ROLES": "api,cache"}, "ROLES"},
+		{"EmptyRole", map[string]string{"AUTH_SECRET": secret, "ROLES": "api,"}, "ROLES"},
+		{"IdleWorkerNode", map[string]string{"AUTH_SECRET": secret, "ROLES": "worker", "WORKERS": "0"}, "WORKERS"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -81,6 +84,29 @@ func TestLoadConfig_Errors(t *testing.T) {
 				t.Fatalf("error = %v, want one naming %s", err, tc.want)
 			}
 		})
+	}
+}
+
+// ROLES picks what a node does: both (the default), the API alone (no
+// workers, as WORKERS=0), or the workers alone (no API).
+func TestLoadConfig_Roles(t *testing.T) {
+	for _, c := range []struct {
+		env        map[string]string
+		workers    int
+		workerOnly bool
+	}{
+		{map[string]string{}, 64, false},
+		{map[string]string{"ROLES": "api,worker", "WORKERS": "8"}, 8, false},
+		{map[string]string{"ROLES": "worker, api"}, 64, false},
+		{map[string]string{"ROLES": "api", "WORKERS": "8"}, 0, false},
+		{map[string]string{"WORKERS": "0"}, 0, false},
+		{map[string]string{"ROLES": "worker", "WORKERS": "3"}, 3, true},
+	} {
+		c.env["AUTH_DEV"] = "true"
+		got, err := loadConfig(mapEnv(c.env))
+		if err != nil || got.Workers != c.workers || got.WorkerOnly != c.workerOnly {
+			t.Errorf("%v: workers %d, worker-only %v, %v; want %d, %v", c.env, got.Workers, got.WorkerOnly, err, c.workers, c.workerOnly)
+		}
 	}
 }
 

@@ -19,15 +19,24 @@ var readOutsideConfig = []string{"LOG_LEVEL", "PPROF_ADDR"}
 // configValue is where each setting lands in the node's configuration, to
 // compare the README's default with the code's.
 var configValue = map[string]func(app.Config) any{
-	"HTTP_ADDR":                       func(c app.Config) any { return c.HTTPAddr },
-	"REDIS_URL":                       func(c app.Config) any { return c.RedisURL },
-	"DATABASE_URL":                    func(c app.Config) any { return c.DatabaseURL },
-	"DATABASE_MAX_CONNS":              func(c app.Config) any { return int(c.DatabaseMaxConns) },
-	"OPENAI_MODEL":                    func(c app.Config) any { return c.OpenAIModel },
-	"AUTH_DEV":                        func(c app.Config) any { return c.AuthDev },
-	"STREAM_TTL":                      func(c app.Config) any { return c.StreamTTL },
-	"CHUNKS_COMPACT_AFTER":            func(c app.Config) any { return c.ChunksCompactAfter },
-	"WORKERS":                         func(c app.Config) any { return c.Workers },
+	"HTTP_ADDR":            func(c app.Config) any { return c.HTTPAddr },
+	"REDIS_URL":            func(c app.Config) any { return c.RedisURL },
+	"DATABASE_URL":         func(c app.Config) any { return c.DatabaseURL },
+	"DATABASE_MAX_CONNS":   func(c app.Config) any { return int(c.DatabaseMaxConns) },
+	"OPENAI_MODEL":         func(c app.Config) any { return c.OpenAIModel },
+	"AUTH_DEV":             func(c app.Config) any { return c.AuthDev },
+	"STREAM_TTL":           func(c app.Config) any { return c.StreamTTL },
+	"CHUNKS_COMPACT_AFTER": func(c app.Config) any { return c.ChunksCompactAfter },
+	"WORKERS":              func(c app.Config) any { return c.Workers },
+	"ROLES": func(c app.Config) any {
+		switch {
+		case c.WorkerOnly:
+			return "worker"
+		case c.Workers == 0:
+			return "api"
+		}
+		return "api,worker"
+	},
 	"MAX_CONTENT_BYTES":               func(c app.Config) any { return c.MaxContentBytes },
 	"MAX_ANSWER_BYTES":                func(c app.Config) any { return c.Worker.MaxAnswerBytes },
 	"MAX_ACTIVE_GENERATIONS_PER_USER": func(c app.Config) any { return c.Limits.MaxActiveGenerations },
