@@ -34,6 +34,7 @@ var commands = []struct{ name, summary string }{
 	{"migrate", "apply the Postgres migrations and exit"},
 	{"ask", "ask a running server one question; print the answer and how it streamed"},
 	{"loadgen", "load-test a running server (scenarios in BENCHMARKS.md)"},
+	{"proxy", "balance HTTP, WebSocket and SSE over several nodes (make run-cluster)"},
 	{"help", "print this help"},
 }
 
@@ -66,6 +67,8 @@ func run(args []string, e env, stdout, stderr io.Writer) int {
 		return loadgenCmd(ctx, args[1:], e, stdout, stderr)
 	case "ask":
 		return askCmd(ctx, args[1:], e, stdout, stderr)
+	case "proxy":
+		return proxyCmd(ctx, args[1:], logger, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage())
 		return 0
