@@ -10,7 +10,7 @@ SERVICES := scripts/services.sh
 # What `make run` serves with; override on the command line or in the env.
 HTTP_ADDR ?= 127.0.0.1:8080
 
-.PHONY: run test build services browser node-deps stop vet bench bench-full bench-rows fuzz screenshots clean
+.PHONY: run run-cluster test build services browser node-deps stop vet bench bench-full bench-rows fuzz screenshots clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/chatstream
@@ -30,6 +30,10 @@ run: services build
 	export AUTH_DEV=$${AUTH_DEV:-true} HTTP_ADDR=$(HTTP_ADDR); \
 	echo "chatstream: serving on http://$(HTTP_ADDR)/  (Ctrl-C stops; 'make stop' stops Redis and Postgres)"; \
 	exec ./$(BIN) serve
+
+## run-cluster: the same app as a cluster on this machine — a Redis Cluster (3 masters + 3 replicas), Postgres, two API nodes, two worker nodes and a balancer at http://127.0.0.1:8080/ (in the background; 'make stop' stops it).
+run-cluster: services build
+	@CHATSTREAM_BIN=$(BIN) scripts/cluster.sh up
 
 ## test: start Redis + Postgres (and install Chromium and the npm packages the tests drive), vet, and run every test with the race detector.
 test: services browser node-deps
@@ -70,6 +74,7 @@ screenshots: services browser
 
 ## stop: stop the Redis and Postgres that `make run`/`make test` started.
 stop:
+	@scripts/cluster.sh down
 	@$(SERVICES) down
 
 clean: stop
