@@ -91,6 +91,24 @@ func TestCluster_ScriptTopologySurvivesKilledNodes(t *testing.T) {
 			t.Fatalf("API node %d holds %v of the %d sockets", i+1, n.metric(t, "chatstream_websockets_open"), followers)
 		}
 	}
+	// And a browser through the balancer: its socket makes one API node
+	// hold five; that node is the one killed.
+	browser := newBrowser(t)
+	signIn(t, browser, lb, "bob")
+	pageAnswer := sendFromPage(t, browser, demoPrompt(300, 40, "from the page"))
+	waitStatus(t, browser, pageAnswer, "streaming")
+	apiVictim := ""
+	if !waitUntil(10*time.Second, func() bool {
+		for i, n := range api {
+			if n.metric(t, "chatstream_websockets_open") == followers/2+1 {
+				apiVictim = fmt.Sprintf("api%d", i+1)
+				return true
+			}
+		}
+		return false
+	}) {
+		t.Fatal("the page's socket is on no API node")
+	}
 	// Four answers of 300 chunks at 40/s, so that the kills land mid-answer
 	// on both workers (each takes some).
 	var ids []string
@@ -130,7 +148,7 @@ func TestCluster_ScriptTopologySurvivesKilledNodes(t *testing.T) {
 	if victim == "" {
 		t.Fatal("no worker node runs an answer mid-answer")
 	}
-	for _, name := range []string{"api1", victim} {
+	for _, name := range []string{apiVictim, victim} {
 		if err := syscall.Kill(pids[name], syscall.SIGKILL); err != nil {
 			t.Fatalf("kill %s: %v", name, err)
 		}
@@ -166,13 +184,24 @@ func TestCluster_ScriptTopologySurvivesKilledNodes(t *testing.T) {
 	if failed == 0 {
 		t.Fatalf("no answer ended worker_lost: the kill of %s hit no generation", victim)
 	}
+	// The page reconnected through the balancer and shows its answer as
+	// stored (complete, or failed with the text it had if its worker died).
+	bob := lb.devToken(t, "bob")
+	stored := lb.final(t, bob, convID(t, browser), pageAnswer)
+	waitStatus(t, browser, pageAnswer, string(stored.Status))
+	showsStored(t, browser, stored)
+	if state := eval[string](t, browser, `document.getElementById("conn").dataset.state`); state != "connected" {
+		t.Fatalf("the page's socket is %s after its node died", state)
+	}
+
 	// What is left — one API node, one worker node — still answers.
 	conv := lb.conversation(t, alice)
 	after := lb.send(t, alice, conv, demoPrompt(20, 0, "after the kills"))
 	if m := lb.final(t, alice, conv, after.StreamID); m.Status != chatstream.StatusComplete || m.Content == "" {
 		t.Fatalf("an answer after the kills ended %s (%+v)", m.Status, m.Error)
 	}
-	t.Logf("%d answers, %d ended worker_lost with the killed %s; %d reconnects", answers, failed, victim, reconnected)
+	t.Logf("%d answers, %d ended worker_lost with the killed %s; %d reconnects after killing %s; the page's answer ended %s",
+		answers, failed, victim, reconnected, apiVictim, stored.Status)
 }
 
 // freePortBase picks B such that B and B+1…B+92 are free to listen on.
