@@ -30,6 +30,7 @@ import (
 	"github.com/chatstream/chatstream/app"
 	"github.com/chatstream/chatstream/internal/streamtest"
 	"github.com/chatstream/chatstream/internal/testenv"
+	"github.com/chatstream/chatstream/limits"
 	"github.com/chatstream/chatstream/llm"
 	"github.com/chatstream/chatstream/server"
 	"github.com/chatstream/chatstream/streaming"
@@ -186,7 +187,14 @@ func (f *hubFollower) check(stored apiMessage, chunks int64) error {
 func TestWS_RandomizedResume(t *testing.T) {
 	seed := seed(t)
 	rng := rand.New(rand.NewPCG(seed, 0))
-	nodes := demoNodes(t, app.Config{}, 2, 2)
+	// One node writes every frame at once, the other holds frames up to
+	// 20 ms so that several share a write (WS_WRITE_COALESCE): followers
+	// drop and resume on either.
+	c := newDemoCluster(t, 0)
+	cfg := app.Config{Workers: 2, Limits: limits.Off()}
+	coalescing := cfg
+	coalescing.WS.WriteCoalesce = 20 * time.Millisecond
+	nodes := []*node{c.start(t, cfg), c.start(t, coalescing)}
 	tok := nodes[0].devToken(t, "alice")
 	const runs, streams, followers = 8, 4, 6
 	rates := []float64{0, 150, 400}

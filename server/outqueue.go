@@ -19,6 +19,24 @@ type outQueue struct {
 	// wake tells a lingering writer that frames are queued; buffered 1, so
 	// a push never blocks and a wake-up is never lost.
 	wake chan struct{}
+	// stamp records when the oldest queued frame came (for WriteCoalesce).
+	stamp  bool
+	oldest time.Time
+}
+
+// coalesceLimit is the queue length at which a held batch goes out at once.
+const coalesceLimit = 32
+
+// holdFor says how much longer the writer may hold the queued frames for
+// more to join them: what is left of hold since the oldest came; 0 when
+// nothing is queued, the batch is long enough, or the time is up.
+func (q *outQueue) holdFor(hold time.Duration) time.Duration {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.frames) == 0 || len(q.frames) >= coalesceLimit || q.closed {
+		return 0
+	}
+	return max(0, hold-time.Since(q.oldest))
 }
 
 // writerLinger is how long a writer waits for more frames before it ends:
@@ -45,6 +63,9 @@ func (q *outQueue) push(frame []byte) pushResult {
 		return queueClosed
 	case len(q.frames) >= q.max:
 		return queueFull
+	}
+	if q.stamp && len(q.frames) == 0 {
+		q.oldest = time.Now()
 	}
 	q.frames = append(q.frames, frame)
 	if q.writing {

@@ -161,7 +161,24 @@ func (ss *session) writeLoop() {
 	linger := time.AfterFunc(writerLinger, func() { lingered.Store(true); ss.out.nudge() })
 	defer linger.Stop()
 	written, seen := 0, 0
+	coalesce := ss.srv.cfg.WS.WriteCoalesce
+	var hold *time.Timer
+	if coalesce > 0 {
+		hold = time.NewTimer(coalesce)
+		defer hold.Stop()
+	}
 	for {
+		if coalesce > 0 {
+			// Frames wait up to WriteCoalesce for more to share their write.
+			if wait := ss.out.holdFor(coalesce); wait > 0 {
+				hold.Reset(wait)
+				select {
+				case <-hold.C:
+				case <-ss.ctx.Done():
+					return
+				}
+			}
+		}
 		if batch = ss.out.take(batch); len(batch) > 0 {
 			if !ss.writeBatch(batch) {
 				return

@@ -166,6 +166,11 @@ func loadConfig(e env) (app.Config, error) {
 			}
 		}
 	}
+	if c.WS.WriteCoalesce, err = e.duration("WS_WRITE_COALESCE", 0, 0); err != nil {
+		return c, err
+	} else if c.WS.WriteCoalesce > time.Second {
+		return c, &configError{"WS_WRITE_COALESCE", "at most 1s: a socket holds its frames this long"}
+	}
 	c.OpenAIAPIKey = e.str("OPENAI_API_KEY", "")
 	if c.OpenAIBaseURL, err = e.url("OPENAI_BASE_URL", llm.DefaultOpenAIBaseURL, "http", "https"); err != nil {
 		return c, err

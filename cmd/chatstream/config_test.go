@@ -73,6 +73,7 @@ func TestLoadConfig_Errors(t *testing.T) {
 		{"BadToolRounds", map[string]string{"AUTH_SECRET": secret, "MAX_TOOL_ROUNDS": "0"}, "MAX_TOOL_ROUNDS"},
 		{"BadApprovalTimeout", map[string]string{"AUTH_SECRET": secret, "TOOL_APPROVAL_TIMEOUT": "10ms"}, "TOOL_APPROVAL_TIMEOUT"},
 		{"MessageTooLargeForAFrame", map[string]string{"AUTH_SECRET": secret, "MAX_CONTENT_BYTES": "200000"}, "MAX_CONTENT_BYTES"},
+		{"LongCoalesce", map[string]string{"AUTH_SECRET": secret, "WS_WRITE_COALESCE": "2s"}, "WS_WRITE_COALESCE"},
 		{"UnknownRole", map[string]string{"AUTH_SECRET": secret, "ROLES": "api,cache"}, "ROLES"},
 		{"EmptyRole", map[string]string{"AUTH_SECRET": secret, "ROLES": "api,"}, "ROLES"},
 		{"IdleWorkerNode", map[string]string{"AUTH_SECRET": secret, "ROLES": "worker", "WORKERS": "0"}, "WORKERS"},

@@ -28,6 +28,7 @@ var configValue = map[string]func(app.Config) any{
 	"STREAM_TTL":           func(c app.Config) any { return c.StreamTTL },
 	"CHUNKS_COMPACT_AFTER": func(c app.Config) any { return c.ChunksCompactAfter },
 	"WORKERS":              func(c app.Config) any { return c.Workers },
+	"WS_WRITE_COALESCE":    func(c app.Config) any { return c.WS.WriteCoalesce },
 	"ROLES": func(c app.Config) any {
 		switch {
 		case c.WorkerOnly:
