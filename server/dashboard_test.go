@@ -77,40 +77,7 @@ func TestDashboard(t *testing.T) {
 	t.Run("metrics", func(t *testing.T) {
 		exprs := 0
 		used := map[string]bool{}
-		check := func(where, expr string, grouping bool) {
-			refs, groups, err := promQLRefs(expr)
-			if err != nil {
-				t.Errorf("%s: %v in %q", where, err, expr)
-				return
-			}
-			if len(refs) == 0 {
-				t.Errorf("%s: no metric in %q", where, expr)
-			}
-			allowed := map[string]bool{}
-			for _, r := range refs {
-				labels, err := defined.check(r.name)
-				if err != nil {
-					t.Errorf("%s: %v", where, err)
-					continue
-				}
-				used[r.name] = true
-				for _, l := range r.labels {
-					if !labels[l] {
-						t.Errorf("%s: %s has no label %q", where, r.name, l)
-					}
-				}
-				for l := range labels {
-					allowed[l] = true
-				}
-			}
-			if grouping {
-				for _, l := range groups {
-					if !allowed[l] {
-						t.Errorf("%s: no metric of %q has label %q", where, expr, l)
-					}
-				}
-			}
-		}
+		check := func(where, expr string, grouping bool) { checkQuery(t, defined, where, expr, grouping, used) }
 		for _, p := range panels {
 			for _, tg := range p.Targets {
 				if strings.TrimSpace(tg.Expr) == "" {
@@ -148,6 +115,101 @@ func TestDashboard(t *testing.T) {
 				len(panels), exprs, len(names), len(defined), strings.Join(names, " "))
 		}
 	})
+}
+
+// checkQuery checks that the series selectors of PromQL expr name metrics of
+// fs with labels they have and, if grouping, that its by/without/on/ignoring
+// labels belong to one of them; used collects the names.
+func checkQuery(t *testing.T, fs families, where, expr string, grouping bool, used map[string]bool) {
+	t.Helper()
+	refs, groups, err := promQLRefs(expr)
+	if err != nil {
+		t.Errorf("%s: %v in %q", where, err, expr)
+		return
+	}
+	if len(refs) == 0 {
+		t.Errorf("%s: no metric in %q", where, expr)
+	}
+	allowed := map[string]bool{}
+	for _, r := range refs {
+		labels, err := fs.check(r.name)
+		if err != nil {
+			t.Errorf("%s: %v", where, err)
+			continue
+		}
+		used[r.name] = true
+		for _, l := range r.labels {
+			if !labels[l] {
+				t.Errorf("%s: %s has no label %q", where, r.name, l)
+			}
+		}
+		for l := range labels {
+			allowed[l] = true
+		}
+	}
+	if grouping {
+		for _, l := range groups {
+			if !allowed[l] {
+				t.Errorf("%s: no metric of %q has label %q", where, expr, l)
+			}
+		}
+	}
+}
+
+// TestDeployGuide_AlertRules checks the alert rules that docs/DEPLOY.md
+// suggests as TestDashboard checks the dashboard: every expr of its yaml
+// blocks names metrics chatstream defines (or Prometheus's own up).
+func TestDeployGuide_AlertRules(t *testing.T) {
+	raw, err := os.ReadFile("../docs/DEPLOY.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := definedMetrics(t)
+	fs["up"] = family{typ: "GAUGE", labels: map[string]bool{}} // every scrape target's
+	exprs := yamlExprs(string(raw))
+	if len(exprs) == 0 {
+		t.Fatal("no expr in the yaml blocks of docs/DEPLOY.md")
+	}
+	used := map[string]bool{}
+	for i, e := range exprs {
+		checkQuery(t, fs, fmt.Sprintf("DEPLOY.md rule %d", i+1), e, true, used)
+	}
+	t.Logf("%d alert expressions, %d metric names", len(exprs), len(used))
+}
+
+// yamlExprs returns the expr values of the ```yaml blocks of a Markdown
+// text: inline, or the indented lines of a block scalar (expr: |).
+func yamlExprs(md string) []string {
+	var exprs []string
+	in := false
+	lines := strings.Split(md, "\n")
+	for i := 0; i < len(lines); i++ {
+		line := lines[i]
+		switch trimmed := strings.TrimSpace(line); {
+		case strings.HasPrefix(trimmed, "```"):
+			in = trimmed == "```yaml"
+			continue
+		case !in || !strings.HasPrefix(trimmed, "expr:"):
+			continue
+		}
+		v := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(line), "expr:"))
+		if v != "|" && v != ">" {
+			exprs = append(exprs, v)
+			continue
+		}
+		indent := len(line) - len(strings.TrimLeft(line, " "))
+		var block []string
+		for i+1 < len(lines) {
+			next := lines[i+1]
+			if strings.TrimSpace(next) != "" && len(next)-len(strings.TrimLeft(next, " ")) <= indent {
+				break
+			}
+			block = append(block, strings.TrimSpace(next))
+			i++
+		}
+		exprs = append(exprs, strings.Join(block, " "))
+	}
+	return exprs
 }
 
 // TestPromQLRefs checks the query reader the dashboard test relies on.
