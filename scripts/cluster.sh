@@ -125,6 +125,9 @@ nodes_up() {
 		(cd "$ROOT" && go build -o "$BIN" ./cmd/chatstream)
 	fi
 	mapfile -t shared < <(node_env)
+	# Each start gets a NODE_ID of its own: a node restarted under the id of
+	# one just killed would take its place in the queue before the reaper
+	# has handed the dead one's jobs on.
 	local redis_url="redis://127.0.0.1:${REDIS_PORTS[0]}/0"
 	local spec name port
 	# The first node applies the migrations alone, so that four nodes do not
@@ -132,12 +135,12 @@ nodes_up() {
 	"$BIN" migrate >>"$DIR/logs/migrate.log" 2>&1 || die "migrations failed (see $DIR/logs/migrate.log)"
 	for spec in "${WORKER[@]}"; do
 		name=${spec%%:*} port=${spec#*:}
-		start "$name" env "${shared[@]}" ROLES=worker NODE_ID="$name" HTTP_ADDR="127.0.0.1:$port" \
+		start "$name" env "${shared[@]}" ROLES=worker NODE_ID="$name-$RANDOM$RANDOM" HTTP_ADDR="127.0.0.1:$port" \
 			REDIS_URL="$redis_url" DATABASE_URL="$DATABASE_URL" "$BIN" serve
 	done
 	for spec in "${API[@]}"; do
 		name=${spec%%:*} port=${spec#*:}
-		start "$name" env "${shared[@]}" ROLES=api NODE_ID="$name" HTTP_ADDR="127.0.0.1:$port" \
+		start "$name" env "${shared[@]}" ROLES=api NODE_ID="$name-$RANDOM$RANDOM" HTTP_ADDR="127.0.0.1:$port" \
 			REDIS_URL="$redis_url" DATABASE_URL="$DATABASE_URL" "$BIN" serve
 	done
 	for spec in "${WORKER[@]}" "${API[@]}"; do

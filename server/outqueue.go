@@ -19,9 +19,12 @@ type outQueue struct {
 	// wake tells a lingering writer that frames are queued; buffered 1, so
 	// a push never blocks and a wake-up is never lost.
 	wake chan struct{}
-	// stamp records when the oldest queued frame came (for WriteCoalesce).
+	// stamp records when the oldest queued frame came and the gap before
+	// the last one (for WriteCoalesce).
 	stamp  bool
 	oldest time.Time
+	last   time.Time
+	gap    time.Duration
 }
 
 // coalesceLimit is the queue length at which a held batch goes out at once.
@@ -29,11 +32,13 @@ const coalesceLimit = 32
 
 // holdFor says how much longer the writer may hold the queued frames for
 // more to join them: what is left of hold since the oldest came; 0 when
-// nothing is queued, the batch is long enough, or the time is up.
+// nothing is queued, the batch is long enough, the time is up, or frames
+// come further apart than hold (holding would only delay them: no second
+// frame would come in time to share the write).
 func (q *outQueue) holdFor(hold time.Duration) time.Duration {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if len(q.frames) == 0 || len(q.frames) >= coalesceLimit || q.closed {
+	if len(q.frames) == 0 || len(q.frames) >= coalesceLimit || q.closed || q.gap > hold {
 		return 0
 	}
 	return max(0, hold-time.Since(q.oldest))
@@ -64,8 +69,12 @@ func (q *outQueue) push(frame []byte) pushResult {
 	case len(q.frames) >= q.max:
 		return queueFull
 	}
-	if q.stamp && len(q.frames) == 0 {
-		q.oldest = time.Now()
+	if q.stamp {
+		now := time.Now()
+		q.gap, q.last = now.Sub(q.last), now
+		if len(q.frames) == 0 {
+			q.oldest = now
+		}
 	}
 	q.frames = append(q.frames, frame)
 	if q.writing {

@@ -40,7 +40,8 @@ type wsConfig struct {
 	WriteTimeout time.Duration
 	// WriteCoalesce is how long a socket may hold a frame so that the
 	// frames queued after it go out in the same write (one syscall for
-	// several: less CPU per delivery, at up to this much latency); 0, the
+	// several: less CPU per delivery, at up to this much latency); a socket
+	// whose frames come further apart than this writes each at once. 0, the
 	// default, writes every frame at once.
 	WriteCoalesce time.Duration
 	// PingInterval is how often the server pings; a peer that does not
