@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chatstream/chatstream/internal/testenv"
 )
@@ -99,6 +100,7 @@ func TestPlans_LongConversation(t *testing.T) {
 		{"a page of 51 before a message in the middle", branchQuery, []any{conv, mid, 51, false}, 51},
 		{"the prompt history: up to 200 before the new answer", branchQuery, []any{conv, leaf, 200, false}, 200},
 		{"PATCH current_message_id: the newest descendant of the root", descendantQuery, []any{conv, root}, 10001},
+		{"the workers' sweep: the open answers", openMessagesQuery, []any{time.Now(), 500}, 0},
 	} {
 		rows, err := db.pool.Query(ctx, `EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) `+c.query, c.args...)
 		if err != nil {

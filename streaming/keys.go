@@ -58,3 +58,6 @@ func (k Keys) Heartbeat(n string) string { return k.Prefix + "{queue}:node:" + n
 
 // Nodes is the set of nodes that may hold jobs.
 func (k Keys) Nodes() string { return k.Prefix + "{queue}:nodes" }
+
+// Sweep is held by the node that sweeps for lost streams this period.
+func (k Keys) Sweep() string { return k.Prefix + "{queue}:sweep" }

@@ -615,3 +615,34 @@ func (l *ChunkLog) Delete(ctx context.Context, streamID string) error {
 	}
 	return nil
 }
+
+// Missing reports, for each of ids, whether its stream has no meta in
+// Redis: for an answer Postgres still holds open, that means the stream is
+// lost (Redis lost the data, or it expired), since the meta is written
+// before the message commits and outlives its end. One round trip (one
+// command per stream, routed to its slot).
+func (l *ChunkLog) Missing(ctx context.Context, ids []string) ([]bool, error) {
+	cmds := make(rueidis.Commands, len(ids))
+	for i, id := range ids {
+		cmds[i] = l.client.B().Exists().Key(l.keys.Meta(id)).Build()
+	}
+	missing := make([]bool, len(ids))
+	for i, r := range l.client.DoMulti(ctx, cmds...) {
+		n, err := r.AsInt64()
+		if err != nil {
+			return nil, fmt.Errorf("look up stream %s: %w", ids[i], err)
+		}
+		missing[i] = n == 0
+	}
+	return missing, nil
+}
+
+// TrySweep takes the sweep of this period for owner, for period; false
+// when another node has it.
+func (l *ChunkLog) TrySweep(ctx context.Context, owner string, period time.Duration) (bool, error) {
+	err := l.client.Do(ctx, l.client.B().Set().Key(l.keys.Sweep()).Value(owner).Nx().Px(period).Build()).Error()
+	if rueidis.IsRedisNil(err) {
+		return false, nil
+	}
+	return err == nil, err
+}

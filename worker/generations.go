@@ -24,6 +24,7 @@ type Store interface {
 	FindMessage(ctx context.Context, userID, id string) (*chatstream.Message, error)
 	History(ctx context.Context, convID, beforeID string, limit int) ([]*chatstream.Message, error)
 	FinishMessage(ctx context.Context, id string, f chatstream.Final) (*chatstream.Message, bool, error)
+	OpenMessages(ctx context.Context, before time.Time, limit int) ([]chatstream.Job, error)
 }
 
 // Limits are the per-user limits generations are held to.

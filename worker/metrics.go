@@ -11,6 +11,7 @@ type Metrics struct {
 	TTFB        prometheus.Histogram
 	Requeued    prometheus.Counter
 	Recovered   prometheus.Counter
+	Lost        prometheus.Counter
 	QueueWait   prometheus.Histogram
 	AppendRetry prometheus.Counter
 	Panics      prometheus.Counter
@@ -49,6 +50,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Recovered: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "chatstream_jobs_recovered_total", Help: "Jobs of dead nodes taken over by this node's reaper.",
 		}),
+		Lost: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chatstream_streams_lost_total", Help: "Answers Postgres held open whose stream Redis no longer had, ended failed (stream_lost) by the sweep.",
+		}),
 		QueueWait: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "chatstream_job_queue_wait_seconds",
 			Help:    "Time a job waited in the queue before a worker took it.",
@@ -73,7 +77,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Enqueued, m.Finished, m.Active, m.Chunks, m.TTFB, m.Requeued, m.Recovered, m.QueueWait, m.AppendRetry, m.Panics,
+		reg.MustRegister(m.Enqueued, m.Finished, m.Active, m.Chunks, m.TTFB, m.Requeued, m.Recovered, m.Lost, m.QueueWait, m.AppendRetry, m.Panics,
 			m.Tokens, m.ToolCalls, m.ToolDuration)
 	}
 	return m

@@ -246,3 +246,42 @@ func (e *env) plantDeadAnswer(t *testing.T, dead *node, content string, parts []
 	}
 	return id
 }
+
+// An answer Postgres holds open whose stream Redis lost (its meta and its
+// job gone, as after a Redis restart without persistence) is ended failed,
+// stream_lost, by the sweep — and its conversation takes a new message
+// again. An open answer whose stream Redis still has (a job waiting in the
+// queue) is left alone.
+func TestPool_SweepEndsAnswersWhoseStreamRedisLost(t *testing.T) {
+	e := newEnv(t)
+	ctx := streamtest.Ctx(t)
+	lostConv := e.conversation(t)
+	_, lost, err := e.db.CreateExchange(ctx, "alice", lostConv, "q")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, waiting, err := e.db.CreateExchange(ctx, "alice", e.conversation(t), "q")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := streaming.NewChunkLog(e.redis, e.keys, time.Minute)
+	if err := log.Create(ctx, waiting.ID, "alice", waiting.ConversationID); err != nil {
+		t.Fatal(err)
+	}
+	e.llm.Enqueue(llmtest.Script{Tokens: []string{"again"}})
+	n := e.startNode(t, nodeOpts{cfg: worker.Config{SweepInterval: 50 * time.Millisecond, SweepGrace: time.Nanosecond}})
+
+	m := e.final(t, lost.ID)
+	if m.Status != chatstream.StatusFailed || m.Error == nil || m.Error.Code != "stream_lost" {
+		t.Fatalf("the lost answer ended %s (%+v)", m.Status, m.Error)
+	}
+	// The sweep that ended it saw the waiting one too (both in one batch).
+	if w, err := e.db.FindMessage(ctx, "alice", waiting.ID); err != nil || w.Status.Final() {
+		t.Fatalf("the answer whose stream Redis has was ended: %+v, %v", w, err)
+	}
+	// The conversation is free again.
+	again := n.send(t, lostConv, "again?")
+	if m := e.final(t, again.ID); m.Status != chatstream.StatusComplete {
+		t.Fatalf("a new answer in the swept conversation ended %s", m.Status)
+	}
+}

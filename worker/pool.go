@@ -57,6 +57,11 @@ type Config struct {
 	// RecoverTimeout bounds the recovery of one job of a dead node; a job
 	// not recovered in time goes back to the queue. Default 30s.
 	RecoverTimeout time.Duration
+	// SweepInterval is how often one node of the cluster looks for answers
+	// Postgres holds open whose stream Redis lost. Default 1m.
+	SweepInterval time.Duration
+	// SweepGrace is how old an open answer must be to be swept. Default 1m.
+	SweepGrace time.Duration
 	// Tools are offered to the model; nil for none.
 	Tools *tools.Set
 	// MaxToolRounds bounds the model calls of one answer; the last is made
@@ -105,6 +110,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.RecoverTimeout <= 0 {
 		c.RecoverTimeout = 30 * time.Second
+	}
+	if c.SweepInterval <= 0 {
+		c.SweepInterval = time.Minute
+	}
+	if c.SweepGrace <= 0 {
+		c.SweepGrace = time.Minute
 	}
 	if c.MaxToolRounds <= 0 {
 		c.MaxToolRounds = DefaultMaxToolRounds
@@ -198,11 +209,12 @@ func (p *Pool) Start(ctx context.Context) error {
 	if err := p.queue.Heartbeat(ctx); err != nil {
 		return err
 	}
-	p.helpers.Add(2)
-	// The reaper lives until Shutdown cancels takeCtx; the heartbeat until
-	// Shutdown has seen every worker stop (beatCtx).
+	p.helpers.Add(3)
+	// The reaper and the sweep live until Shutdown cancels takeCtx; the
+	// heartbeat until Shutdown has seen every worker stop (beatCtx).
 	go func() { defer p.helpers.Done(); p.heartbeat() }()
 	go func() { defer p.helpers.Done(); p.reaper() }()
+	go func() { defer p.helpers.Done(); p.sweeper() }()
 	// slots holds a token per running generation; its capacity is the
 	// number of workers.
 	slots := make(chan struct{}, p.cfg.Workers)
