@@ -229,7 +229,12 @@ func (ss *session) writeBatch(batch [][]byte) (ok bool) {
 		// No deadline of its own: the sockets' watchdog ends a write that
 		// takes longer than WriteTimeout.
 		ss.writeStart.Store(time.Now().UnixNano())
-		err := ss.conn.Write(context.Background(), websocket.MessageText, frame)
+		var err error
+		if ss.cork != nil {
+			err = ss.cork.writeText(frame) // framed once here, see corkWriter
+		} else {
+			err = ss.conn.Write(context.Background(), websocket.MessageText, frame)
+		}
 		ss.writeStart.Store(0)
 		ss.framesOut.Add(1)
 		batch[i] = nil
