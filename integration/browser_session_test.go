@@ -192,8 +192,7 @@ func TestBrowser_PhoneKeyboardKeepsTheControlsReachable(t *testing.T) {
 		waitStatus(t, ctx, ids[i], "complete")
 	}
 	last := ids[len(ids)-1]
-	runOrShow(t, ctx, "regenerate", chromedp.Click(chromedp.CSS("#m-"+last+" button.regenerate")),
-		poll(fmt.Sprintf(`!document.getElementById("m-%s")`, last)))
+	clickEnabled(t, ctx, "regenerate", "#m-"+last+" button.regenerate", poll(fmt.Sprintf(`!document.getElementById("m-%s")`, last)))
 	last = eval[string](t, ctx, `[...document.querySelectorAll("article.assistant")].at(-1).dataset.id`)
 	waitStatus(t, ctx, last, "complete")
 
@@ -251,4 +250,13 @@ func runOrShow(t *testing.T, ctx context.Context, what string, actions ...chrome
 			send: !document.getElementById("send").hidden, stop: !document.getElementById("stop").hidden,
 			messages: [...document.querySelectorAll("#messages article")].map((a) => a.className + ":" + a.dataset.id + ":" + a.dataset.status)})`))
 	}
+}
+
+// clickEnabled clicks sel once the page has it enabled (a control that waits
+// for an answer is disabled until its done frame), then waits for after;
+// on failure it says what the page shows.
+func clickEnabled(t *testing.T, ctx context.Context, what, sel string, after chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	runOrShow(t, ctx, what, poll(fmt.Sprintf(`(() => { const b = document.querySelector(%q); return !!b && !b.disabled; })()`, sel)),
+		chromedp.Click(chromedp.CSS(sel)), after)
 }

@@ -336,7 +336,7 @@ func TestBrowser_Screenshots(t *testing.T) {
 	id := sendFromPage(t, ctx, "/demo think=25 tool=calculator\nHow does chatstream deliver chunks? And what is 6 * 7?")
 	waitStatus(t, ctx, id, "complete")
 	// Regenerated once: the answer shows its versions, ‹ 2/2 ›.
-	run(t, ctx, "regenerate", chromedp.Click(chromedp.CSS("#m-"+id+" button.regenerate")),
+	clickEnabled(t, ctx, "regenerate", "#m-"+id+" button.regenerate",
 		poll(fmt.Sprintf(`!document.getElementById("m-%s") && document.querySelectorAll("#messages article.assistant").length === 1`, id)))
 	id = eval[string](t, ctx, `document.querySelector("#messages article.assistant").dataset.id`)
 	waitStatus(t, ctx, id, "complete")

@@ -30,7 +30,7 @@ func TestBrowser_RegenerateAndSwitchVersions(t *testing.T) {
 	waitStatus(t, ctx, first, "complete")
 	user := shown(t, ctx)[0]
 
-	run(t, ctx, "regenerate", chromedp.Click(chromedp.CSS("#m-"+first+" button.regenerate")),
+	clickEnabled(t, ctx, "regenerate", "#m-"+first+" button.regenerate",
 		poll(fmt.Sprintf(`document.querySelectorAll("#messages article.assistant").length === 1 && !document.getElementById("m-%s")`, first)))
 	second := eval[string](t, ctx, `document.querySelector("#messages article.assistant").dataset.id`)
 	waitStatus(t, ctx, second, "complete")
@@ -40,7 +40,7 @@ func TestBrowser_RegenerateAndSwitchVersions(t *testing.T) {
 	}
 
 	// Back to the first answer: ‹ 1/2 ›, the old branch.
-	run(t, ctx, "previous version", chromedp.Click(chromedp.CSS("#m-"+second+" button.prev")),
+	clickEnabled(t, ctx, "previous version", "#m-"+second+" button.prev",
 		poll(fmt.Sprintf(`document.querySelector("#m-%s .version")?.textContent === "1/2"`, first)))
 	if got := shown(t, ctx); !slices.Equal(got, []string{user, first}) {
 		t.Fatalf("after switching back the page shows %v", got)
@@ -54,7 +54,7 @@ func TestBrowser_RegenerateAndSwitchVersions(t *testing.T) {
 		t.Fatalf("after a reload the page shows %v", got)
 	}
 	// And forward again.
-	run(t, ctx, "next version", chromedp.Click(chromedp.CSS("#m-"+first+" button.next")),
+	clickEnabled(t, ctx, "next version", "#m-"+first+" button.next",
 		poll(fmt.Sprintf(`document.querySelector("#m-%s .version")?.textContent === "2/2"`, second)))
 }
 
@@ -95,7 +95,7 @@ func TestBrowser_EditAQuestion(t *testing.T) {
 		t.Fatalf("after Escape the question shows %q", got)
 	}
 	// The original is one click away.
-	run(t, ctx, "previous version", chromedp.Click(chromedp.CSS("#m-"+edited+" button.prev")),
+	clickEnabled(t, ctx, "previous version", "#m-"+edited+" button.prev",
 		poll(fmt.Sprintf(`document.querySelector("#m-%s .version")?.textContent === "1/2"`, user)))
 	if got := shown(t, ctx); !slices.Equal(got, []string{user, first}) {
 		t.Fatalf("the first version shows %v", got)
