@@ -99,27 +99,31 @@ const scratchLimit = 16 << 10
 // writeText writes payload as one unfragmented text frame: into the cork
 // while corked, else in one write.
 func (w *corkWriter) writeText(payload []byte) error {
-	var hdr [10]byte
-	h := textHeader(hdr[:0], len(payload))
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.shut {
 		return errSocketShut
 	}
+	// The header goes straight into the buffer it is written from: no
+	// header array of its own, which would escape (an allocation a frame).
 	if w.corked {
-		w.buf = append(append(w.buf, h...), payload...)
+		w.buf = append(textHeader(w.buf, len(payload)), payload...)
 		if len(w.buf) >= corkLimit {
 			return w.flushLocked()
 		}
 		return nil
 	}
+	w.scratch = textHeader(w.scratch[:0], len(payload))
 	if len(payload) > scratchLimit {
-		bufs := net.Buffers{h, payload}
+		bufs := net.Buffers{w.scratch, payload}
 		_, err := bufs.WriteTo(w.conn)
 		return err
 	}
-	w.scratch = append(append(w.scratch[:0], h...), payload...)
+	w.scratch = append(w.scratch, payload...)
 	_, err := w.conn.Write(w.scratch)
+	if cap(w.scratch) > 4<<10 {
+		w.scratch = nil // a socket keeps a chunk frame's worth, not a catch-up's
+	}
 	return err
 }
 
