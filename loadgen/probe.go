@@ -45,6 +45,7 @@ type ProbeResult struct {
 	ServerRSSPeak     int64   `json:"server_rss_peak_bytes"`
 	RedisCommands     int64   `json:"redis_commands"`
 	RedisScriptCalls  int64   `json:"redis_script_calls"`
+	RedisPublishes    int64   `json:"redis_publishes"`
 	PostgresXacts     int64   `json:"postgres_transactions"`
 }
 
@@ -52,6 +53,7 @@ type probeSample struct {
 	serverCPU, redisCPU, selfCPU float64
 	serverRSS                    int64
 	redisCmds, redisScripts      int64
+	redisPublishes               int64
 	pgXacts                      int64
 }
 
@@ -139,6 +141,7 @@ func (p *Probe) Stop() ProbeResult {
 		ServerRSSPeak:     max(p.peakRSS, end.serverRSS),
 		RedisCommands:     end.redisCmds - p.start.redisCmds,
 		RedisScriptCalls:  end.redisScripts - p.start.redisScripts,
+		RedisPublishes:    end.redisPublishes - p.start.redisPublishes,
 		PostgresXacts:     end.pgXacts - p.start.pgXacts,
 	}
 }
@@ -185,6 +188,7 @@ func (p *Probe) sample() probeSample {
 		}
 		if info, err := p.redis.Do(ctx, p.redis.B().Info().Section("commandstats").Build()).ToString(); err == nil {
 			s.redisScripts = cmdCalls(info, "evalsha") + cmdCalls(info, "eval")
+			s.redisPublishes = cmdCalls(info, "publish") + cmdCalls(info, "spublish")
 		}
 	}
 	if p.databaseURL != "" {

@@ -21,7 +21,8 @@ type Dist struct {
 	Mean float64 `json:"mean_ms"`
 }
 
-func distOf(us []int32) Dist {
+// DistOf summarises latencies given in microseconds.
+func DistOf(us []int32) Dist {
 	if len(us) == 0 {
 		return Dist{}
 	}

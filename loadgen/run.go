@@ -78,9 +78,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	rep.SocketErrors = r.sockErrs.Load()
 	rep.ErrorSample = r.errSample
 	rep.DeliveriesPerS = float64(rep.Chunks) / elapsed.Seconds()
-	rep.TTFB = distOf(r.ttfb)
-	rep.Delivery = distOf(r.latencies)
-	rep.CatchUp = distOf(r.catchUp)
+	rep.TTFB = DistOf(r.ttfb)
+	rep.Delivery = DistOf(r.latencies)
+	rep.CatchUp = DistOf(r.catchUp)
 	rep.latencies = r.latencies
 	if p := rep.Probe; p != nil && p.ServerCPUSeconds+p.RedisCPUSeconds > 0 {
 		rep.DeliveriesPerCPU = float64(rep.Chunks) / (p.ServerCPUSeconds + p.RedisCPUSeconds)

@@ -138,10 +138,10 @@ func (p *Proxy) check(ctx context.Context, b *backend) {
 // ctxKey carries a try's attempt to the error handler.
 type ctxKey struct{}
 
-// attempt records what a try of a request found; the error handler fills
-// it. A refused connection reached nothing, so another backend may take
-// the request.
-type attempt struct{ refused bool }
+// attempt is one try of a request: whether another try follows it, and
+// whether the backend refused it (the error handler fills that in; a
+// refused connection reached nothing, so another backend may take it).
+type attempt struct{ last, refused bool }
 
 // ServeHTTP sends the request to the next backend that is up, and to the
 // one after that when the connection is refused.
@@ -162,7 +162,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	order := p.order()
 	for i, b := range order {
-		a := &attempt{}
+		// A body too large to keep goes to one backend only.
+		a := &attempt{last: i == len(order)-1 || (body == nil && r.Body != nil && r.Body != http.NoBody)}
 		req := r.WithContext(context.WithValue(r.Context(), ctxKey{}, a))
 		if body != nil {
 			req.Body = io.NopCloser(bytes.NewReader(body))
@@ -172,22 +173,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// before anything was written (a node that just crashed).
 			req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 		}
-		last := i == len(order)-1 || (body == nil && r.Body != nil && r.Body != http.NoBody)
-		if !last {
-			// Not the last try: a refused connection is answered by the
-			// next backend, not with an error.
-			req = req.WithContext(context.WithValue(req.Context(), retryKey{}, true))
-		}
 		b.proxy.ServeHTTP(w, req)
-		if !a.refused || last {
+		if !a.refused || a.last {
 			return
 		}
 		b.up.Store(false) // the next check decides again
 	}
 }
-
-// retryKey marks a try that is not the last.
-type retryKey struct{}
 
 // order is the backends to try: those up, starting at the next in turn,
 // then those down (a check may be stale; a refused one is skipped quickly).
@@ -211,8 +203,8 @@ func (p *Proxy) order() []*backend {
 func (p *Proxy) failed(w http.ResponseWriter, r *http.Request, err error) {
 	if a, ok := r.Context().Value(ctxKey{}).(*attempt); ok && refused(err) {
 		a.refused = true
-		if r.Context().Value(retryKey{}) != nil {
-			return
+		if !a.last {
+			return // the next backend answers
 		}
 	}
 	if r.Context().Err() != nil {

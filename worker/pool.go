@@ -213,8 +213,8 @@ func (p *Pool) Start(ctx context.Context) error {
 	// The reaper and the sweep live until Shutdown cancels takeCtx; the
 	// heartbeat until Shutdown has seen every worker stop (beatCtx).
 	go func() { defer p.helpers.Done(); p.heartbeat() }()
-	go func() { defer p.helpers.Done(); p.reaper() }()
-	go func() { defer p.helpers.Done(); p.sweeper() }()
+	go func() { defer p.helpers.Done(); p.every(p.cfg.ReapInterval, p.reap) }()
+	go func() { defer p.helpers.Done(); p.every(p.cfg.SweepInterval, p.sweep) }()
 	// slots holds a token per running generation; its capacity is the
 	// number of workers.
 	slots := make(chan struct{}, p.cfg.Workers)

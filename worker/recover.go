@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -14,25 +15,31 @@ import (
 // The reaper: the jobs of dead nodes (and of this node, at its shutdown)
 // are recovered here.
 
-// reaper looks for dead nodes every ReapInterval and recovers their jobs;
-// it lives until Shutdown cancels takeCtx.
-func (p *Pool) reaper() {
-	t := time.NewTicker(p.cfg.ReapInterval)
+// reap recovers the jobs of the nodes that are dead now; the pool runs it
+// every ReapInterval until Shutdown cancels takeCtx.
+func (p *Pool) reap(ctx context.Context) error {
+	dead, err := p.queue.DeadNodes(ctx)
+	if err != nil {
+		return fmt.Errorf("look for dead nodes: %w", err)
+	}
+	for _, node := range dead {
+		p.recoverNode(ctx, node)
+	}
+	return nil
+}
+
+// every runs f every interval until Shutdown cancels takeCtx, logging what
+// fails.
+func (p *Pool) every(interval time.Duration, f func(context.Context) error) {
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
 		case <-p.takeCtx.Done():
 			return
 		case <-t.C:
-			dead, err := p.queue.DeadNodes(p.takeCtx)
-			if err != nil {
-				if p.takeCtx.Err() == nil {
-					p.logger.Warn("look for dead nodes", "err", err)
-				}
-				continue
-			}
-			for _, node := range dead {
-				p.recoverNode(p.takeCtx, node)
+			if err := f(p.takeCtx); err != nil && p.takeCtx.Err() == nil {
+				p.logger.Warn("background pass failed", "err", err)
 			}
 		}
 	}

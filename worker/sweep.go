@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/chatstream/chatstream"
@@ -21,31 +22,19 @@ import (
 // sweepBatch bounds the answers one sweep looks at.
 const sweepBatch = 500
 
-// sweeper sweeps every SweepInterval until Shutdown cancels takeCtx.
-func (p *Pool) sweeper() {
-	t := time.NewTicker(p.cfg.SweepInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-p.takeCtx.Done():
-			return
-		case <-t.C:
-			if err := p.sweep(p.takeCtx); err != nil && p.takeCtx.Err() == nil {
-				p.logger.Warn("sweep for lost streams", "err", err)
-			}
-		}
-	}
-}
-
-// sweep runs one sweep if no other node has this period's.
+// sweep runs one sweep if no other node has this period's; the pool runs
+// it every SweepInterval.
 func (p *Pool) sweep(ctx context.Context) error {
 	mine, err := p.chunks.TrySweep(ctx, p.owner, p.cfg.SweepInterval)
 	if err != nil || !mine {
 		return err
 	}
 	jobs, err := p.store.OpenMessages(ctx, time.Now().Add(-p.cfg.SweepGrace), sweepBatch)
-	if err != nil || len(jobs) == 0 {
-		return err
+	if err != nil {
+		return fmt.Errorf("sweep for lost streams: %w", err)
+	}
+	if len(jobs) == 0 {
+		return nil
 	}
 	ids := make([]string, len(jobs))
 	for i, j := range jobs {

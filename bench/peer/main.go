@@ -16,7 +16,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -29,19 +28,18 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"github.com/coder/websocket"
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/chatstream/chatstream/loadgen"
 )
 
 type config struct {
@@ -116,19 +114,12 @@ type report struct {
 	lost, dups             int64
 	sockErrs               int64
 	errSample              []string
-	delivery               dist
-	publishCall            dist
-	whole, pubPhase        cpuDelta
-	loadgenCPU             float64
-	rssStart, rssPeak      int64
-	rssEnd                 int64
-	redisCmds              int64
-	redisScripts           int64
-	redisPublishes         int64
-	redisCounted           bool
+	delivery               loadgen.Dist
+	publishCall            loadgen.Dist
+	// whole is the run's, measured as chatstream's loadgen measures it;
+	// pubPhase the publishing phase's CPU alone.
+	whole, pubPhase loadgen.ProbeResult
 }
-
-type cpuDelta struct{ server, redis float64 }
 
 type state struct {
 	cfg      config
@@ -160,7 +151,7 @@ func (s *state) noteErr(err error) {
 
 func run(c config) (*report, error) {
 	need := c.streams*c.followers + c.streams + 1024
-	if err := raiseFileLimit(uint64(need)); err != nil {
+	if err := loadgen.RaiseFileLimit(uint64(need)); err != nil {
 		fmt.Fprintf(os.Stderr, "warning: %v\n", err)
 	}
 	wsURL, err := websocketURL(c.baseURL)
@@ -188,35 +179,19 @@ func run(c config) (*report, error) {
 	}
 
 	// The probe covers the whole run, connecting included, as chatstream's
-	// loadgen does; the publish phase is reported beside it.
-	rdb := redisInfo{url: c.redisURL}
-	if c.redisPID == 0 {
-		// As chatstream's loadgen: a local Redis tells its pid.
-		c.redisPID = rdb.pid()
-		rep.cfg.redisPID = c.redisPID
+	// loadgen does (it is the loadgen's probe); the publish phase is
+	// reported beside it.
+	probe, err := loadgen.NewProbe(c.serverPID, c.redisURL, "")
+	if err != nil {
+		return nil, err
 	}
-	cmds0, scripts0, pubs0, redisOK0 := rdb.counts()
-	cpu0 := sampleCPU(c)
-	self0 := selfCPU()
-	rssStart := rssOf(c.serverPID)
-	var peak atomic.Int64
-	peak.Store(rssStart)
-	stopSampler := make(chan struct{})
-	var samplerWG sync.WaitGroup
-	samplerWG.Go(func() {
-		t := time.NewTicker(100 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-stopSampler:
-				return
-			case <-t.C:
-				if r := rssOf(c.serverPID); r > peak.Load() {
-					peak.Store(r)
-				}
-			}
-		}
-	})
+	defer probe.Close()
+	if c.redisPID != 0 {
+		probe.RedisPID = c.redisPID
+	}
+	rep.cfg.redisPID = probe.RedisPID
+	phase := &loadgen.Probe{ServerPID: probe.ServerPID, RedisPID: probe.RedisPID}
+	probe.Start()
 	start := time.Now()
 	stopProgress := make(chan struct{})
 	var progWG sync.WaitGroup
@@ -265,7 +240,7 @@ func run(c config) (*report, error) {
 	// its own within the first interval (chatstream's streams start as their
 	// senders' sends are accepted, not in lock step).
 	pubStart := time.Now()
-	cpuPub0 := sampleCPU(c)
+	phase.Start()
 	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
 		DialContext:         (&net.Dialer{Timeout: 10 * time.Second}).DialContext,
 		MaxIdleConns:        c.streams + 16,
@@ -341,7 +316,7 @@ func run(c config) (*report, error) {
 		runErr = fmt.Errorf("run ended by its time limit with %d of %d followers done", st.dones.Load(), total)
 	}
 	pubEnd := time.Now()
-	cpuPub1 := sampleCPU(c)
+	rep.pubPhase = phase.Stop()
 	var closeWG sync.WaitGroup
 	for _, f := range conns {
 		if f == nil {
@@ -360,12 +335,7 @@ func run(c config) (*report, error) {
 	elapsed := time.Since(start)
 	close(stopProgress)
 	progWG.Wait()
-	close(stopSampler)
-	samplerWG.Wait()
-	cpu1 := sampleCPU(c)
-	self1 := selfCPU()
-	rssEnd := rssOf(c.serverPID)
-	cmds1, scripts1, pubs1, redisOK1 := rdb.counts()
+	rep.whole = probe.Stop()
 
 	rep.sockets = st.opened.Load()
 	rep.seconds = elapsed.Seconds()
@@ -378,16 +348,8 @@ func run(c config) (*report, error) {
 	rep.dups = st.dups.Load()
 	rep.sockErrs = st.sockErrs.Load()
 	rep.errSample = st.errSample
-	rep.delivery = distOf(st.latencies)
-	rep.publishCall = distOf(st.pubCalls)
-	rep.whole = cpuDelta{cpu1.server - cpu0.server, cpu1.redis - cpu0.redis}
-	rep.pubPhase = cpuDelta{cpuPub1.server - cpuPub0.server, cpuPub1.redis - cpuPub0.redis}
-	rep.loadgenCPU = self1 - self0
-	rep.rssStart, rep.rssPeak, rep.rssEnd = rssStart, max(peak.Load(), rssEnd), rssEnd
-	if redisOK0 && redisOK1 {
-		rep.redisCounted = true
-		rep.redisCmds, rep.redisScripts, rep.redisPublishes = cmds1-cmds0, scripts1-scripts0, pubs1-pubs0
-	}
+	rep.delivery = loadgen.DistOf(st.latencies)
+	rep.publishCall = loadgen.DistOf(st.pubCalls)
 	if rep.payloadMin == math.MaxInt {
 		rep.payloadMin = 0
 	}
@@ -721,24 +683,6 @@ func (s *state) printProgress(start time.Time, stop <-chan struct{}) {
 
 // --- the report ---------------------------------------------------------------
 
-type dist struct {
-	n                          int
-	p50, p90, p99, p999, maxMs float64
-}
-
-func distOf(us []int32) dist {
-	if len(us) == 0 {
-		return dist{}
-	}
-	s := slices.Clone(us)
-	slices.Sort(s)
-	at := func(q float64) float64 {
-		i := int(math.Ceil(q*float64(len(s)))) - 1
-		return float64(s[max(i, 0)]) / 1000
-	}
-	return dist{n: len(s), p50: at(.50), p90: at(.90), p99: at(.99), p999: at(.999), maxMs: float64(s[len(s)-1]) / 1000}
-}
-
 func (r *report) print(w io.Writer) {
 	c := r.cfg
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -757,205 +701,28 @@ func (r *report) print(w io.Writer) {
 	for _, e := range r.errSample {
 		fmt.Fprintf(tw, "  error\t%.120s\n", e)
 	}
-	row := func(name string, d dist) {
-		if d.n > 0 {
-			fmt.Fprintf(tw, "%s (ms)\tp50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  max %.3f  (n=%d)\n", name, d.p50, d.p90, d.p99, d.p999, d.maxMs, d.n)
+	row := func(name string, d loadgen.Dist) {
+		if d.N > 0 {
+			fmt.Fprintf(tw, "%s (ms)\tp50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  max %.3f  (n=%d)\n", name, d.P50, d.P90, d.P99, d.P999, d.Max, d.N)
 		}
 	}
 	row("delivery publish→receipt", r.delivery)
 	row("publish API call", r.publishCall)
-	fmt.Fprintf(tw, "server CPU\t%.2fs (%.0f%% of one core)\n", r.whole.server, 100*r.whole.server/r.seconds)
-	fmt.Fprintf(tw, "redis CPU\t%.2fs\n", r.whole.redis)
-	fmt.Fprintf(tw, "loadgen CPU\t%.2fs\n", r.loadgenCPU)
-	fmt.Fprintf(tw, "server RSS start / peak / end\t%s / %s / %s\n", mib(r.rssStart), mib(r.rssPeak), mib(r.rssEnd))
-	if cpu := r.whole.server + r.whole.redis; cpu > 0 {
+	w0, ph := r.whole, r.pubPhase
+	fmt.Fprintf(tw, "server CPU\t%.2fs (%.0f%% of one core)\n", w0.ServerCPUSeconds, 100*w0.ServerCPUSeconds/r.seconds)
+	fmt.Fprintf(tw, "redis CPU\t%.2fs\n", w0.RedisCPUSeconds)
+	fmt.Fprintf(tw, "loadgen CPU\t%.2fs\n", w0.LoadgenCPUSeconds)
+	fmt.Fprintf(tw, "server RSS start / peak / end\t%s / %s / %s\n", mib(w0.ServerRSSStart), mib(w0.ServerRSSPeak), mib(w0.ServerRSSEnd))
+	if cpu := w0.ServerCPUSeconds + w0.RedisCPUSeconds; cpu > 0 {
 		fmt.Fprintf(tw, "deliveries per CPU-second (server+redis)\t%.0f\n", float64(r.chunks)/cpu)
 	}
-	if cpu := r.pubPhase.server + r.pubPhase.redis; cpu > 0 {
-		fmt.Fprintf(tw, "  publishing phase only\t%.0f (server %.2fs, redis %.2fs over %.1fs)\n", float64(r.chunks)/cpu, r.pubPhase.server, r.pubPhase.redis, r.publishSeconds)
+	if cpu := ph.ServerCPUSeconds + ph.RedisCPUSeconds; cpu > 0 {
+		fmt.Fprintf(tw, "  publishing phase only\t%.0f (server %.2fs, redis %.2fs over %.1fs)\n", float64(r.chunks)/cpu, ph.ServerCPUSeconds, ph.RedisCPUSeconds, r.publishSeconds)
 	}
-	if r.redisCounted {
-		fmt.Fprintf(tw, "redis commands / scripts\t%d / %d (%d PUBLISH)\n", r.redisCmds, r.redisScripts, r.redisPublishes)
+	if c.redisURL != "" {
+		fmt.Fprintf(tw, "redis commands / scripts\t%d / %d (%d PUBLISH)\n", w0.RedisCommands, w0.RedisScriptCalls, w0.RedisPublishes)
 	}
 	tw.Flush()
 }
 
 func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
-
-// --- /proc and Redis ------------------------------------------------------------
-
-type cpuSample struct{ server, redis float64 }
-
-func sampleCPU(c config) cpuSample { return cpuSample{cpuOf(c.serverPID), cpuOf(c.redisPID)} }
-
-// cpuOf returns a process's user+system CPU seconds (all its threads) from /proc.
-func cpuOf(pid int) float64 {
-	if pid <= 0 {
-		return 0
-	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(fields) < 13 {
-		return 0
-	}
-	utime, _ := strconv.ParseFloat(fields[11], 64)
-	stime, _ := strconv.ParseFloat(fields[12], 64)
-	return (utime + stime) / 100 // USER_HZ is 100 on Linux
-}
-
-func selfCPU() float64 {
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
-		return 0
-	}
-	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
-}
-
-func rssOf(pid int) int64 {
-	if pid <= 0 {
-		return 0
-	}
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			return kb * 1024
-		}
-	}
-	return 0
-}
-
-// redisInfo reads command counts from Redis with a bare RESP INFO.
-type redisInfo struct{ url string }
-
-// pid returns the process_id of a Redis on loopback, 0 if unknown.
-func (r redisInfo) pid() int {
-	u, err := url.Parse(r.url)
-	if err != nil || r.url == "" {
-		return 0
-	}
-	if h := u.Hostname(); h != "localhost" && h != "::1" && !strings.HasPrefix(h, "127.") {
-		return 0
-	}
-	s, err := r.info("server")
-	if err != nil {
-		return 0
-	}
-	return int(infoInt(s, "process_id"))
-}
-
-// info returns one INFO section.
-func (r redisInfo) info(section string) (string, error) {
-	u, err := url.Parse(r.url)
-	if err != nil {
-		return "", err
-	}
-	conn, err := net.DialTimeout("tcp", u.Host, 2*time.Second)
-	if err != nil {
-		return "", err
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
-	return readInfo(conn, bufio.NewReader(conn), section)
-}
-
-// readInfo sends INFO section on conn and reads its bulk reply.
-func readInfo(conn net.Conn, br *bufio.Reader, section string) (string, error) {
-	fmt.Fprintf(conn, "*2\r\n$4\r\nINFO\r\n$%d\r\n%s\r\n", len(section), section)
-	head, err := br.ReadString('\n')
-	if err != nil {
-		return "", err
-	}
-	if !strings.HasPrefix(head, "$") {
-		return "", fmt.Errorf("redis: %s", strings.TrimSpace(head))
-	}
-	n, err := strconv.Atoi(strings.TrimSpace(head[1:]))
-	if err != nil {
-		return "", err
-	}
-	b := make([]byte, n+2)
-	if _, err := io.ReadFull(br, b); err != nil {
-		return "", err
-	}
-	return string(b[:n]), nil
-}
-
-// counts returns total_commands_processed, EVAL/EVALSHA calls and PUBLISH calls.
-func (r redisInfo) counts() (cmds, scripts, pubs int64, ok bool) {
-	if r.url == "" {
-		return 0, 0, 0, false
-	}
-	u, err := url.Parse(r.url)
-	if err != nil {
-		return 0, 0, 0, false
-	}
-	conn, err := net.DialTimeout("tcp", u.Host, 2*time.Second)
-	if err != nil {
-		return 0, 0, 0, false
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
-	br := bufio.NewReader(conn)
-	info := func(section string) (string, error) { return readInfo(conn, br, section) }
-	stats, err := info("stats")
-	if err != nil {
-		return 0, 0, 0, false
-	}
-	cs, err := info("commandstats")
-	if err != nil {
-		return 0, 0, 0, false
-	}
-	cmds = infoInt(stats, "total_commands_processed")
-	scripts = cmdCalls(cs, "evalsha") + cmdCalls(cs, "eval")
-	pubs = cmdCalls(cs, "publish") + cmdCalls(cs, "spublish")
-	return cmds, scripts, pubs, true
-}
-
-func infoInt(info, key string) int64 {
-	for line := range strings.SplitSeq(info, "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), key+":"); ok {
-			n, _ := strconv.ParseInt(v, 10, 64)
-			return n
-		}
-	}
-	return 0
-}
-
-func cmdCalls(info, cmd string) int64 {
-	for line := range strings.SplitSeq(info, "\n") {
-		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_"+cmd+":calls="); ok {
-			n, _ := strconv.ParseInt(rest[:strings.IndexByte(rest+",", ',')], 10, 64)
-			return n
-		}
-	}
-	return 0
-}
-
-// raiseFileLimit raises the open-file limit to n, or as far as the hard limit allows.
-func raiseFileLimit(n uint64) error {
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		return err
-	}
-	if lim.Cur >= n {
-		return nil
-	}
-	want := lim
-	want.Cur = min(n, lim.Max)
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want); err != nil {
-		return err
-	}
-	if want.Cur < n {
-		return fmt.Errorf("open-file limit %d is below the %d this run needs", lim.Max, n)
-	}
-	return nil
-}
