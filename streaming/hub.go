@@ -116,6 +116,9 @@ type hubChannel struct {
 	link    *link // the connection it belongs on; nil until the slot's shard is known
 	live    bool  // subscribed on link's current connection
 	wasLive bool  // was live before: when live again, its handlers resync
+	// liveOn is the master it was last live on: live again on another one
+	// counts as moved (a stale slot map on the way does not).
+	liveOn string
 }
 
 // NewHub starts a hub on client. Close stops it.

@@ -215,8 +215,11 @@ func (l *link) reconcile(ctx context.Context, dc rueidis.DedicatedClient) error 
 		ch.live = true
 		if ch.wasLive {
 			resync = append(resync, ch)
+			if ch.liveOn != l.addr {
+				h.cfg.Metrics.HubMoved.Inc()
+			}
 		}
-		ch.wasLive = true
+		ch.wasLive, ch.liveOn = true, l.addr
 		select {
 		case <-ch.ready:
 		default:

@@ -180,9 +180,6 @@ func (h *Hub) loadTopology(ctx context.Context) error {
 			if ch.link != nil {
 				ch.link.poke() // the old link unsubscribes it
 			}
-			if ch.wasLive && nl != nil {
-				h.cfg.Metrics.HubMoved.Inc()
-			}
 			ch.link, ch.live = nl, false
 			if nl != nil {
 				nl.poke()
