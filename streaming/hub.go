@@ -35,6 +35,9 @@ type HubConfig struct {
 	// ShardQueue is each dispatch goroutine's queue. When it is full the
 	// message is dropped and the channel's handlers resync. Default 8192.
 	ShardQueue int
+	// BehindAfter is how long a message may wait for its dispatch goroutine
+	// before the hub counts as behind (Behind). Default 5ms.
+	BehindAfter time.Duration
 	// ReconnectMin and ReconnectMax bound the backoff between reconnects.
 	// Defaults 50ms and 5s.
 	ReconnectMin, ReconnectMax time.Duration
@@ -49,6 +52,9 @@ func (c *HubConfig) setDefaults() {
 	}
 	if c.ShardQueue <= 0 {
 		c.ShardQueue = 8192
+	}
+	if c.BehindAfter <= 0 {
+		c.BehindAfter = 5 * time.Millisecond
 	}
 	if c.ReconnectMin <= 0 {
 		c.ReconnectMin = 50 * time.Millisecond
@@ -84,6 +90,7 @@ type Hub struct {
 	cfg     HubConfig
 	logger  *slog.Logger
 	seed    maphash.Seed
+	start   time.Time // the messages' queueing times are since then
 
 	mu       sync.RWMutex
 	channels map[string]*hubChannel
@@ -131,6 +138,7 @@ func NewHub(client rueidis.Client, cfg HubConfig) *Hub {
 		cfg:      cfg,
 		logger:   cfg.Logger,
 		seed:     maphash.MakeSeed(),
+		start:    time.Now(),
 		channels: make(map[string]*hubChannel),
 		links:    make(map[string]*link),
 		ctx:      ctx,
@@ -269,17 +277,32 @@ func (h *Hub) Close() {
 type pubMsg struct {
 	channel string
 	payload []byte
+	at      time.Duration // when it was queued, since Hub.start
 }
 
 // onMessage runs on rueidis's reader goroutine: it must never block.
 func (h *Hub) onMessage(m rueidis.PubSubMessage) {
-	s := h.shards[maphash.String(h.seed, m.Channel)%uint64(len(h.shards))]
+	s := h.shardOf(m.Channel)
 	select {
-	case s.q <- pubMsg{channel: m.Channel, payload: []byte(m.Message)}:
+	case s.q <- pubMsg{channel: m.Channel, payload: []byte(m.Message), at: time.Since(h.start)}:
 	default:
 		h.cfg.Metrics.HubDropped.Inc()
 		s.dropped(m.Channel)
 	}
+}
+
+// Behind reports whether the message of channel being dispatched (or the
+// last one dispatched on its goroutine) waited longer than
+// HubConfig.BehindAfter to be: the node is not keeping up with what Redis
+// publishes. A handler then queues its frames for the sockets' writers,
+// which write a socket's queued frames together, rather than write each at
+// once.
+func (h *Hub) Behind(channel string) bool {
+	return h.shardOf(channel).late.Load()
+}
+
+func (h *Hub) shardOf(channel string) *shard {
+	return h.shards[maphash.String(h.seed, channel)%uint64(len(h.shards))]
 }
 
 func (h *Hub) lookup(channel string) []*registration {
@@ -300,6 +323,8 @@ type shard struct {
 	wake  chan struct{}
 	mu    sync.Mutex
 	drops map[string]struct{} // channels that lost a message to a full queue
+	// late: the message being dispatched waited longer than BehindAfter.
+	late atomic.Bool
 }
 
 func (s *shard) dropped(channel string) {
@@ -318,6 +343,7 @@ func (s *shard) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case m := <-s.q:
+			s.late.Store(time.Since(s.hub.start)-m.at > s.hub.cfg.BehindAfter)
 			for _, hd := range s.hub.lookup(m.channel) {
 				s.hub.call(hd, m.channel, m.payload, false)
 			}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -437,5 +438,93 @@ func TestHub_HandlerPanicIsContained(t *testing.T) {
 	rec.await(t, "3 messages beside a panicking handler", func(r *hubRecorder) bool { return len(r.msgs[ch]) == 3 })
 	if got := testutil.ToFloat64(metrics.HubPanics); got != 3 {
 		t.Fatalf("%v panics counted, want 3", got)
+	}
+}
+
+// gateHandler blocks its dispatch goroutine at its first message until
+// open is closed.
+type gateHandler struct {
+	entered, open chan struct{}
+}
+
+func (g *gateHandler) OnMessage(string, []byte) {
+	select {
+	case <-g.entered:
+	default:
+		close(g.entered)
+		<-g.open
+	}
+}
+func (g *gateHandler) OnResync(string) {}
+
+// behindRecorder records, at each message, whether the hub said it was
+// behind on the channel.
+type behindRecorder struct {
+	hub    *streaming.Hub
+	mu     sync.Mutex
+	behind []bool
+	done   chan struct{} // closed at the want-th message
+	want   int
+}
+
+func (r *behindRecorder) OnMessage(channel string, _ []byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.behind = append(r.behind, r.hub.Behind(channel))
+	if len(r.behind) == r.want {
+		close(r.done)
+	}
+}
+func (r *behindRecorder) OnResync(string) {}
+
+// Behind says whether the message being dispatched waited longer than
+// BehindAfter for its dispatch goroutine: messages held up behind a slow
+// handler did, a message that finds the goroutine free did not.
+func TestHub_Behind(t *testing.T) {
+	client := hubClient(t, testenv.RedisURL(t))
+	const after = 100 * time.Millisecond
+	hub := streaming.NewHub(client, streaming.HubConfig{Shards: 1, BehindAfter: after})
+	defer hub.Close()
+	ns := testenv.Namespace(t)
+	gate := &gateHandler{entered: make(chan struct{}), open: make(chan struct{})}
+	rec := &behindRecorder{hub: hub, done: make(chan struct{}), want: 3}
+	defer hubSubscribe(t, hub, ns+"gate", gate)()
+	defer hubSubscribe(t, hub, ns+"b", rec)()
+	if hub.Behind(ns + "b") {
+		t.Fatal("behind before any message")
+	}
+	hubPublish(t, client, ns+"gate", "x")
+	<-gate.entered
+	for i := range 3 {
+		hubPublish(t, client, ns+"b", strconv.Itoa(i))
+	}
+	// The pub/sub reader queues them behind the held message; nothing
+	// signals that, so the test polls for it.
+	deadline := time.Now().Add(10 * time.Second)
+	for hub.Queued(ns+"b") < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of 3 messages queued after 10 s", hub.Queued(ns+"b"))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	queued := time.Now()
+	time.Sleep(after) // what is measured is time: they wait longer than BehindAfter
+	close(gate.open)
+	<-rec.done
+	rec.mu.Lock()
+	if want := []bool{true, true, true}; !slices.Equal(rec.behind, want) {
+		t.Fatalf("behind at each of the 3 messages held up %v: %v, want %v", time.Since(queued), rec.behind, want)
+	}
+	rec.done, rec.want = make(chan struct{}), 4
+	done := rec.done
+	rec.mu.Unlock()
+	hubPublish(t, client, ns+"b", "3")
+	<-done
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	// A message to a free goroutine waits microseconds; under -race on a
+	// loaded machine far less than 100 ms all the same.
+	if rec.behind[3] {
+		t.Fatal("a message dispatched at once counted as behind")
 	}
 }
