@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"syscall"
 )
 
 // corkWriter sits between an upgraded connection and its buffered writer:
@@ -22,6 +23,11 @@ import (
 // (pongs, the close), each one Write of a whole frame (they fit its buffer,
 // flushed per frame), so the two never interleave inside a frame; once it
 // writes a close frame, writeText refuses (no data after the close).
+//
+// And it writes a data frame without blocking when nothing else is being
+// written (tryText): the hub's dispatch goroutine then writes it itself,
+// with no writer goroutine to wake. What the socket's buffer did not take
+// stays in rest, which goes out before anything else is written.
 type corkWriter struct {
 	conn    net.Conn
 	mu      sync.Mutex
@@ -29,6 +35,29 @@ type corkWriter struct {
 	buf     []byte
 	shut    bool   // a close frame went out: no more data frames
 	scratch []byte // header and payload of an uncorked frame, one write
+	// raw is the connection's file descriptor, for tryText; nil when the
+	// connection has none (then every frame goes through the writer).
+	raw syscall.RawConn
+	// rest is what a non-blocking write left of its frame.
+	rest []byte
+	// try is tryOnce bound once (a method value made per call would be an
+	// allocation per frame); tried, triedN and triedErr are its argument
+	// and results.
+	try      func(fd uintptr) bool
+	tried    []byte
+	triedN   int
+	triedErr error
+}
+
+func newCorkWriter(conn net.Conn) *corkWriter {
+	w := &corkWriter{conn: conn}
+	if sc, ok := conn.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			w.raw = raw
+			w.try = w.tryOnce
+		}
+	}
+	return w
 }
 
 // errSocketShut refuses a data frame after the close frame.
@@ -45,6 +74,9 @@ func (w *corkWriter) Write(p []byte) (int, error) {
 		w.shut = true
 	}
 	if !w.corked {
+		if err := w.flushRestLocked(); err != nil {
+			return 0, err
+		}
 		return w.conn.Write(p)
 	}
 	w.buf = append(w.buf, p...)
@@ -75,6 +107,9 @@ func (w *corkWriter) uncork() error {
 func (w *corkWriter) flushLocked() error {
 	if len(w.buf) == 0 {
 		return nil
+	}
+	if err := w.flushRestLocked(); err != nil {
+		return err
 	}
 	_, err := w.conn.Write(w.buf)
 	if cap(w.buf) > corkLimit*2 {
@@ -113,6 +148,9 @@ func (w *corkWriter) writeText(payload []byte) error {
 		}
 		return nil
 	}
+	if err := w.flushRestLocked(); err != nil {
+		return err
+	}
 	w.scratch = textHeader(w.scratch[:0], len(payload))
 	if len(payload) > scratchLimit {
 		bufs := net.Buffers{w.scratch, payload}
@@ -136,4 +174,74 @@ func textHeader(b []byte, n int) []byte {
 		return binary.BigEndian.AppendUint16(append(b, finText, 126), uint16(n))
 	}
 	return binary.BigEndian.AppendUint64(append(b, finText, 127), uint64(n))
+}
+
+// flushRest writes what a non-blocking write left (blocking).
+func (w *corkWriter) flushRest() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.flushRestLocked()
+}
+
+func (w *corkWriter) flushRestLocked() error {
+	if len(w.rest) == 0 {
+		return nil
+	}
+	_, err := w.conn.Write(w.rest)
+	w.rest = w.rest[:0]
+	if cap(w.rest) > 4<<10 {
+		w.rest = nil
+	}
+	return err
+}
+
+// tryText writes payload as one text frame without blocking, if nothing
+// else is being written: taken reports that the frame is the socket's now —
+// written, or written in part with the rest kept for the next write (rest:
+// the caller must see that a writer flushes it). Not taken
+// (another write is under way, a frame's rest waits, the frame is large,
+// the connection has no descriptor), the caller queues the frame instead.
+// An error means the connection failed.
+func (w *corkWriter) tryText(payload []byte) (taken, rest bool, err error) {
+	if w.raw == nil || len(payload) > scratchLimit || !w.mu.TryLock() {
+		// TryLock: a control frame being written to a client that does
+		// not read would hold the caller for the write timeout.
+		return false, false, nil
+	}
+	defer w.mu.Unlock()
+	if w.shut {
+		return false, false, errSocketShut
+	}
+	if w.corked || len(w.rest) > 0 {
+		return false, false, nil
+	}
+	w.scratch = append(textHeader(w.scratch[:0], len(payload)), payload...)
+	w.tried = w.scratch
+	err = w.raw.Write(w.try)
+	n := w.triedN
+	w.tried = nil
+	if err == nil {
+		err = w.triedErr
+	}
+	if err == syscall.EAGAIN || err == syscall.EINTR {
+		err, n = nil, 0 // the buffer is full: all of it waits
+	}
+	if err != nil {
+		return true, false, err
+	}
+	rest = n < len(w.scratch)
+	if rest {
+		w.rest = append(w.rest[:0], w.scratch[max(n, 0):]...)
+	}
+	if cap(w.scratch) > 4<<10 {
+		w.scratch = nil // a socket keeps a chunk frame's worth
+	}
+	return true, rest, nil
+}
+
+// tryOnce is the raw write of tryText: one write(2), never a wait for the
+// socket to be writable (it reports done whatever happened).
+func (w *corkWriter) tryOnce(fd uintptr) bool {
+	w.triedN, w.triedErr = syscall.Write(int(fd), w.tried)
+	return true
 }

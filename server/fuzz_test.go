@@ -140,7 +140,7 @@ func FuzzSocketFrame(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		ss := fuzzSession(s)
 		ss.handle(data)
-		frames := ss.out.take(nil)
+		frames, _ := ss.out.take(nil)
 		if len(frames) == 0 {
 			t.Fatalf("no answer to %q", data)
 		}
@@ -253,7 +253,7 @@ func FuzzAccessToken(f *testing.F) {
 func TestFuzzServer_RoutesAnswer(t *testing.T) {
 	ss := fuzzSession(fuzzServer())
 	ss.handle([]byte(`{"type":"watch","conversation_id":"` + fuzzConv + `"}`))
-	if fr := ss.out.take(nil); len(fr) != 1 || !strings.Contains(string(fr[0]), `"watching"`) {
+	if fr, _ := ss.out.take(nil); len(fr) != 1 || !strings.Contains(string(fr[0]), `"watching"`) {
 		t.Fatalf("watch answered %q", fr)
 	}
 	tok, _ := fuzzServer().issueToken("alice", time.Hour)

@@ -46,6 +46,6 @@ func (w *smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if r.Buffered() == 0 {
 		r = bufio.NewReaderSize(conn, socketReadBuffer)
 	}
-	w.cork = &corkWriter{conn: conn}
+	w.cork = newCorkWriter(conn)
 	return conn, bufio.NewReadWriter(r, bufio.NewWriterSize(w.cork, socketWriteBuffer)), nil
 }

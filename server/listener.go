@@ -1,9 +1,11 @@
 package server
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -76,6 +78,17 @@ type cappedConn struct {
 	l    *capListener
 	addr netip.Addr
 	once sync.Once
+}
+
+// SyscallConn hands out the connection's file descriptor, as the
+// *net.TCPConn it wraps does, so that a socket can write without blocking
+// (corkWriter.tryText).
+func (c *cappedConn) SyscallConn() (syscall.RawConn, error) {
+	sc, ok := c.Conn.(syscall.Conn)
+	if !ok {
+		return nil, errors.ErrUnsupported
+	}
+	return sc.SyscallConn()
 }
 
 func (c *cappedConn) Close() error {
