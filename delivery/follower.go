@@ -18,10 +18,21 @@ const (
 	maxPace = 250 * time.Millisecond
 )
 
+// liveWrites is how many followers of a stream have a live frame written
+// on the dispatch goroutine itself (chatstream.LiveSink: no socket
+// goroutine woken per frame); a stream's further followers have theirs
+// queued, written by their sockets' own goroutines, which run in parallel —
+// one goroutine writing to thousands of sockets one after the other would
+// hold the stream's frames back. While the node is behind (streaming.Hub.
+// Behind), every follower's frame is queued.
+const liveWrites = 512
+
 // Follower is one socket following one stream.
 type Follower struct {
 	st   *stream
 	sink chatstream.Sink
+	// liveSink is sink, when it writes live frames itself; else nil.
+	liveSink chatstream.LiveSink
 	// The fields below are guarded by st.mu.
 	next       int64 // the next index to deliver
 	live       bool  // caught up: live messages are delivered
@@ -121,7 +132,7 @@ func (st *stream) paceLocked(f *Follower, progressed bool) {
 
 // OnMessage implements Handler: a live chunk or done frame of the stream,
 // or the error frame of its deletion.
-func (st *stream) OnMessage(_ string, payload []byte) {
+func (st *stream) OnMessage(channel string, payload []byte) {
 	typ, idx, ok := protocol.Scan(payload)
 	if !ok {
 		return
@@ -145,6 +156,13 @@ func (st *stream) OnMessage(_ string, payload []byte) {
 	if st.recording != nil {
 		*st.recording = append(*st.recording, payload)
 	}
+	// Live frames written by SendLive, up to liveWrites; none while the
+	// node is behind: frames queued then are written a socket's several
+	// at once, where writing each at once would fall further behind.
+	writes := 0
+	if st.owner.behind(channel) {
+		writes = liveWrites
+	}
 	for f := range st.followers {
 		if f.ended {
 			continue
@@ -164,14 +182,14 @@ func (st *stream) OnMessage(_ string, payload []byte) {
 			case idx < f.next: // a duplicate
 			case idx == f.next:
 				f.next++
-				st.sendLocked(f, payload)
+				st.sendLiveLocked(f, payload, &writes)
 			default: // a gap: something was lost on the way
 				f.seenMax = idx
 				st.enqueueLocked(f)
 			}
 		case protocol.TypeDone:
 			if idx == f.next-1 {
-				st.sendLocked(f, payload)
+				st.sendLiveLocked(f, payload, &writes)
 				st.endLocked(f)
 			} else if idx >= f.next {
 				f.seenMax = idx + 1
@@ -205,6 +223,19 @@ func (st *stream) OnResync(string) {
 // socket is being closed).
 func (st *stream) sendLocked(f *Follower, frame []byte) {
 	if !f.sink.Send(frame) {
+		st.endLocked(f)
+	}
+}
+
+// sendLiveLocked hands a live frame to f's sink, to be written at once by
+// SendLive while *writes is below liveWrites (counting it), else queued.
+func (st *stream) sendLiveLocked(f *Follower, frame []byte, writes *int) {
+	if f.liveSink == nil || *writes >= liveWrites {
+		st.sendLocked(f, frame)
+		return
+	}
+	*writes++
+	if !f.liveSink.SendLive(frame) {
 		st.endLocked(f)
 	}
 }

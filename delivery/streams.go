@@ -68,6 +68,8 @@ type Streams struct {
 	msgs   MessageSource
 	cfg    StreamsConfig
 	logger *slog.Logger
+	// behind is hub.Behind (a test makes the node behind).
+	behind func(channel string) bool
 
 	mu      sync.Mutex
 	streams map[string]*stream
@@ -84,7 +86,7 @@ type Streams struct {
 func NewStreams(hub *streaming.Hub, chunks *streaming.ChunkLog, msgs MessageSource, cfg StreamsConfig) *Streams {
 	cfg.setDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Streams{hub: hub, chunks: chunks, msgs: msgs, cfg: cfg, logger: cfg.Logger,
+	return &Streams{hub: hub, chunks: chunks, msgs: msgs, cfg: cfg, logger: cfg.Logger, behind: hub.Behind,
 		streams: make(map[string]*stream), ctx: ctx, cancel: cancel}
 }
 
@@ -128,6 +130,7 @@ func (s *Streams) Follow(ctx context.Context, streamID string, lastIndex int64, 
 			return nil, err
 		}
 		f := &Follower{st: st, sink: sink, next: lastIndex + 1, seenMax: -1}
+		f.liveSink, _ = sink.(chatstream.LiveSink)
 		st.mu.Lock()
 		if st.released {
 			st.mu.Unlock()

@@ -479,3 +479,95 @@ func TestStreams_PanicInAHistoryReadIsContained(t *testing.T) {
 	good.await(t, protocol.TypeDone, 2)
 	good.check(t, 0, 3, true)
 }
+
+// liveSinkLog is a sinkLog that writes live frames itself (a LiveSink),
+// recording the indexes that came through SendLive.
+type liveSinkLog struct {
+	*sinkLog
+	live map[int64]bool
+}
+
+func (s *liveSinkLog) SendLive(fr []byte) bool {
+	_, idx, _ := protocol.Scan(fr)
+	s.mu.Lock()
+	s.live[idx] = true
+	s.mu.Unlock()
+	return s.sinkLog.Send(fr)
+}
+
+// A live frame goes to at most liveWrites followers of a stream through
+// SendLive (written at once by the dispatch goroutine) and to the others
+// through Send (their own goroutines write it); once every follower is
+// live, exactly liveWrites get it through SendLive. A catch-up from
+// history always goes through Send, so that a socket writes it in one
+// batch.
+func TestStreams_LiveFramesThroughSendLive(t *testing.T) {
+	const id = "6d2f1b3c-8a4e-4f0b-9c7d-2e5a1b8c3f90"
+	e := newStreamsEnv(t, id)
+	ctx := e.ctx
+	if _, err := e.log.Append(ctx, id, e.epoch, 0, chunkFrames(id, 0, 1)[0]); err != nil {
+		t.Fatal(err)
+	}
+	sinks := make([]*liveSinkLog, liveWrites+100)
+	for i := range sinks {
+		sinks[i] = &liveSinkLog{sinkLog: newSinkLog(), live: map[int64]bool{}}
+		f, err := e.streams.Follow(ctx, id, -1, sinks[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+	}
+	// Chunks follow until one reaches exactly liveWrites followers through
+	// SendLive (the followers are live by then); none may reach more.
+	for i := int64(1); ; i++ {
+		if i == 50 {
+			t.Fatal("49 live chunks and never one written by SendLive for liveWrites followers")
+		}
+		if _, err := e.log.Append(ctx, id, e.epoch, i, chunkFrames(id, i, i+1)[0]); err != nil {
+			t.Fatal(err)
+		}
+		live := 0
+		for _, s := range sinks {
+			s.await(t, protocol.TypeChunk, i)
+			s.mu.Lock()
+			if s.live[i] {
+				live++
+			}
+			s.mu.Unlock()
+		}
+		if live > liveWrites {
+			t.Fatalf("chunk %d went to %d followers through SendLive, more than %d", i, live, liveWrites)
+		}
+		if live == liveWrites {
+			break
+		}
+	}
+	for _, s := range sinks {
+		n := int64(len(s.frames))
+		s.check(t, 0, n, false)
+		if s.live[0] {
+			t.Fatal("chunk 0, read from history, came through SendLive")
+		}
+	}
+
+	// While the node is behind (messages wait on the dispatch goroutine),
+	// every live frame is queued through Send.
+	e.streams.behind = func(string) bool { return true }
+	from := int64(len(sinks[0].frames))
+	for i := from; i < from+3; i++ {
+		if _, err := e.log.Append(ctx, id, e.epoch, i, chunkFrames(id, i, i+1)[0]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, s := range sinks {
+		s.await(t, protocol.TypeChunk, from+2)
+		s.check(t, 0, from+3, false)
+		s.mu.Lock()
+		for i := from; i < from+3; i++ {
+			if s.live[i] {
+				t.Fatalf("chunk %d came through SendLive while the node was behind", i)
+			}
+		}
+		s.mu.Unlock()
+	}
+}
