@@ -36,7 +36,7 @@ type HubConfig struct {
 	// message is dropped and the channel's handlers resync. Default 8192.
 	ShardQueue int
 	// BehindAfter is how long a message may wait for its dispatch goroutine
-	// before the hub counts as behind (Behind). Default 5ms.
+	// before the hub counts as behind (Behind). Default 20ms.
 	BehindAfter time.Duration
 	// ReconnectMin and ReconnectMax bound the backoff between reconnects.
 	// Defaults 50ms and 5s.
@@ -54,7 +54,7 @@ func (c *HubConfig) setDefaults() {
 		c.ShardQueue = 8192
 	}
 	if c.BehindAfter <= 0 {
-		c.BehindAfter = 5 * time.Millisecond
+		c.BehindAfter = 20 * time.Millisecond
 	}
 	if c.ReconnectMin <= 0 {
 		c.ReconnectMin = 50 * time.Millisecond
