@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -217,11 +218,26 @@ func (p *Proxy) failed(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 // refused reports whether err means the backend took nothing: the
-// connection was refused or could not be made, or the request could not be
-// written whole (a broken pipe: the node closed a kept-alive connection
-// before it had the request, as a crashed one does — a node that read the
-// whole request leaves the write complete).
+// connection was refused or could not be made, the node had closed the
+// kept-alive connection before the request went out on it (net/http's
+// "server closed idle connection", which has no exported sentinel), or the
+// request could not be written whole (a broken pipe, or the transport
+// closing the connection under the write on seeing the node's close: the
+// node closed a kept-alive connection before it had the request, as a
+// crashed one does — a node that read the whole request leaves the write
+// complete).
 func refused(err error) bool {
 	var op *net.OpError
-	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EPIPE) || (errors.As(err, &op) && op.Op == "dial")
+	if errors.As(err, &op) {
+		switch op.Op {
+		case "dial":
+			return true
+		case "write", "readfrom":
+			if errors.Is(err, net.ErrClosed) {
+				return true
+			}
+		}
+	}
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EPIPE) ||
+		strings.Contains(err.Error(), "server closed idle connection")
 }
