@@ -209,6 +209,13 @@ func (m *Main) Start(ctx context.Context) (err error) {
 	if err = streaming.CheckCluster(ctx, m.redis); err != nil {
 		return err
 	}
+	// Eviction loses data silently; a full Redis under noeviction refuses
+	// writes, which are retried and end answers failed, visibly.
+	if risk, err := streaming.EvictionRisk(ctx, m.redis); err != nil {
+		m.logger.Info("redis: could not read the memory policy", "err", err)
+	} else if risk != "" {
+		m.logger.Warn("redis may evict chatstream's keys under memory pressure (chunk logs, queued jobs, limits): set maxmemory-policy noeviction", "redis", risk)
+	}
 	m.reg = server.NewRegistry()
 	smetrics := streaming.NewMetrics(m.reg)
 	wmetrics := worker.NewMetrics(m.reg)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -75,4 +76,50 @@ func clusterVersionOK(info string) error {
 		}
 	}
 	return errors.New("redis cluster: INFO server gave no redis_version")
+}
+
+// EvictionRisk says whether Redis may evict chatstream's keys: a maxmemory
+// limit with a maxmemory-policy other than noeviction lets Redis drop
+// chunk logs, queued jobs and limits under memory pressure (with
+// noeviction a full Redis refuses writes, which the workers retry and
+// fail visibly). It reads INFO memory (which managed Redis allows where
+// CONFIG may not), on every master of a cluster; "" means no risk.
+func EvictionRisk(ctx context.Context, client rueidis.Client) (string, error) {
+	nodes := map[string]rueidis.Client{"": client}
+	if sharded(client) {
+		nodes = client.Nodes()
+	}
+	var risks []string
+	for addr, c := range nodes {
+		info, err := c.Do(ctx, c.B().Info().Section("memory").Build()).ToString()
+		if err != nil {
+			return "", fmt.Errorf("redis: read INFO memory: %w", err)
+		}
+		if risk := evictionRisk(info); risk != "" {
+			if addr != "" {
+				risk = addr + ": " + risk
+			}
+			risks = append(risks, risk)
+		}
+	}
+	slices.Sort(risks)
+	return strings.Join(risks, "; "), nil
+}
+
+// evictionRisk reads the maxmemory and maxmemory_policy of an INFO memory
+// answer.
+func evictionRisk(info string) string {
+	var limit, policy string
+	for line := range strings.SplitSeq(info, "\n") {
+		line = strings.TrimSpace(line)
+		if v, ok := strings.CutPrefix(line, "maxmemory:"); ok {
+			limit = v
+		} else if v, ok := strings.CutPrefix(line, "maxmemory_policy:"); ok {
+			policy = v
+		}
+	}
+	if limit == "" || limit == "0" || policy == "" || policy == "noeviction" {
+		return ""
+	}
+	return fmt.Sprintf("maxmemory %s bytes with maxmemory-policy %s", limit, policy)
 }

@@ -2,6 +2,7 @@ package streaming_test
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -95,4 +96,52 @@ func ctxT(tb testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	tb.Cleanup(cancel)
 	return ctx
+}
+
+// A Redis with a memory limit and a policy that evicts is named as a risk;
+// noeviction, or no limit at all, is not.
+func TestEvictionRisk(t *testing.T) {
+	ctx := context.Background()
+	r := testenv.StartRedisServer(t)
+	client, err := streaming.NewClient(r.URL(), streaming.ClientConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	for _, c := range []struct {
+		maxmemory, policy string
+		risk              bool
+	}{
+		{"0", "noeviction", false},
+		{"0", "allkeys-lru", false}, // no limit: nothing is evicted
+		{"100mb", "noeviction", false},
+		{"100mb", "allkeys-lru", true},
+		{"100mb", "volatile-ttl", true},
+	} {
+		r.Do("CONFIG", "SET", "maxmemory", c.maxmemory)
+		r.Do("CONFIG", "SET", "maxmemory-policy", c.policy)
+		risk, err := streaming.EvictionRisk(ctx, client)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := risk != ""; got != c.risk || (c.risk && !strings.Contains(risk, c.policy)) {
+			t.Errorf("maxmemory %s, %s: risk %q, want a risk: %v", c.maxmemory, c.policy, risk, c.risk)
+		}
+	}
+	// On a cluster every master is read, and the risk names it.
+	cluster := testenv.StartRedisCluster(t, 3)
+	cc, err := streaming.NewClient(cluster.URL(), streaming.ClientConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	if risk, err := streaming.EvictionRisk(ctx, cc); err != nil || risk != "" {
+		t.Fatalf("a cluster with noeviction: %q, %v", risk, err)
+	}
+	cluster.Nodes[1].Do("CONFIG", "SET", "maxmemory", "100mb")
+	cluster.Nodes[1].Do("CONFIG", "SET", "maxmemory-policy", "allkeys-lfu")
+	risk, err := streaming.EvictionRisk(ctx, cc)
+	if err != nil || strings.Count(risk, "allkeys-lfu") != 1 || !strings.Contains(risk, ":") {
+		t.Fatalf("one master evicting: %q, %v", risk, err)
+	}
 }
