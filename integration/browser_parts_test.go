@@ -51,7 +51,7 @@ func TestBrowser_ThinkingAndToolCard(t *testing.T) {
 		t.Fatalf("usage shown %q, stored %q", got, want)
 	}
 	// The user opens the Thinking block; it stays open.
-	run(t, ctx, "open Thinking", chromedp.Click(chromedp.CSS(m+" details.thinking summary")),
+	run(t, ctx, "open Thinking", clickJS(m+" details.thinking summary"),
 		poll(fmt.Sprintf(`document.querySelector("%s details.thinking").open`, m)))
 	live := strings.Replace(bodyHTML(t, ctx, id), "<details class=\"thinking\" open=\"\">", "<details class=\"thinking\">", 1)
 	run(t, ctx, "reload", chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS(`#conn[data-state="connected"]`)), chromedp.WaitVisible(chromedp.CSS(m+" .tool")))
@@ -84,7 +84,7 @@ func TestBrowser_ApprovalInTwoTabs(t *testing.T) {
 		if state := eval[string](t, tabB, fmt.Sprintf(`document.getElementById("m-%s").dataset.status`, id)); state != "streaming" {
 			t.Fatalf("reloaded tab shows status %q while the call waits", state)
 		}
-		run(t, tabA, "approve", chromedp.Click(chromedp.CSS(fmt.Sprintf(`#m-%s .tool-actions button.approve`, id))))
+		run(t, tabA, "approve", clickJS(fmt.Sprintf(`#m-%s .tool-actions button.approve`, id)))
 		for name, tab := range map[string]context.Context{"A": tabA, "B": tabB} {
 			run(t, tab, "tab "+name+" shows the result", poll(fmt.Sprintf(
 				`document.querySelector('#m-%s .tool[data-state="done"] .tool-output')?.textContent.startsWith("Saved the note")`, id)))
@@ -98,7 +98,7 @@ func TestBrowser_ApprovalInTwoTabs(t *testing.T) {
 	t.Run("deny in tab B", func(t *testing.T) {
 		id := sendFromPage(t, tabA, "/demo tool=save_note\nRemember my password")
 		run(t, tabB, "card waits in tab B", waiting(id))
-		run(t, tabB, "deny", chromedp.Click(chromedp.CSS(fmt.Sprintf(`#m-%s .tool-actions button.deny`, id))))
+		run(t, tabB, "deny", clickJS(fmt.Sprintf(`#m-%s .tool-actions button.deny`, id)))
 		for name, tab := range map[string]context.Context{"A": tabA, "B": tabB} {
 			run(t, tab, "tab "+name+" shows the denial", poll(fmt.Sprintf(
 				`document.querySelector('#m-%s .tool[data-state="denied"] .tool-output.error')?.textContent.includes("denied") &&

@@ -257,6 +257,21 @@ func runOrShow(t *testing.T, ctx context.Context, what string, actions ...chrome
 // on failure it says what the page shows.
 func clickEnabled(t *testing.T, ctx context.Context, what, sel string, after chromedp.Action[chromedp.Void]) {
 	t.Helper()
-	runOrShow(t, ctx, what, poll(fmt.Sprintf(`(() => { const b = document.querySelector(%q); return !!b && !b.disabled; })()`, sel)),
-		chromedp.Click(chromedp.CSS(sel)), after)
+	runOrShow(t, ctx, what, clickJS(sel), after)
+}
+
+// clickJS clicks what sel matches once the page has it and it is enabled,
+// scrolled into view first as chromedp.Click does, found and clicked in one
+// evaluation: the page may render a message or a list entry again between
+// a query and a click by node id (an answer's done frame, then its message
+// event), which fails chromedp.Click with "Could not find node with given
+// id" (a CI run failed so in TestBrowser_Screenshots).
+func clickJS(sel string) chromedp.Action[chromedp.Void] {
+	return poll(fmt.Sprintf(`(() => {
+		const b = document.querySelector(%q);
+		if (!b || b.disabled) return false;
+		b.scrollIntoView({block: "nearest", inline: "nearest"});
+		b.click();
+		return true;
+	})()`, sel))
 }

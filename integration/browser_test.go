@@ -340,7 +340,7 @@ func TestBrowser_Screenshots(t *testing.T) {
 		poll(fmt.Sprintf(`!document.getElementById("m-%s") && document.querySelectorAll("#messages article.assistant").length === 1`, id)))
 	id = eval[string](t, ctx, `document.querySelector("#messages article.assistant").dataset.id`)
 	waitStatus(t, ctx, id, "complete")
-	run(t, ctx, "open Thinking", chromedp.Click(chromedp.CSS("#m-"+id+" details.thinking summary")))
+	run(t, ctx, "open Thinking", clickJS("#m-"+id+" details.thinking summary"))
 	waiting := sendFromPage(t, ctx, "/demo tool=save_note\nRemember that chunks are exactly-once")
 	run(t, ctx, "approval card", poll(fmt.Sprintf(`document.querySelector('#m-%s .tool[data-state="waiting"]') !== null`, waiting)))
 	// The desktop shot shows the first answer from its Thinking on; the

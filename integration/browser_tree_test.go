@@ -66,7 +66,7 @@ func TestBrowser_EditAQuestion(t *testing.T) {
 	waitStatus(t, ctx, first, "complete")
 	user := shown(t, ctx)[0]
 
-	run(t, ctx, "edit", chromedp.Click(chromedp.CSS("#m-"+user+" button.edit")),
+	run(t, ctx, "edit", clickJS("#m-"+user+" button.edit"),
 		chromedp.WaitVisible(chromedp.CSS("#m-"+user+" textarea")))
 	eval[any](t, ctx, `document.querySelector("#m-`+user+` textarea").value = "", null`)
 	run(t, ctx, "type the new question",
@@ -87,7 +87,7 @@ func TestBrowser_EditAQuestion(t *testing.T) {
 	showsStored(t, ctx, n.message(t, tok, conv, answer))
 
 	// Escape leaves a question as it was.
-	run(t, ctx, "edit and cancel", chromedp.Click(chromedp.CSS("#m-"+edited+" button.edit")),
+	run(t, ctx, "edit and cancel", clickJS("#m-"+edited+" button.edit"),
 		chromedp.WaitVisible(chromedp.CSS("#m-"+edited+" textarea")),
 		chromedp.SendKeys(chromedp.CSS("#m-"+edited+" textarea"), " more"+kb.Escape),
 		poll(fmt.Sprintf(`!document.querySelector("#m-%s textarea")`, edited)))
@@ -113,7 +113,7 @@ func TestBrowser_RenameAndDeleteAcrossTabs(t *testing.T) {
 	openSignedIn(t, tabB, n, conv, first)
 	entry := fmt.Sprintf(`#conversations li[data-id=%q]`, conv)
 
-	run(t, tabA, "rename", chromedp.Click(chromedp.CSS(entry+" button.rename")),
+	run(t, tabA, "rename", clickJS(entry+" button.rename"),
 		chromedp.WaitVisible(chromedp.CSS(entry+" .rename-input")))
 	eval[any](t, tabA, `document.querySelector(".rename-input").value = "", null`)
 	run(t, tabA, "type the title", chromedp.SendKeys(chromedp.CSS(entry+" .rename-input"), "Renamed chat"+kb.Enter),
@@ -123,16 +123,16 @@ func TestBrowser_RenameAndDeleteAcrossTabs(t *testing.T) {
 		poll(fmt.Sprintf(`document.querySelector(%q)?.textContent === "Renamed chat"`, entry+" button.open")))
 
 	// Delete asks first; Cancel keeps it.
-	run(t, tabA, "delete, cancel", chromedp.Click(chromedp.CSS(entry+" button.delete")),
+	run(t, tabA, "delete, cancel", clickJS(entry+" button.delete"),
 		chromedp.WaitVisible(chromedp.CSS(entry+" button.confirm-delete")),
-		chromedp.Click(chromedp.CSS(entry+" button.cancel-delete")),
+		clickJS(entry+" button.cancel-delete"),
 		chromedp.WaitVisible(chromedp.CSS(entry+" button.open")))
 	if code := n.call(t, "GET", "/v1/conversations/"+conv, n.devToken(t, "alice"), nil, nil); code != 200 {
 		t.Fatalf("a cancelled delete deleted: %d", code)
 	}
-	run(t, tabA, "delete", chromedp.Click(chromedp.CSS(entry+" button.delete")),
+	run(t, tabA, "delete", clickJS(entry+" button.delete"),
 		chromedp.WaitVisible(chromedp.CSS(entry+" button.confirm-delete")),
-		chromedp.Click(chromedp.CSS(entry+" button.confirm-delete")),
+		clickJS(entry+" button.confirm-delete"),
 		poll(fmt.Sprintf(`!document.querySelector(%q) && !!document.querySelector("#messages .empty")`, entry)))
 	// Tab B leaves the conversation.
 	run(t, tabB, "tab B leaves", poll(fmt.Sprintf(`!document.querySelector(%q) && !!document.querySelector("#messages .empty") && location.hash.length <= 1`, entry)))
