@@ -74,10 +74,7 @@ func (w *corkWriter) Write(p []byte) (int, error) {
 		w.shut = true
 	}
 	if !w.corked {
-		if err := w.flushRestLocked(); err != nil {
-			return 0, err
-		}
-		return w.conn.Write(p)
+		return w.connWriteLocked(p)
 	}
 	w.buf = append(w.buf, p...)
 	if len(w.buf) >= corkLimit {
@@ -108,10 +105,7 @@ func (w *corkWriter) flushLocked() error {
 	if len(w.buf) == 0 {
 		return nil
 	}
-	if err := w.flushRestLocked(); err != nil {
-		return err
-	}
-	_, err := w.conn.Write(w.buf)
+	_, err := w.connWriteLocked(w.buf)
 	if cap(w.buf) > corkLimit*2 {
 		w.buf = nil // a burst's storage goes once it is over
 	} else {
@@ -148,21 +142,42 @@ func (w *corkWriter) writeText(payload []byte) error {
 		}
 		return nil
 	}
-	if err := w.flushRestLocked(); err != nil {
-		return err
-	}
-	w.scratch = textHeader(w.scratch[:0], len(payload))
 	if len(payload) > scratchLimit {
-		bufs := net.Buffers{w.scratch, payload}
+		if err := w.flushRestLocked(); err != nil {
+			return err
+		}
+		bufs := net.Buffers{textHeader(w.scratch[:0], len(payload)), payload}
 		_, err := bufs.WriteTo(w.conn)
 		return err
 	}
-	w.scratch = append(w.scratch, payload...)
-	_, err := w.conn.Write(w.scratch)
-	if cap(w.scratch) > 4<<10 {
-		w.scratch = nil // a socket keeps a chunk frame's worth, not a catch-up's
-	}
+	_, err := w.connWriteLocked(w.frameLocked(payload))
+	w.trimScratchLocked()
 	return err
+}
+
+// connWriteLocked writes p to the connection, after what a non-blocking
+// write left of its frame: every blocking write goes through here, so
+// nothing is ever written inside a frame's rest.
+func (w *corkWriter) connWriteLocked(p []byte) (int, error) {
+	if err := w.flushRestLocked(); err != nil {
+		return 0, err
+	}
+	return w.conn.Write(p)
+}
+
+// frameLocked frames payload (of at most scratchLimit bytes) in scratch,
+// header and payload, for one write.
+func (w *corkWriter) frameLocked(payload []byte) []byte {
+	w.scratch = append(textHeader(w.scratch[:0], len(payload)), payload...)
+	return w.scratch
+}
+
+// trimScratchLocked lets a large frame's scratch go: a socket keeps a
+// chunk frame's worth, not a catch-up's.
+func (w *corkWriter) trimScratchLocked() {
+	if cap(w.scratch) > 4<<10 {
+		w.scratch = nil
+	}
 }
 
 // textHeader appends the header of an unmasked final text frame of n bytes.
@@ -215,8 +230,7 @@ func (w *corkWriter) tryText(payload []byte) (taken, rest bool, err error) {
 	if w.corked || len(w.rest) > 0 {
 		return false, false, nil
 	}
-	w.scratch = append(textHeader(w.scratch[:0], len(payload)), payload...)
-	w.tried = w.scratch
+	w.tried = w.frameLocked(payload)
 	err = w.raw.Write(w.try)
 	n := w.triedN
 	w.tried = nil
@@ -233,9 +247,7 @@ func (w *corkWriter) tryText(payload []byte) (taken, rest bool, err error) {
 	if rest {
 		w.rest = append(w.rest[:0], w.scratch[max(n, 0):]...)
 	}
-	if cap(w.scratch) > 4<<10 {
-		w.scratch = nil // a socket keeps a chunk frame's worth
-	}
+	w.trimScratchLocked()
 	return true, rest, nil
 }
 

@@ -103,11 +103,7 @@ func ctxT(tb testing.TB) context.Context {
 func TestEvictionRisk(t *testing.T) {
 	ctx := context.Background()
 	r := testenv.StartRedisServer(t)
-	client, err := streaming.NewClient(r.URL(), streaming.ClientConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
+	client := hubClient(t, r.URL())
 	for _, c := range []struct {
 		maxmemory, policy string
 		risk              bool
@@ -130,11 +126,7 @@ func TestEvictionRisk(t *testing.T) {
 	}
 	// On a cluster every master is read, and the risk names it.
 	cluster := testenv.StartRedisCluster(t, 3)
-	cc, err := streaming.NewClient(cluster.URL(), streaming.ClientConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
+	cc := hubClient(t, cluster.URL())
 	if risk, err := streaming.EvictionRisk(ctx, cc); err != nil || risk != "" {
 		t.Fatalf("a cluster with noeviction: %q, %v", risk, err)
 	}
